@@ -1,0 +1,99 @@
+"""Login and logout pages. The login form is protected by a double-submit CSRF cookie."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from app import security
+from app.auth import service
+from app.auth.deps import SESSION_COOKIE, CurrentPrincipal, OptionalPrincipal
+from app.db import SessionDep
+from app.errors import CsrfFailed, NotAuthenticated
+from app.settings import Settings
+from app.web import render
+
+router = APIRouter(include_in_schema=False)
+
+LOGIN_CSRF_COOKIE = "thresher_login_csrf"
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site relative paths: never redirect a user off this server after login."""
+    if not target:
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    return target
+
+
+def _login_page(
+    request: Request, *, next_url: str, error: str | None = None, status_code: int = 200
+) -> HTMLResponse:
+    token = security.new_token()[:43]
+    response = render(
+        request,
+        "login.html",
+        principal=None,
+        view={"next": next_url, "error": error, "login_csrf": token},
+        status_code=status_code,
+    )
+    settings: Settings = request.app.state.settings
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=settings.secure_cookies
+    )
+    return response
+
+
+@router.get("/login")
+def login_form(request: Request, principal: OptionalPrincipal, next: str | None = None) -> Response:
+    if principal is not None:
+        return RedirectResponse(_safe_next(next), status_code=303)
+    return _login_page(request, next_url=_safe_next(next))
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    session: SessionDep,
+    username: Annotated[str, Form()],
+    password: Annotated[str, Form()],
+    csrf_token: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/",
+) -> Response:
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not expected or not security.same(csrf_token, expected):
+        raise CsrfFailed("the login form expired; reload the page and sign in again")
+    try:
+        user = service.authenticate(session, username=username, password=password)
+    except NotAuthenticated as exc:
+        return _login_page(request, next_url=_safe_next(next), error=exc.message, status_code=401)
+    settings: Settings = request.app.state.settings
+    lifetime = timedelta(hours=settings.session_hours)
+    secret, _ = service.start_web_session(session, user=user, lifetime=lifetime)
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        secret,
+        max_age=int(lifetime.total_seconds()),
+        httponly=True,
+        samesite="lax",
+        secure=settings.secure_cookies,
+    )
+    response.delete_cookie(LOGIN_CSRF_COOKIE)
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, session: SessionDep, _: CurrentPrincipal) -> Response:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        service.end_web_session(session, cookie)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE)
+    return response

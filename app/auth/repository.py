@@ -1,0 +1,64 @@
+"""Every query on users, tokens and browser sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from app.models import ApiToken, User, WebSession
+
+
+def get_user(session: Session, user_id: int) -> User | None:
+    return session.get(User, user_id)
+
+
+def get_user_by_username(session: Session, username: str) -> User | None:
+    return session.scalars(select(User).where(User.username == username)).one_or_none()
+
+
+def list_users(session: Session) -> Sequence[User]:
+    return session.scalars(select(User).order_by(User.username)).all()
+
+
+def get_token_by_digest(session: Session, digest: str) -> tuple[ApiToken, User] | None:
+    row = session.execute(
+        select(ApiToken, User)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == digest)
+    ).one_or_none()
+    return (row[0], row[1]) if row else None
+
+
+def list_tokens(session: Session, user_id: int | None = None) -> Sequence[ApiToken]:
+    query = select(ApiToken).order_by(ApiToken.id)
+    if user_id is not None:
+        query = query.where(ApiToken.user_id == user_id)
+    return session.scalars(query).all()
+
+
+def get_token(session: Session, token_id: int) -> ApiToken | None:
+    return session.get(ApiToken, token_id)
+
+
+def get_web_session_by_digest(session: Session, digest: str) -> tuple[WebSession, User] | None:
+    row = session.execute(
+        select(WebSession, User)
+        .join(User, User.id == WebSession.user_id)
+        .where(WebSession.token_hash == digest)
+    ).one_or_none()
+    return (row[0], row[1]) if row else None
+
+
+def delete_web_session(session: Session, digest: str) -> None:
+    session.execute(delete(WebSession).where(WebSession.token_hash == digest))
+
+
+def delete_expired_web_sessions(session: Session, now: datetime) -> None:
+    session.execute(delete(WebSession).where(WebSession.expires_at < now))
+
+
+def delete_web_sessions_of(session: Session, user_id: int) -> None:
+    session.execute(delete(WebSession).where(WebSession.user_id == user_id))

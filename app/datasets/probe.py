@@ -1,0 +1,273 @@
+"""Probing image files: one read per file, the facts an import stores, or why the file is unusable.
+
+Pure functions with no database access, run in worker processes of a process pool
+(``probe_chunk``). A probe never raises for a bad file: every problem comes back as an
+``IssueReason`` with a human-readable detail.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import re
+import stat
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from PIL import Image, UnidentifiedImageError
+
+from app.models.dataset import IssueReason
+
+__all__ = [
+    "ACCEPTED_FORMATS",
+    "ProbeResult",
+    "escape_text",
+    "init_worker",
+    "probe_chunk",
+    "probe_file",
+]
+
+#: Pillow format names we import. GIF and multi-page TIFF count by their first frame.
+ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF"})
+
+# Image formats Pillow cannot identify, told apart from "not an image" by their magic bytes.
+_FOREIGN_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
+    (4, b"ftypheic", "HEIC"),
+    (4, b"ftypheix", "HEIC"),
+    (4, b"ftypmif1", "HEIF"),
+    (4, b"ftypavif", "AVIF"),
+    (0, b"\xff\x0a", "JPEG XL"),
+    (0, b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+    (0, b"%PDF", "PDF"),
+    (0, b"8BPS", "PSD"),
+)
+
+
+class ProbeResult(NamedTuple):
+    """What one probe found. Image fields are None when ``error`` is set.
+
+    ``byte_size`` and ``mtime_ns`` are filled whenever the file could be stat'ed, so that a later
+    import can tell whether it changed.
+    """
+
+    byte_size: int | None
+    mtime_ns: int | None
+    sha256: str | None
+    width: int | None
+    height: int | None
+    mode: str | None
+    channels: int | None
+    image_format: str | None
+    error: IssueReason | None
+    detail: str | None
+
+
+def escape_text(text: str) -> str:
+    """``text`` made storable in any database: undecodable bytes and NULs escaped as ``\\xNN``.
+
+    File names that are not valid UTF-8 arrive as surrogate escapes (PEP 383), which PostgreSQL
+    cannot store; they become ``\\xff``-style escapes here.
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    return text
+
+
+def init_worker(max_pixels: int) -> None:
+    """Pool initializer: the pixel limit, and the warning filters ``probe_file`` sets per call.
+
+    Pillow's other warnings (odd EXIF and the like) say nothing about decodability and would
+    only fill the worker's stderr.
+    """
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    _quiet_pillow()
+
+
+def _quiet_pillow() -> None:
+    warnings.simplefilter("ignore")
+    # Over the limit Pillow warns (up to 2×) or raises; both mean "too many pixels" here.
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+
+def probe_chunk(paths: Sequence[str], max_pixels: int) -> list[ProbeResult]:
+    """Probes ``paths`` in order: the unit of work of a pool worker set up by ``init_worker``."""
+    return [_probe(path, max_pixels) for path in paths]
+
+
+def _failure(
+    reason: IssueReason, detail: str, *, byte_size: int | None = None, mtime_ns: int | None = None
+) -> ProbeResult:
+    return ProbeResult(byte_size, mtime_ns, None, None, None, None, None, None, reason, detail)
+
+
+def probe_file(path: str, *, max_pixels: int) -> ProbeResult:
+    """Reads ``path`` once: size, mtime, SHA-256 of the bytes, and a full decode with Pillow.
+
+    Never opens anything but a regular file (a FIFO would block, a device could be endless):
+    the path is stat'ed first, opened non-blocking, and the open descriptor checked again.
+    Images wider × higher than ``max_pixels`` are refused from their header, before decoding.
+    Safe to call in any process: no warning escapes and no global setting is changed (so
+    Pillow's own process-wide limit, which ``init_worker`` sets in pool workers, still applies
+    here as well: a ``max_pixels`` above twice that limit is capped by it).
+    """
+    with warnings.catch_warnings():
+        _quiet_pillow()
+        return _probe(path, max_pixels)
+
+
+def _probe(path: str, max_pixels: int) -> ProbeResult:
+    try:
+        info = os.stat(path)  # noqa: PTH116 - the hot path: no Path object per file
+    except FileNotFoundError:
+        if Path(path).is_symlink():
+            return _failure(IssueReason.BROKEN_SYMLINK, "the symlink's target does not exist")
+        return _failure(IssueReason.MISSING_FILE, "no such file")
+    except PermissionError as exc:
+        return _failure(IssueReason.UNREADABLE, _os_error_text(exc))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return _failure(IssueReason.BROKEN_SYMLINK, "symlink loop")
+        return _failure(IssueReason.UNREADABLE, _os_error_text(exc))
+    if not stat.S_ISREG(info.st_mode):
+        return _failure(IssueReason.NOT_A_FILE, f"not a regular file ({_kind(info.st_mode)})")
+
+    try:
+        data, info = _read_regular(path)
+    except _NotRegular as exc:
+        return _failure(IssueReason.NOT_A_FILE, str(exc))
+    except FileNotFoundError:
+        return _failure(IssueReason.MISSING_FILE, "the file disappeared while probing")
+    except OSError as exc:
+        return _failure(
+            IssueReason.UNREADABLE,
+            _os_error_text(exc),
+            byte_size=info.st_size,
+            mtime_ns=info.st_mtime_ns,
+        )
+    size, mtime_ns = len(data), info.st_mtime_ns
+    if size == 0:
+        return _failure(IssueReason.EMPTY_FILE, "the file is empty", byte_size=0, mtime_ns=mtime_ns)
+
+    digest = hashlib.sha256(data).hexdigest()
+    found = _decode(data, max_pixels=max_pixels)
+    if isinstance(found, ProbeResult):
+        return found._replace(byte_size=size, mtime_ns=mtime_ns)
+    width, height, mode, channels, image_format = found
+    return ProbeResult(
+        size, mtime_ns, digest, width, height, mode, channels, image_format, None, None
+    )
+
+
+class _NotRegular(Exception):
+    pass
+
+
+def _read_regular(path: str) -> tuple[bytes, os.stat_result]:
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _NotRegular(f"not a regular file ({_kind(info.st_mode)})")
+        # Asking for one byte more than the size: a short read means the end (one call).
+        data = os.read(fd, info.st_size + 1)
+        if len(data) <= info.st_size:
+            return data, info
+        chunks = [data]  # the file grew while we read it: read what is there now
+        while block := os.read(fd, 1 << 20):
+            chunks.append(block)
+        return b"".join(chunks), info
+    finally:
+        os.close(fd)
+
+
+_ImageFacts = tuple[int, int, str, int, str]
+
+
+def _decode(data: bytes, *, max_pixels: int) -> _ImageFacts | ProbeResult:
+    """Pillow facts of the image in ``data`` after a full decode, or a failure."""
+    try:
+        image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return _too_many_pixels(exc, max_pixels)
+    except UnidentifiedImageError:
+        return _unidentified(data)
+    except Exception as exc:
+        return _decode_failure(exc)
+    with image:
+        image_format = image.format or "unknown"
+        if image_format not in ACCEPTED_FORMATS:
+            return _failure(
+                IssueReason.UNSUPPORTED_FORMAT,
+                f"{image_format} images are not accepted "
+                f"(accepted: {', '.join(sorted(ACCEPTED_FORMATS))})",
+            )
+        width, height = image.size
+        if width * height > max_pixels:
+            return _failure(
+                IssueReason.TOO_MANY_PIXELS,
+                f"{width}×{height} = {width * height:,} pixels, over the limit of "
+                f"{max_pixels:,} (a possible decompression bomb; not decoded)",
+            )
+        if width <= 0 or height <= 0:
+            return _failure(IssueReason.CORRUPT, f"invalid size {width}×{height}")
+        try:
+            image.load()
+        except Exception as exc:
+            return _decode_failure(exc)
+        return width, height, image.mode, len(image.getbands()), image_format
+
+
+def _too_many_pixels(exc: Warning | Exception, max_pixels: int) -> ProbeResult:
+    declared = re.search(r"\((\d+) pixels\)", str(exc))
+    count = f"{int(declared.group(1)):,}" if declared else "too many"
+    return _failure(
+        IssueReason.TOO_MANY_PIXELS,
+        f"the header declares {count} pixels, over the limit of {max_pixels:,} "
+        "(a possible decompression bomb; not decoded)",
+    )
+
+
+def _unidentified(data: bytes) -> ProbeResult:
+    for offset, magic, name in _FOREIGN_SIGNATURES:
+        if data[offset : offset + len(magic)] == magic:
+            return _failure(
+                IssueReason.UNSUPPORTED_FORMAT,
+                f"{name} is not accepted (accepted: {', '.join(sorted(ACCEPTED_FORMATS))})",
+            )
+    return _failure(IssueReason.NOT_AN_IMAGE, "not an image Pillow can identify")
+
+
+def _decode_failure(exc: BaseException) -> ProbeResult:
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, EOFError) or "truncated" in str(exc).lower():
+        return _failure(IssueReason.TRUNCATED, text)
+    if isinstance(exc, Image.DecompressionBombError):
+        return _failure(IssueReason.TOO_MANY_PIXELS, text)
+    if isinstance(exc, MemoryError):
+        return _failure(IssueReason.TOO_MANY_PIXELS, "out of memory while decoding")
+    return _failure(IssueReason.CORRUPT, text)
+
+
+def _os_error_text(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"

@@ -1,0 +1,141 @@
+"""Dependencies of the job routes: who may speak the worker protocol, 404s, request bodies.
+
+**Who is a worker.** ``WorkerDep`` admits bearer tokens of the ``worker`` scope, and also the
+API tokens of engineers and admins: an engineer may run a worker (or debug one with curl) under
+their own token, which can already do more (create and cancel jobs); a worker token still cannot
+use the engineer API (``require_role`` refuses it). Browser sessions are refused: the protocol is
+for programs, and cookie-authenticated writes would need CSRF tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from app.auth.deps import CurrentPrincipal, optional_principal
+from app.auth.service import Principal
+from app.db import SessionDep, transaction
+from app.errors import AppError, Forbidden, NotAuthenticated
+from app.jobs import service
+from app.jobs.schemas import UploadedFile
+from app.models import Job, Role, TokenScope
+from app.settings import Settings
+from ml.protocol import MAX_RESULT_CHUNK_BYTES
+
+#: Artifacts (checkpoints) larger than this are refused (16 GiB).
+MAX_ARTIFACT_BYTES = 16 << 30
+
+
+class PayloadTooLarge(AppError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+def _check_worker(principal: Principal) -> Principal:
+    if principal.via != "token":
+        raise Forbidden("the worker protocol takes a bearer token, not a browser session")
+    if principal.token_scope is TokenScope.WORKER or principal.role.includes(Role.ENGINEER):
+        return principal
+    raise Forbidden("this needs a worker token (or an engineer's API token)")
+
+
+async def require_worker(principal: CurrentPrincipal) -> Principal:
+    return _check_worker(principal)
+
+
+WorkerDep = Annotated[Principal, Depends(require_worker)]
+
+
+def authenticated_worker(request: Request) -> Principal:
+    """Like ``WorkerDep``, in a short transaction of its own: for routes that then stream a
+    large body, which must not happen inside a transaction (on SQLite it holds the write lock)."""
+    with transaction(request.app.state.session_factory) as session:
+        principal = optional_principal(request, session)
+        if principal is None:
+            raise NotAuthenticated("send the worker token as 'Authorization: Bearer <token>'")
+        return _check_worker(principal)
+
+
+StreamingWorkerDep = Annotated[Principal, Depends(authenticated_worker)]
+
+
+def job_or_404(job_id: int, session: SessionDep) -> Job:
+    return service.get_job(session, job_id)
+
+
+JobDep = Annotated[Job, Depends(job_or_404)]
+
+
+def data_dir(request: Request) -> Path:
+    settings: Settings = request.app.state.settings
+    return settings.data_dir
+
+
+DataDir = Annotated[Path, Depends(data_dir)]
+
+
+def _declared_length(request: Request, limit: int) -> None:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body has {declared} bytes; the limit is {limit}")
+
+
+async def small_body(request: Request) -> bytes:
+    """The request body, in memory, up to the result chunk limit."""
+    _declared_length(request, MAX_RESULT_CHUNK_BYTES)
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > MAX_RESULT_CHUNK_BYTES:
+            raise PayloadTooLarge(f"the body is over the limit of {MAX_RESULT_CHUNK_BYTES} bytes")
+        parts.append(part)
+    return b"".join(parts)
+
+
+SmallBody = Annotated[bytes, Depends(small_body)]
+
+
+async def _file_body(request: Request) -> UploadedFile:
+    """The request body streamed to a temporary file under the data directory, hashed on the
+    way. The route moves the file into place or it is removed after the response."""
+    _declared_length(request, MAX_ARTIFACT_BYTES)
+    settings: Settings = request.app.state.settings
+    directory = settings.data_dir / service.UPLOAD_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{uuid.uuid4().hex}.part"
+    digest = hashlib.sha256()
+    size = 0
+    handle = await run_in_threadpool(path.open, "wb")
+    try:
+        async for part in request.stream():
+            size += len(part)
+            if size > MAX_ARTIFACT_BYTES:
+                raise PayloadTooLarge(f"the file is over the limit of {MAX_ARTIFACT_BYTES} bytes")
+            digest.update(part)
+            await run_in_threadpool(handle.write, part)
+    except BaseException:
+        handle.close()
+        path.unlink(missing_ok=True)
+        raise
+    handle.close()
+    return UploadedFile(path=path, sha256=digest.hexdigest(), byte_size=size)
+
+
+async def uploaded_file(request: Request) -> AsyncIterator[UploadedFile]:
+    """The request body streamed to a temporary file (see ``_file_body``); the file is gone
+    after the response, whatever happened."""
+    upload = await _file_body(request)
+    try:
+        yield upload
+    finally:
+        upload.path.unlink(missing_ok=True)
+
+
+FileBody = Annotated[UploadedFile, Depends(uploaded_file)]

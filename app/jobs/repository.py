@@ -1,0 +1,228 @@
+"""Every query on jobs, their metrics, artifacts and result ledger (bulk results: ``ingest``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.models import (
+    ApiToken,
+    Dataset,
+    Job,
+    JobArtifact,
+    JobMetric,
+    JobResult,
+    JobResultChunk,
+    JobState,
+    LabelClass,
+    Sample,
+    utcnow,
+)
+from ml.protocol import DeviceKind, JobKind
+
+
+def get_job(session: Session, job_id: int, *, for_update: bool = False) -> Job | None:
+    """The job; ``for_update`` row-locks it on PostgreSQL (SQLite locks on BEGIN already)."""
+    query = select(Job).where(Job.id == job_id)
+    if for_update:
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
+
+
+def list_jobs(
+    session: Session,
+    *,
+    states: Sequence[JobState] = (),
+    kind: JobKind | None = None,
+    dataset_id: int | None = None,
+    before_id: int | None = None,
+    limit: int = 100,
+) -> list[Job]:
+    """Newest first."""
+    query = select(Job)
+    if states:
+        query = query.where(Job.state.in_(states))
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    if dataset_id is not None:
+        query = query.where(Job.dataset_id == dataset_id)
+    if before_id is not None:
+        query = query.where(Job.id < before_id)
+    return list(session.scalars(query.order_by(Job.id.desc()).limit(limit)))
+
+
+def state_counts(session: Session) -> dict[JobState, int]:
+    rows = session.execute(select(Job.state, func.count()).group_by(Job.state))
+    return {state: count for state, count in rows}
+
+
+def next_leasable(
+    session: Session, *, kinds: Sequence[JobKind], device: DeviceKind, now: datetime
+) -> Job | None:
+    """The queued job to lease next (highest priority, then oldest), row-locked and skipped by
+    concurrent leases on PostgreSQL (``FOR UPDATE SKIP LOCKED``)."""
+    query = (
+        select(Job)
+        .where(
+            Job.state == JobState.QUEUED,
+            Job.kind.in_(kinds),
+            Job.device.in_((DeviceKind.ANY, device)),
+            or_(Job.not_before_at.is_(None), Job.not_before_at <= now),
+        )
+        .order_by(Job.priority.desc(), Job.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    return session.scalars(query).first()
+
+
+def expired_leases(session: Session, *, now: datetime, limit: int = 100) -> list[Job]:
+    """Held jobs whose lease ran out, row-locked; rows another transaction holds are skipped."""
+    query = (
+        select(Job)
+        .where(Job.state.in_((JobState.LEASED, JobState.RUNNING)), Job.lease_expires_at < now)
+        .order_by(Job.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.scalars(query))
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+def get_metric(session: Session, job_id: int, fence: int, epoch: int) -> JobMetric | None:
+    return session.get(JobMetric, (job_id, fence, epoch))
+
+
+def list_metrics(session: Session, job_id: int, fence: int) -> list[JobMetric]:
+    query = (
+        select(JobMetric)
+        .where(JobMetric.job_id == job_id, JobMetric.fence == fence)
+        .order_by(JobMetric.epoch)
+    )
+    return list(session.scalars(query))
+
+
+# --- artifacts ----------------------------------------------------------------------------------
+
+
+def list_artifacts(session: Session, job_id: int) -> list[JobArtifact]:
+    query = select(JobArtifact).where(JobArtifact.job_id == job_id).order_by(JobArtifact.name)
+    return list(session.scalars(query))
+
+
+def get_artifact(session: Session, artifact_id: int) -> JobArtifact | None:
+    return session.get(JobArtifact, artifact_id)
+
+
+def get_artifact_by_name(session: Session, job_id: int, name: str) -> JobArtifact | None:
+    query = select(JobArtifact).where(JobArtifact.job_id == job_id, JobArtifact.name == name)
+    return session.scalars(query).one_or_none()
+
+
+def delete_artifacts(session: Session, job_id: int) -> list[str]:
+    """Deletes the job's artifact rows; returns their storage paths (the caller removes files)."""
+    paths = list(
+        session.scalars(select(JobArtifact.storage_path).where(JobArtifact.job_id == job_id))
+    )
+    session.execute(delete(JobArtifact).where(JobArtifact.job_id == job_id))
+    return paths
+
+
+# --- results ------------------------------------------------------------------------------------
+
+
+def get_result_chunk(session: Session, job_id: int, index: int) -> JobResultChunk | None:
+    return session.get(JobResultChunk, (job_id, index))
+
+
+def result_chunk_stats(session: Session, job_id: int) -> tuple[int, int]:
+    """(number of chunks, highest chunk index or -1) in the job's ledger."""
+    count, highest = session.execute(
+        select(func.count(), func.coalesce(func.max(JobResultChunk.index), -1)).where(
+            JobResultChunk.job_id == job_id
+        )
+    ).one()
+    return int(count), int(highest)
+
+
+def count_results(session: Session, job_id: int) -> int:
+    return int(session.scalar(select(func.count()).where(JobResult.job_id == job_id)) or 0)
+
+
+def delete_results(session: Session, job_id: int) -> None:
+    session.execute(delete(JobResult).where(JobResult.job_id == job_id))
+    session.execute(delete(JobResultChunk).where(JobResultChunk.job_id == job_id))
+
+
+def delete_chunk_results(session: Session, job_id: int, index: int) -> None:
+    session.execute(delete(JobResult).where(JobResult.job_id == job_id, JobResult.chunk == index))
+
+
+# --- samples, for manifests ---------------------------------------------------------------------
+
+
+def get_dataset(session: Session, dataset_id: int) -> Dataset | None:
+    return session.get(Dataset, dataset_id)
+
+
+def dataset_classes(session: Session, dataset_id: int) -> list[tuple[int, str]]:
+    """(class id, name) of the dataset's classes, by id."""
+    rows = session.execute(
+        select(LabelClass.id, LabelClass.name)
+        .where(LabelClass.dataset_id == dataset_id)
+        .order_by(LabelClass.id)
+    )
+    return [(class_id, name) for class_id, name in rows]
+
+
+def usable_samples(
+    session: Session, dataset_id: int, sample_ids: Sequence[int] | None = None
+) -> list[tuple[int, int, str, str]]:
+    """(id, class id, path, sha256) of the dataset's usable samples (decodable, present), by id;
+    only those in ``sample_ids`` when given."""
+    query = select(Sample.id, Sample.class_id, Sample.path, Sample.sha256).where(
+        Sample.dataset_id == dataset_id,
+        Sample.error.is_(None),
+        Sample.missing.is_(False),
+        Sample.sha256.is_not(None),
+    )
+    rows: list[Any] = []
+    if sample_ids is None:
+        rows = list(session.execute(query.order_by(Sample.id)))
+    else:
+        ordered = sorted(set(sample_ids))
+        for start in range(0, len(ordered), 10_000):
+            part = ordered[start : start + 10_000]
+            rows.extend(session.execute(query.where(Sample.id.in_(part)).order_by(Sample.id)))
+    return [(row[0], row[1], row[2], row[3]) for row in rows]
+
+
+# --- the local workers' tokens ------------------------------------------------------------------
+
+
+def revoke_tokens_named(session: Session, *, user_id: int, name: str) -> int:
+    result = session.execute(
+        update(ApiToken)
+        .where(ApiToken.user_id == user_id, ApiToken.name == name, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def revoke_tokens(session: Session, token_ids: Sequence[int]) -> None:
+    session.execute(
+        update(ApiToken)
+        .where(ApiToken.id.in_(token_ids), ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
+def count_active_tokens_named(session: Session, name: str) -> int:
+    query = select(func.count()).where(ApiToken.name == name, ApiToken.revoked_at.is_(None))
+    return int(session.scalar(query) or 0)

@@ -1,0 +1,476 @@
+"""View models for the job pages: every number formatted and every chart coordinate computed
+here, so the templates only place what they are given."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from app.datasets.views import Moment, duration, moment, number
+from app.jobs.schemas import JobDetail
+from app.models import Job, JobMetric, JobState
+
+PAGE_SIZE = 100
+
+STATE_TONES = {
+    JobState.QUEUED: "",
+    JobState.LEASED: "running",
+    JobState.RUNNING: "running",
+    JobState.SUCCEEDED: "ok",
+    JobState.FAILED: "bad",
+    JobState.CANCELLED: "warn",
+}
+
+# The metrics chart, in SVG user units (it scales to the panel width).
+CHART_WIDTH = 460
+CHART_HEIGHT = 220
+CHART_LEFT = 48
+CHART_RIGHT = 10
+CHART_TOP = 10
+CHART_BOTTOM = 28
+#: Series colours, by position in the legend (the CSS has a class per slot).
+SERIES_SLOTS = 6
+
+
+def job_url(job_id: int) -> str:
+    return f"/jobs/{job_id}"
+
+
+def live_url(job_id: int) -> str:
+    return f"/jobs/{job_id}/live"
+
+
+# --- the list -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StateFilter:
+    label: str
+    count: str
+    url: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: int
+    url: str
+    kind: str
+    state: str
+    tone: str
+    progress: str
+    worker: str
+    attempts: str
+    created: Moment
+
+
+@dataclass(frozen=True)
+class JobListView:
+    rows: list[JobRow]
+    filters: list[StateFilter]
+    active_count: int
+    poll_url: str | None
+    next_url: str | None
+
+
+def progress_text(job: Job) -> str:
+    if job.state is JobState.QUEUED:
+        if job.attempts and job.error:
+            return f"waiting to retry (attempt {job.attempts + 1} of {job.max_attempts})"
+        return "waiting for a worker"
+    if job.state is JobState.LEASED:
+        return "starting"
+    if job.state is JobState.RUNNING:
+        parts = [job.phase or "running"]
+        if job.epochs:
+            parts.append(f"epoch {job.epoch} of {job.epochs}")
+        if job.steps:
+            parts.append(f"step {number(job.step)} of {number(job.steps)}")
+        if job.images_per_second:
+            parts.append(f"{job.images_per_second:,.0f} images/s")
+        return " · ".join(parts)
+    return job.state.value
+
+
+def job_list(
+    jobs: Sequence[Job],
+    counts: dict[JobState, int],
+    *,
+    now: datetime,
+    state: JobState | None,
+    page_size: int = PAGE_SIZE,
+) -> JobListView:
+    total = sum(counts.values())
+    filters = [StateFilter("all", number(total), "/jobs", state is None)]
+    filters += [
+        StateFilter(
+            s.value, number(counts.get(s, 0)), f"/jobs?{urlencode({'state': s.value})}", s == state
+        )
+        for s in JobState
+    ]
+    active = sum(counts.get(s, 0) for s in (JobState.QUEUED, JobState.LEASED, JobState.RUNNING))
+    next_url = None
+    if len(jobs) == page_size and jobs:
+        query: dict[str, str | int] = {"before_id": jobs[-1].id}
+        if state is not None:
+            query["state"] = state.value
+        next_url = f"/jobs?{urlencode(query)}"
+    return JobListView(
+        rows=[
+            JobRow(
+                id=job.id,
+                url=job_url(job.id),
+                kind=job.kind.value,
+                state=_state_label(job),
+                tone=STATE_TONES[job.state],
+                progress=progress_text(job),
+                worker=job.worker or "–",
+                attempts=f"{job.attempts}/{job.max_attempts}",
+                created=moment(job.created_at, now=now),
+            )
+            for job in jobs
+        ],
+        filters=filters,
+        active_count=active,
+        poll_url=f"/jobs/table?{urlencode({'state': state.value})}"
+        if state is not None
+        else "/jobs/table",
+        next_url=next_url,
+    )
+
+
+def _state_label(job: Job) -> str:
+    if job.state.is_held and job.cancel_requested_at is not None:
+        return "cancelling"
+    return job.state.value
+
+
+# --- the chart ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    slot: int
+    points: str  # "x,y x,y …" for a <polyline>
+    dots: list[tuple[float, float, str]]  # x, y, tooltip
+    last: str
+
+
+@dataclass(frozen=True)
+class AxisTick:
+    position: float
+    label: str
+
+
+@dataclass(frozen=True)
+class MetricChart:
+    """One panel: epochs on x, the series' values on y (linear, from 0 or the lowest value)."""
+
+    title: str
+    width: int
+    height: int
+    plot_left: float
+    plot_right: float
+    plot_top: float
+    plot_bottom: float
+    series: list[Series]
+    y_ticks: list[AxisTick]
+    x_ticks: list[AxisTick]
+    caption: str
+
+
+def _nice_step(span: float, target: int = 4) -> float:
+    raw = span / target if span > 0 else 1.0
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    for factor in (1, 2, 2.5, 5, 10):
+        if raw <= factor * magnitude:
+            return factor * magnitude
+    return 10 * magnitude
+
+
+def _format_value(value: float) -> str:
+    if value != 0 and (abs(value) >= 1000 or abs(value) < 0.01):
+        return f"{value:.2g}"
+    return f"{value:.3g}"
+
+
+def metric_chart(
+    title: str, metrics: Sequence[JobMetric], names: Sequence[str], *, percent: bool = False
+) -> MetricChart | None:
+    """A chart of ``names`` (keys of each epoch's values) over epochs; None without data.
+    ``percent``: values are fractions, shown 0–100 %."""
+    epochs = [m.epoch for m in metrics]
+    if not epochs or not names:
+        return None
+    values = [v for m in metrics for n in names if (v := m.values.get(n)) is not None]
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return None
+    left, right = float(CHART_LEFT), float(CHART_WIDTH - CHART_RIGHT)
+    top, bottom = float(CHART_TOP), float(CHART_HEIGHT - CHART_BOTTOM)
+    if percent:
+        low, high = 0.0, max(1.0, max(finite))
+    else:
+        low = min(0.0, min(finite))
+        high = max(finite)
+    step = _nice_step(high - low)
+    high = math.ceil(high / step) * step if high > low else low + step
+    first, last = min(epochs), max(epochs)
+
+    def x_of(epoch: int) -> float:
+        if last == first:
+            return (left + right) / 2
+        return left + (right - left) * (epoch - first) / (last - first)
+
+    def y_of(value: float) -> float:
+        return bottom - (bottom - top) * (value - low) / (high - low)
+
+    def label(value: float) -> str:
+        return f"{value * 100:.0f}%" if percent else _format_value(value)
+
+    series = []
+    for slot, name in enumerate(names):
+        pairs = [
+            (m.epoch, v)
+            for m in metrics
+            if (v := m.values.get(name)) is not None and math.isfinite(v)
+        ]
+        if not pairs:
+            continue
+        coords = [(round(x_of(e), 2), round(y_of(v), 2)) for e, v in pairs]
+        series.append(
+            Series(
+                name=name,
+                slot=slot % SERIES_SLOTS,
+                points=" ".join(f"{x},{y}" for x, y in coords),
+                dots=[
+                    (x, y, f"{name}, epoch {e}: {label(v)}")
+                    for (x, y), (e, v) in zip(coords, pairs, strict=True)
+                ],
+                last=label(pairs[-1][1]),
+            )
+        )
+    y_ticks = []
+    tick = low
+    while tick <= high + step / 1000:
+        y_ticks.append(AxisTick(round(y_of(tick), 2), label(tick)))
+        tick += step
+    x_step = max(1, math.ceil((last - first + 1) / 8))
+    x_ticks = [AxisTick(round(x_of(e), 2), str(e)) for e in range(first, last + 1, x_step)]
+    return MetricChart(
+        title=title,
+        width=CHART_WIDTH,
+        height=CHART_HEIGHT,
+        plot_left=left,
+        plot_right=right,
+        plot_top=top,
+        plot_bottom=bottom,
+        series=series,
+        y_ticks=y_ticks,
+        x_ticks=x_ticks,
+        caption=f"{title} per epoch: " + ", ".join(f"{s.name} {s.last}" for s in series),
+    )
+
+
+def metric_names(metrics: Sequence[JobMetric]) -> tuple[list[str], list[str]]:
+    """The loss-like and the accuracy-like metric names, in first-seen order."""
+    seen: list[str] = []
+    for m in metrics:
+        seen.extend(name for name in m.values if name not in seen)
+    losses = [n for n in seen if "loss" in n.lower()]
+    accuracies = [n for n in seen if "acc" in n.lower()]
+    return losses, accuracies
+
+
+# --- the job page -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fact:
+    label: str
+    value: str
+    tone: str = ""
+
+
+@dataclass(frozen=True)
+class ArtifactRow:
+    name: str
+    url: str
+    size: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """The part of the job page that htmx refreshes while the job is active."""
+
+    job_id: int
+    state: str
+    tone: str
+    active: bool
+    poll_url: str | None
+    progress: str
+    progress_max: int
+    progress_value: int
+    facts: list[Fact]
+    loss_chart: MetricChart | None
+    accuracy_chart: MetricChart | None
+    log_lines: list[str]
+    error: str | None
+    summary: list[Fact]
+    artifacts: list[ArtifactRow]
+    results: str
+    can_cancel: bool
+    can_retry: bool
+
+
+@dataclass(frozen=True)
+class JobPageView:
+    id: int
+    kind: str
+    created: Moment
+    spec_json: str
+    live: LiveView
+
+
+def _size(byte_count: int) -> str:
+    size = float(byte_count)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:,.0f} {unit}" if unit == "bytes" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{byte_count} bytes"
+
+
+def _progress_bar(job: Job) -> tuple[int, int]:
+    """(max, value) of the page's progress bar: over the whole run while training (epochs ×
+    steps), over the current phase otherwise; (0, 0) when there is nothing to measure."""
+    if not job.steps:
+        return 0, 0
+    step = min(job.step, job.steps)
+    if job.epochs and job.epoch:
+        return job.epochs * job.steps, (min(job.epoch, job.epochs) - 1) * job.steps + step
+    return job.steps, step
+
+
+#: Summary entries the page shows elsewhere (the charts) or in their own way.
+_SUMMARY_SKIPPED = frozenset({"history", "timings"})
+
+
+def _summary_value(key: str, value: float | int | str | bool) -> str:
+    if isinstance(value, float):
+        fraction = 0.0 <= value <= 1.0
+        if fraction and any(word in key for word in ("acc", "top", "shot")):
+            return f"{value * 100:.1f}%"
+        return _format_value(value)
+    return str(value)
+
+
+def summary_facts(summary: dict[str, Any]) -> list[Fact]:
+    """What a job reported, for people: scalars as they are, one level of nested scalars as
+    ``section.key`` (lists and per-epoch history left out: the charts show those), and the
+    setup and upload times from the worker's timings."""
+    facts = []
+    for key, value in summary.items():
+        if key in _SUMMARY_SKIPPED:
+            continue
+        if isinstance(value, float | int | str | bool):
+            facts.append(Fact(key, _summary_value(key, value)))
+        elif isinstance(value, dict):
+            facts.extend(
+                Fact(f"{key}.{inner}", _summary_value(inner, item))
+                for inner, item in value.items()
+                if isinstance(item, float | int | str | bool)
+            )
+    timings = summary.get("timings")
+    if isinstance(timings, dict):
+        leased, first = timings.get("leased_at"), timings.get("first_step_at")
+        if isinstance(leased, float | int) and isinstance(first, float | int):
+            facts.append(Fact("setup (lease → first step)", f"{max(first - leased, 0):.1f} s"))
+        upload = timings.get("upload_seconds")
+        if isinstance(upload, float | int):
+            facts.append(Fact("upload", f"{upload:.1f} s"))
+    return facts
+
+
+def live_view(detail: JobDetail, *, now: datetime) -> LiveView:
+    job = detail.job
+    active = not job.state.is_final
+    facts = [
+        Fact("Attempts", f"{job.attempts} of {job.max_attempts}"),
+        Fact("Worker", job.worker or "–"),
+        Fact("Lease", str(job.fence)),
+    ]
+    if job.state.is_held and job.lease_expires_at is not None:
+        left = (job.lease_expires_at - now).total_seconds()
+        facts.append(
+            Fact(
+                "Lease expires",
+                f"in {duration(left)}" if left > 0 else "expired",
+                "" if left > 0 else "warn",
+            )
+        )
+    if job.heartbeat_at is not None:
+        facts.append(Fact("Last heartbeat", moment(job.heartbeat_at, now=now).ago))
+    if job.state is JobState.QUEUED and job.not_before_at is not None and job.not_before_at > now:
+        facts.append(
+            Fact("Next attempt", f"in {duration((job.not_before_at - now).total_seconds())}")
+        )
+    if job.started_at is not None:
+        end = job.finished_at or now
+        facts.append(
+            Fact(
+                "Ran for" if job.finished_at else "Running for",
+                duration((end - job.started_at).total_seconds()),
+            )
+        )
+    if job.images_per_second and job.state is JobState.RUNNING:
+        facts.append(Fact("Throughput", f"{job.images_per_second:,.0f} images/s"))
+    losses, accuracies = metric_names(detail.metrics)
+    progress_max, progress_value = _progress_bar(job)
+    return LiveView(
+        job_id=job.id,
+        state=_state_label(job),
+        tone=STATE_TONES[job.state],
+        active=active,
+        poll_url=live_url(job.id) if active else None,
+        progress=progress_text(job),
+        progress_max=progress_max,
+        progress_value=progress_value,
+        facts=facts,
+        loss_chart=metric_chart("Loss", detail.metrics, losses),
+        accuracy_chart=metric_chart("Accuracy", detail.metrics, accuracies, percent=True),
+        log_lines=job.log_tail.splitlines(),
+        error=job.error,
+        summary=summary_facts(job.summary or {}),
+        artifacts=[
+            ArtifactRow(
+                name=a.name,
+                url=f"/api/jobs/{job.id}/artifacts/{a.name}",
+                size=_size(a.byte_size),
+                sha256=a.sha256,
+            )
+            for a in detail.artifacts
+        ],
+        results=f"{number(detail.result_rows)} samples in {number(detail.result_chunks)} chunks",
+        can_cancel=job.state in {JobState.QUEUED, JobState.LEASED, JobState.RUNNING}
+        and job.cancel_requested_at is None,
+        can_retry=job.state in {JobState.FAILED, JobState.CANCELLED},
+    )
+
+
+def job_page(detail: JobDetail, *, now: datetime) -> JobPageView:
+    job = detail.job
+    return JobPageView(
+        id=job.id,
+        kind=job.kind.value,
+        created=moment(job.created_at, now=now),
+        spec_json=json.dumps(job.spec, indent=2, sort_keys=True),
+        live=live_view(detail, now=now),
+    )

@@ -1,0 +1,138 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from app import home
+from app.auth import pages as auth_pages
+from app.auth import routes as auth_routes
+from app.background import BackgroundRunner
+from app.datasets import pages as dataset_pages
+from app.datasets import routes as dataset_routes
+from app.datasets import service as dataset_service
+from app.db import create_db_engine, create_session_factory, transaction
+from app.errors import AppError, NotAuthenticated
+from app.jobs import pages as job_pages
+from app.jobs import routes as job_routes
+from app.jobs import worker_routes as job_worker_routes
+from app.logging import configure_logging, get_logger
+from app.media import routes as media_routes
+from app.settings import PROJECT_ROOT, Settings, get_settings
+from app.web import create_templates, render
+
+log = get_logger(__name__)
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    # Everything is served locally: no CDN, no inline scripts.
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+        "script-src 'self'; frame-ancestors 'none'"
+    ),
+}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Builds the app: engine, session factory, templates and background runner included."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_format)
+    settings.ensure_data_dir()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with transaction(app.state.session_factory) as session:
+            dataset_service.fail_interrupted_imports(session)
+        log.info("server.started", database=engine.url.render_as_string(hide_password=True))
+        yield
+        app.state.background.shutdown()
+        engine.dispose()
+
+    app = FastAPI(
+        title="Thresher",
+        summary="Clean noisy, long-tailed image datasets with people in the loop.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    engine = create_db_engine(settings.resolved_database_url)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = create_session_factory(engine)
+    app.state.templates = create_templates()
+    app.state.background = BackgroundRunner()
+    app.state.secret_key = settings.load_secret_key()
+
+    app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
+    for module in (
+        auth_routes,
+        auth_pages,
+        dataset_routes,
+        dataset_pages,
+        media_routes,
+        job_routes,
+        job_worker_routes,
+        job_pages,
+        home,
+    ):
+        app.include_router(module.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.url.path.startswith("/static/"):
+            response.headers.setdefault("Cache-Control", "public, max-age=3600")
+        return response
+
+    app.add_exception_handler(AppError, _app_error_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error_handler)  # type: ignore[arg-type]
+    return app
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith(("/api/", "/media/")) or "application/json" in (
+        request.headers.get("accept", "")
+    )
+
+
+async def _app_error_handler(request: Request, exc: AppError) -> Response:
+    if _wants_json(request):
+        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status_code)
+    if isinstance(exc, NotAuthenticated):
+        if request.headers.get("HX-Request"):
+            # An htmx swap would paste the login page into the section; reload the page instead.
+            return Response(status_code=204, headers={"HX-Redirect": "/login"})
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+    return render(
+        request,
+        "error.html",
+        principal=None,
+        view={"status": exc.status_code, "message": exc.message},
+        status_code=exc.status_code,
+    )
+
+
+async def _validation_error_handler(request: Request, exc: RequestValidationError) -> Response:
+    problems = [
+        {"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"]}
+        for error in exc.errors()
+    ]
+    body = {"error": {"code": "invalid", "message": "invalid request", "details": problems}}
+    return JSONResponse(body, status_code=422)

@@ -1,0 +1,55 @@
+"""Sample images by id, thumbnails and originals, for any signed-in user (annotators too)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import FileResponse
+
+from app.auth.deps import optional_principal
+from app.db import transaction
+from app.errors import NotAuthenticated
+from app.media import service
+from app.media.service import SampleFile
+from app.settings import Settings
+
+router = APIRouter(prefix="/media", tags=["media"])
+
+
+def sample_file(request: Request, sample_id: int) -> SampleFile:
+    """Authenticates the caller and finds the sample in a short transaction of its own.
+
+    Not ``SessionDep``: that session stays open until the route returns, and on SQLite every
+    transaction holds the write lock, which must not last through image decoding.
+    """
+    with transaction(request.app.state.session_factory) as session:
+        if optional_principal(request, session) is None:
+            raise NotAuthenticated("sign in or send an API token to see images")
+        return service.find_sample_file(session, sample_id)
+
+
+SampleFileDep = Annotated[SampleFile, Depends(sample_file)]
+
+
+@router.get("/samples/{sample_id}/thumb/{size}", response_class=Response)
+def sample_thumbnail(request: Request, size: int, file: SampleFileDep) -> Response:
+    """A JPEG whose longest side is ``size`` px (one of the configured thumbnail sizes)."""
+    settings: Settings = request.app.state.settings
+    service.check_thumbnail_size(size, allowed=settings.thumbnail_sizes)
+    etag = file.thumbnail_etag(size)
+    headers = {"ETag": etag, "Cache-Control": service.THUMBNAIL_CACHE_CONTROL}
+    if service.etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    data = service.get_thumbnail(file, size=size, cache_dir=settings.thumbnail_dir)
+    return Response(data, media_type="image/jpeg", headers=headers)
+
+
+@router.get("/samples/{sample_id}/original", response_class=Response)
+def sample_original(request: Request, file: SampleFileDep) -> Response:
+    """The image file as imported, with its own content type."""
+    headers = {"ETag": file.original_etag, "Cache-Control": service.ORIGINAL_CACHE_CONTROL}
+    if service.etag_matches(request.headers.get("if-none-match"), file.original_etag):
+        return Response(status_code=304, headers=headers)
+    path = service.original_path(file)
+    return FileResponse(path, media_type=file.media_type, headers=headers)

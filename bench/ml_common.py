@@ -1,0 +1,184 @@
+"""Shared pieces of the ML benchmarks: the CIFAR-10 / CIFAR-10N data, decoded caches, timing,
+and the results file.
+
+The archives are read from ``../shared/data`` beside the repository (``THRESHER_DATA_DIR``
+overrides it) and extracted once to ``~/.cache/thresher/bench-data`` (``THRESHER_BENCH_CACHE``
+overrides it), never into the repository. Decoded caches go to ``<that>/decoded``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+DATA = Path(os.environ.get("THRESHER_DATA_DIR", REPO.parent / "shared" / "data"))
+WORK = Path(
+    os.environ.get("THRESHER_BENCH_CACHE", Path.home() / ".cache" / "thresher" / "bench-data")
+)
+CIFAR_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+
+
+class DataMissing(SystemExit):
+    """The benchmark's data is not where it should be; exits with status 2 and says where."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"benchmark data not found: {path}\n"
+            "expected the shared data directory beside the repository (../shared/data, see its "
+            "README), or set THRESHER_DATA_DIR"
+        )
+        self.code = 2
+
+
+def _extract_once(archive: Path, target: Path) -> Path:
+    """Extract ``archive`` into ``target`` unless an earlier run finished doing so."""
+    marker = target / f".{archive.name}.done"
+    if marker.is_file():
+        return target
+    if not archive.is_file():
+        raise DataMissing(archive)
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            path = (target / member.name).resolve()
+            if not path.is_relative_to(target.resolve()):
+                raise ValueError(f"{archive}: member {member.name} escapes the target directory")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            source = tar.extractfile(member)
+            assert source is not None
+            path.write_bytes(source.read())
+    marker.write_text("ok")
+    return target
+
+
+@dataclass(frozen=True)
+class CifarSplit:
+    """Paths and label columns of a CIFAR-10 split; labels are indices into CIFAR_CLASSES."""
+
+    paths: list[Path]
+    labels: dict[str, NDArray[np.int64]]
+
+
+def cifar_train() -> CifarSplit:
+    """The 50,000 training images with their ``clean``, ``aggre``, ``random1..3`` and
+    ``worse`` labels (CIFAR-10N)."""
+    root = _extract_once(DATA / "cifar10" / "train.tar", WORK / "cifar10")
+    index = {name: i for i, name in enumerate(CIFAR_CLASSES)}
+    csv_path = DATA / "cifar10" / "train_labels.csv"
+    if not csv_path.is_file():
+        raise DataMissing(csv_path)
+    with csv_path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    columns = ["clean", "aggre", "random1", "random2", "random3", "worse"]
+    labels = {c: np.array([index[r[c]] for r in rows], dtype=np.int64) for c in columns}
+    return CifarSplit([root / r["path"] for r in rows], labels)
+
+
+def cifar_test() -> CifarSplit:
+    """The 10,000 test images with their ``label``."""
+    root = _extract_once(DATA / "cifar10" / "test.tar", WORK / "cifar10")
+    index = {name: i for i, name in enumerate(CIFAR_CLASSES)}
+    csv_path = DATA / "cifar10" / "test_labels.csv"
+    if not csv_path.is_file():
+        raise DataMissing(csv_path)
+    with csv_path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    labels = {"label": np.array([index[r["label"]] for r in rows], dtype=np.int64)}
+    return CifarSplit([root / r["path"] for r in rows], labels)
+
+
+def decoded(paths: list[Path], size: int = 32) -> NDArray[np.uint8]:
+    """The decoded cache of ``paths`` (built once, reused by later runs)."""
+    from ml.cache import decoded_cache
+
+    cache = decoded_cache(paths, size=size, cache_dir=WORK / "decoded")
+    return cache.images
+
+
+def stratified_subset(labels: NDArray[np.int64], size: int, seed: int) -> NDArray[np.int64]:
+    """``size`` indices with (nearly) equal shares of every class of ``labels``, sorted."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per_class = size // classes.size
+    chosen = [rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in classes]
+    return np.sort(np.concatenate(chosen))
+
+
+class Timer:
+    """Wall-clock seconds since construction."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def environment() -> dict[str, Any]:
+    """Machine facts worth keeping next to the numbers."""
+    import torch
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": load,
+        "machine": platform.machine(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def write_results(name: str, payload: dict[str, Any]) -> Path:
+    """Write ``bench/results/<name>.json`` and return its path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=1, default=_json_default))
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A plain fixed-width text table."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    rule = "  ".join("-" * w for w in widths)
+    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join([line, rule, *body])
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)

@@ -1,0 +1,1 @@
+"""Thresher's ML library and GPU worker (the compute plane). Never imports ``app``."""

@@ -1,0 +1,346 @@
+"""Label-cleaning rules: pure functions over arrays.
+
+Every rule takes the given labels ``[N]`` (int class ids) and model outputs for the same samples,
+and returns per-sample masks or scores. Public functions validate their inputs and call a private
+twin that computes. Conventions:
+
+* ``kept`` masks: ``True`` = the sample keeps its label; ``rejected = ~kept``.
+* ``label_rank``: 0 when the given label is the model's top class; higher = more likely mislabeled.
+* ``label_quality``: cleanlab's score in ``[0, 1]``; lower = more likely mislabeled.
+
+Rules:
+
+* :func:`topk_keep`: kept if the given label is among the top-k predicted classes of the
+  out-of-fold probabilities (:func:`topk_keep_from_ids` for uploaded top-k ids);
+* :func:`pullback`: after training on the kept set, move back every rejected sample whose given
+  label is now in its top-k (never the other way);
+* :func:`confident_learning`: cleanlab's ``find_label_issues`` on the same probabilities;
+* :func:`rejection_quality`: precision / recall / F1 of a rejected set against known noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "PullbackResult",
+    "RejectionQuality",
+    "confident_learning",
+    "label_quality",
+    "label_rank",
+    "pullback",
+    "pullback_from_ids",
+    "rejection_quality",
+    "topk_keep",
+    "topk_keep_from_ids",
+]
+
+IntArray = NDArray[np.integer] | Sequence[int]
+FloatMatrix = NDArray[np.floating]
+FilterBy = Literal[
+    "prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given"
+]
+
+
+def _labels(
+    labels: IntArray, *, rows: int | None = None, num_classes: int | None = None
+) -> NDArray[np.int64]:
+    array = np.asarray(labels)
+    if array.ndim != 1:
+        raise ValueError(f"labels must be [N], got shape {array.shape}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"labels must be integer class ids, got dtype {array.dtype}")
+    array = array.astype(np.int64)
+    if rows is not None and array.shape[0] != rows:
+        raise ValueError(f"{array.shape[0]} labels for {rows} prediction rows")
+    if array.size and array.min() < 0:
+        raise ValueError("labels must be non-negative class ids")
+    if num_classes is not None and array.size and array.max() >= num_classes:
+        raise ValueError(f"label {int(array.max())} is outside the {num_classes} predicted classes")
+    return array
+
+
+def _probs(pred_probs: FloatMatrix) -> NDArray[np.float64]:
+    matrix = np.asarray(pred_probs, dtype=np.float64)
+    if matrix.ndim != 2:
+        raise ValueError(f"pred_probs must be [N, C], got shape {matrix.shape}")
+    if not np.isfinite(matrix).all():
+        raise ValueError("pred_probs contains NaN or infinite values")
+    return matrix
+
+
+def _k(k: int, num_classes: int) -> int:
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    return min(k, num_classes)
+
+
+# --------------------------------------------------------------------------------------------
+# Top-k
+# --------------------------------------------------------------------------------------------
+
+
+def _label_rank(labels: NDArray[np.int64], probs: NDArray[np.float64]) -> NDArray[np.int64]:
+    ranks = np.empty(labels.shape[0], dtype=np.int64)
+    # In row blocks: the comparisons are [rows, C] temporaries.
+    for start in range(0, labels.shape[0], 16384):
+        block = probs[start : start + 16384]
+        given = block[np.arange(block.shape[0]), labels[start : start + 16384]][:, None]
+        # Ties count against the label (a class with the same probability ranks ahead), so a
+        # uniform prediction never "confirms" a label.
+        ranks[start : start + 16384] = (block >= given).sum(axis=1) - 1
+    return ranks
+
+
+def label_rank(labels: IntArray, pred_probs: FloatMatrix) -> NDArray[np.int64]:
+    """Rank of each sample's given label among the predicted classes, ``[N]``.
+
+    0 = the label is the top class; higher = more likely mislabeled. Ties with other classes
+    count against the label.
+
+    Args:
+        labels: ``[N]`` class ids.
+        pred_probs: ``[N, C]`` probabilities (or any scores ranked the same way), e.g.
+            out-of-fold.
+    """
+    probs = _probs(pred_probs)
+    return _label_rank(_labels(labels, rows=probs.shape[0], num_classes=probs.shape[1]), probs)
+
+
+def topk_keep(labels: IntArray, pred_probs: FloatMatrix, *, k: int = 1) -> NDArray[np.bool_]:
+    """The top-k rule: ``True`` (kept) where the given label is among the ``k`` most probable
+    classes, ``False`` (rejected) otherwise. ``[N]`` bool.
+
+    Args:
+        labels: ``[N]`` given class ids.
+        pred_probs: ``[N, C]`` out-of-fold probabilities.
+        k: 1 for a few classes, about 5 for thousands.
+    """
+    probs = _probs(pred_probs)
+    label_array = _labels(labels, rows=probs.shape[0], num_classes=probs.shape[1])
+    kept: NDArray[np.bool_] = _label_rank(label_array, probs) < _k(k, probs.shape[1])
+    return kept
+
+
+def _in_topk_ids(
+    labels: NDArray[np.int64], topk_ids: NDArray[np.int64], k: int
+) -> NDArray[np.bool_]:
+    hits: NDArray[np.bool_] = (topk_ids[:, :k] == labels[:, None]).any(axis=1)
+    return hits
+
+
+def _topk_ids(
+    topk_ids: NDArray[np.integer] | Sequence[Sequence[int]], rows: int | None = None
+) -> NDArray[np.int64]:
+    ids = np.asarray(topk_ids)
+    if ids.ndim != 2:
+        raise ValueError(f"topk_ids must be [N, K], got shape {ids.shape}")
+    if rows is not None and ids.shape[0] != rows:
+        raise ValueError(f"{ids.shape[0]} top-k rows for {rows} samples")
+    return ids.astype(np.int64)
+
+
+def topk_keep_from_ids(
+    labels: IntArray, topk_ids: NDArray[np.integer], *, k: int | None = None
+) -> NDArray[np.bool_]:
+    """The top-k rule on uploaded top-K class ids ``[N, K]`` (most probable first), using the
+    first ``k <= K`` of them (default all). ``[N]`` bool, ``True`` = kept."""
+    label_array = _labels(labels)
+    ids = _topk_ids(topk_ids, label_array.shape[0])
+    use = ids.shape[1] if k is None else k
+    if not 1 <= use <= ids.shape[1]:
+        raise ValueError(f"k must be between 1 and the {ids.shape[1]} ids given, got {use}")
+    return _in_topk_ids(label_array, ids, use)
+
+
+# --------------------------------------------------------------------------------------------
+# Pull-back
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PullbackResult:
+    """One pull-back round.
+
+    Attributes:
+        kept: ``[N]`` bool, the kept set after the round (a superset of the one before).
+        pulled_back: ``[P]`` int64 indices of the samples moved from rejected to kept.
+    """
+
+    kept: NDArray[np.bool_]
+    pulled_back: NDArray[np.int64]
+
+
+def _kept_mask(kept: NDArray[np.bool_] | Sequence[bool], rows: int) -> NDArray[np.bool_]:
+    mask = np.asarray(kept)
+    if mask.dtype != np.bool_ or mask.shape != (rows,):
+        raise ValueError(f"kept must be a bool mask [{rows}], got {mask.dtype} {mask.shape}")
+    return mask
+
+
+def _pullback(
+    kept: NDArray[np.bool_], indices: NDArray[np.int64], confirmed: NDArray[np.bool_]
+) -> PullbackResult:
+    candidates = ~kept[indices]
+    moved = np.unique(indices[candidates & confirmed])
+    new_kept = kept.copy()
+    new_kept[moved] = True
+    return PullbackResult(kept=new_kept, pulled_back=moved.astype(np.int64))
+
+
+def _prediction_indices(
+    indices: IntArray | None, kept: NDArray[np.bool_], rows: int
+) -> NDArray[np.int64]:
+    chosen = np.flatnonzero(~kept) if indices is None else np.asarray(indices, dtype=np.int64)
+    if chosen.ndim != 1 or chosen.shape[0] != rows:
+        raise ValueError(f"indices {chosen.shape} do not match {rows} prediction rows")
+    if chosen.size and (chosen.min() < 0 or chosen.max() >= kept.shape[0]):
+        raise ValueError(f"indices must lie in [0, {kept.shape[0]})")
+    return chosen
+
+
+def pullback(
+    labels: IntArray,
+    kept: NDArray[np.bool_],
+    pred_probs: FloatMatrix,
+    *,
+    k: int = 1,
+    indices: IntArray | None = None,
+) -> PullbackResult:
+    """A pull-back round: move back to the kept set every rejected sample whose given label is
+    in the top-k of a model trained on the kept set. Kept samples never leave.
+
+    Args:
+        labels: ``[N]`` given class ids of the whole dataset.
+        kept: ``[N]`` bool, the kept set the model was trained on.
+        pred_probs: ``[M, C]`` that model's probabilities for the samples ``indices``.
+        k: as in :func:`topk_keep`.
+        indices: ``[M]`` which samples ``pred_probs`` rows are; default: the rejected samples
+            (``np.flatnonzero(~kept)``), in order. Rows of kept samples are ignored.
+    """
+    probs = _probs(pred_probs)
+    label_array = _labels(labels, num_classes=probs.shape[1])
+    mask = _kept_mask(kept, label_array.shape[0])
+    chosen = _prediction_indices(indices, mask, probs.shape[0])
+    confirmed = _label_rank(label_array[chosen], probs) < _k(k, probs.shape[1])
+    return _pullback(mask, chosen, confirmed)
+
+
+def pullback_from_ids(
+    labels: IntArray,
+    kept: NDArray[np.bool_],
+    topk_ids: NDArray[np.integer],
+    *,
+    k: int | None = None,
+    indices: IntArray | None = None,
+) -> PullbackResult:
+    """:func:`pullback` on top-K class ids ``[M, K]`` instead of probabilities."""
+    label_array = _labels(labels)
+    mask = _kept_mask(kept, label_array.shape[0])
+    ids = _topk_ids(topk_ids)
+    chosen = _prediction_indices(indices, mask, ids.shape[0])
+    use = ids.shape[1] if k is None else k
+    if not 1 <= use <= ids.shape[1]:
+        raise ValueError(f"k must be between 1 and the {ids.shape[1]} ids given, got {use}")
+    return _pullback(mask, chosen, _in_topk_ids(label_array[chosen], ids, use))
+
+
+# --------------------------------------------------------------------------------------------
+# Confident learning (cleanlab)
+# --------------------------------------------------------------------------------------------
+
+
+def _cleanlab_inputs(
+    labels: IntArray, pred_probs: FloatMatrix
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    probs = _probs(pred_probs)
+    label_array = _labels(labels, rows=probs.shape[0], num_classes=probs.shape[1])
+    if (probs < 0).any():
+        raise ValueError("pred_probs must be probabilities (non-negative rows summing to 1)")
+    if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
+        raise ValueError("pred_probs rows must sum to 1")
+    return label_array, probs / probs.sum(axis=1, keepdims=True)
+
+
+def confident_learning(
+    labels: IntArray,
+    pred_probs: FloatMatrix,
+    *,
+    filter_by: FilterBy = "prune_by_noise_rate",
+    **options: Any,
+) -> NDArray[np.bool_]:
+    """Confident learning (Northcutt et al., 2021) through ``cleanlab.filter.find_label_issues``
+    on the same out-of-fold probabilities as the top-k rule. ``[N]`` bool, ``True`` = label issue
+    (rejected): the opposite sense of :func:`topk_keep`.
+
+    Args:
+        labels: ``[N]`` class ids.
+        pred_probs: ``[N, C]`` out-of-fold probabilities, rows summing to 1.
+        filter_by: cleanlab's method.
+        **options: passed to ``find_label_issues`` (e.g. ``frac_noise``,
+            ``min_examples_per_class``).
+    """
+    label_array, probs = _cleanlab_inputs(labels, pred_probs)
+    from cleanlab.filter import find_label_issues
+
+    issues = find_label_issues(label_array, probs, filter_by=filter_by, **options)
+    return np.asarray(issues, dtype=bool)
+
+
+def label_quality(
+    labels: IntArray, pred_probs: FloatMatrix, *, method: str = "self_confidence"
+) -> NDArray[np.float64]:
+    """cleanlab's label-quality score per sample, ``[N]`` in ``[0, 1]``; lower = more likely
+    mislabeled (``cleanlab.rank.get_label_quality_scores``)."""
+    label_array, probs = _cleanlab_inputs(labels, pred_probs)
+    from cleanlab.rank import get_label_quality_scores
+
+    return np.asarray(get_label_quality_scores(label_array, probs, method=method), dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation against known noise
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RejectionQuality:
+    """How well a rejected set matches the truly mislabeled samples.
+
+    Attributes:
+        precision: fraction of rejected samples that are mislabeled (1.0 if none rejected).
+        recall: fraction of mislabeled samples that are rejected (1.0 if none mislabeled).
+        f1: harmonic mean of the two (0 when both are 0).
+        rejected, mislabeled, true_positives: counts.
+    """
+
+    precision: float
+    recall: float
+    f1: float
+    rejected: int
+    mislabeled: int
+    true_positives: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rejection_quality(
+    rejected: NDArray[np.bool_] | Sequence[bool], mislabeled: NDArray[np.bool_] | Sequence[bool]
+) -> RejectionQuality:
+    """Precision, recall and F1 of ``rejected`` ``[N]`` against ``mislabeled`` ``[N]``
+    (given label != true label)."""
+    r = np.asarray(rejected, dtype=bool)
+    m = np.asarray(mislabeled, dtype=bool)
+    if r.shape != m.shape or r.ndim != 1:
+        raise ValueError(f"rejected {r.shape} and mislabeled {m.shape} must be equal [N] masks")
+    tp = int((r & m).sum())
+    precision = tp / int(r.sum()) if r.any() else 1.0
+    recall = tp / int(m.sum()) if m.any() else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return RejectionQuality(precision, recall, f1, int(r.sum()), int(m.sum()), tp)

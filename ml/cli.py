@@ -1,0 +1,394 @@
+"""Command-line entry points of the ML library (``thresher ml …``, ``thresher augment-preview``).
+
+Importable without torch: every command imports the heavy modules inside its body, so the server's
+CLI can list these commands on a machine without the ML stack.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from ml.augment import AugmentConfig
+
+ml_app = typer.Typer(
+    help="Run ML steps on a manifest or ImageFolder, without a server.", no_args_is_help=True
+)
+
+
+def _load_augment_recipe(recipe: str) -> tuple[AugmentConfig, int | None]:
+    """The augmentations and training image size of ``recipe``: a path to a YAML file whose
+    ``augment:`` key is an :class:`~ml.augment.AugmentConfig` (``image_size:`` optional)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from ml.augment import AugmentConfig
+
+    path = Path(recipe)
+    if not path.is_file():
+        raise typer.BadParameter(f"no recipe file {recipe!r}", param_hint="--recipe")
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise typer.BadParameter(
+            f"{path} is not valid YAML: {error}", param_hint="--recipe"
+        ) from error
+    if not isinstance(document, dict):
+        raise typer.BadParameter(f"{path} must hold a mapping", param_hint="--recipe")
+    try:
+        config = AugmentConfig.model_validate(document.get("augment") or {})
+    except ValidationError as error:
+        raise typer.BadParameter(f"{path}: augment: {error}", param_hint="--recipe") from error
+    image_size = document.get("image_size")
+    return config, image_size if isinstance(image_size, int) else None
+
+
+def augment_preview(
+    image: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="The image to augment.")
+    ],
+    recipe: Annotated[str, typer.Option(help="Recipe name, or a path to a recipe YAML file.")],
+    out: Annotated[Path, typer.Option(help="Where to write the PNG grid.")],
+    n: Annotated[int, typer.Option(min=1, max=400, help="Number of augmented samples.")] = 16,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the first sample; sample i uses (seed, i).")
+    ] = 0,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            min=8, help="Side of each sample in pixels [default: the recipe's, else 224]."
+        ),
+    ] = None,
+) -> None:
+    """Write a PNG grid of N augmented views of IMAGE, as the recipe's training would see them."""
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    from ml.augment import augment_samples, image_grid
+
+    config, recipe_size = _load_augment_recipe(recipe)
+    image_size = size or recipe_size or 224
+    try:
+        with Image.open(image) as opened:
+            rgb = opened.convert("RGB")
+    except (UnidentifiedImageError, OSError) as error:
+        raise typer.BadParameter(f"cannot decode {image}: {error}", param_hint="IMAGE") from error
+    pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+    tensor = pixels.view(rgb.height, rgb.width, 3).permute(2, 0, 1).contiguous()
+    samples = augment_samples(tensor, config, image_size=image_size, n=n, seed=seed)
+    grid = image_grid(samples).permute(1, 2, 0).contiguous().numpy()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(out, format="PNG")
+    typer.echo(f"wrote {out}: {n} samples at {image_size}px from recipe {recipe}")
+
+
+# --------------------------------------------------------------------------------------------
+# Cleaning-loop steps (thresher ml …)
+# --------------------------------------------------------------------------------------------
+
+ManifestArg = Annotated[
+    Path,
+    typer.Argument(
+        exists=True, help="A CSV (path,label[,sample_id]) or JSONL manifest, or an ImageFolder."
+    ),
+]
+RootOpt = Annotated[
+    Path | None,
+    typer.Option(help="Resolve relative paths against this directory (default: the manifest's)."),
+]
+LabelColumnOpt = Annotated[str, typer.Option(help="CSV column / JSONL key holding the label.")]
+CacheDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Decoded-cache directory (default: $THRESHER_CACHE_DIR or ~/.cache/thresher/decoded)."
+    ),
+]
+DeviceOpt = Annotated[
+    str | None, typer.Option(help="torch device, e.g. cuda or cpu (default: cuda if available).")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a recipe field: KEY=VALUE (dotted keys, YAML values)."),
+]
+
+
+def _manifest(manifest: Path, root: Path | None, label_column: str) -> Any:
+    from ml.manifest import ManifestError, load_manifest
+
+    try:
+        return load_manifest(manifest, root=root, label_column=label_column)
+    except ManifestError as error:
+        raise typer.BadParameter(str(error), param_hint="MANIFEST") from error
+
+
+def _recipe(name: str, overrides: list[str] | None) -> Any:
+    import yaml
+
+    from ml.recipes import RecipeError, load_recipe
+
+    values: dict[str, Any] = {}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        values[key.strip()] = yaml.safe_load(value)
+    try:
+        return load_recipe(name, overrides=values)
+    except RecipeError as error:
+        raise typer.BadParameter(str(error), param_hint="--recipe") from error
+
+
+def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for name, value in rows:
+        table.add_row(name, value)
+    Console().print(table)
+
+
+@ml_app.command("recipes")
+def recipes_command(
+    name: Annotated[str | None, typer.Argument(help="Print this recipe, resolved.")] = None,
+) -> None:
+    """List the shipped training recipes, or print one with every default filled in."""
+    from ml.recipes import dump_recipe, list_recipes
+
+    if name is None:
+        for recipe_name in list_recipes():
+            typer.echo(recipe_name)
+        return
+    typer.echo(dump_recipe(_recipe(name, None)), nl=False)
+
+
+@ml_app.command("cache")
+def cache_command(
+    manifest: ManifestArg,
+    size: Annotated[int, typer.Option(min=8, help="Side of the cached square images, pixels.")],
+    root: RootOpt = None,
+    label_column: LabelColumnOpt = "label",
+    cache_dir: CacheDirOpt = None,
+    workers: Annotated[int | None, typer.Option(min=0, help="Decoding processes.")] = None,
+) -> None:
+    """Decode the manifest's images once into the memory-mapped cache (later steps reuse it)."""
+    from ml.cache import CacheBuildError, decoded_cache
+    from ml.steps import default_cache_dir
+
+    samples = _manifest(manifest, root, label_column)
+    try:
+        cache = decoded_cache(
+            samples.paths, size=size, cache_dir=cache_dir or default_cache_dir(), workers=workers
+        )
+    except CacheBuildError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from error
+    state = "built" if cache.built else "reused"
+    typer.echo(f"{state} {cache.path} ({len(cache)} images at {size}px)")
+
+
+@ml_app.command("crossval")
+def crossval_command(
+    manifest: ManifestArg,
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    recipe: Annotated[str, typer.Option(help="Recipe name or YAML path.")] = "default",
+    folds: Annotated[int, typer.Option(min=2, help="K, the number of folds.")] = 5,
+    top_k: Annotated[
+        int, typer.Option(min=1, help="k of the top-k rule: kept if the label is in the top k.")
+    ] = 1,
+    record_k: Annotated[int, typer.Option(min=1, help="Classes recorded per sample.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the fold split.")] = 0,
+    root: RootOpt = None,
+    label_column: LabelColumnOpt = "label",
+    cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Out-of-fold predictions, then the top-k rule and cleanlab's confident learning.
+
+    Writes OUT/oof.npz, OUT/decisions.csv, OUT/summary.json and the fold models.
+    """
+    from ml.steps import run_crossval
+
+    samples = _manifest(manifest, root, label_column)
+    summary = run_crossval(
+        samples,
+        _recipe(recipe, set_),
+        out,
+        folds=folds,
+        k=top_k,
+        top_k=record_k,
+        seed=seed,
+        cache_dir=cache_dir,
+        device=device,
+    )
+    _print_table(
+        f"cross-validation ({folds} folds, top-{top_k})",
+        [
+            ("samples", str(summary.samples)),
+            ("classes", str(summary.classes)),
+            ("out-of-fold accuracy vs given labels", f"{summary.oof_accuracy:.4f}"),
+            ("kept (top-k)", str(summary.kept)),
+            ("rejected (top-k)", str(summary.rejected)),
+            ("cleanlab label issues", str(summary.cleanlab_issues)),
+            ("rejected by both", str(summary.both_reject)),
+        ],
+    )
+    typer.echo(f"wrote {out}/decisions.csv")
+
+
+@ml_app.command("pullback")
+def pullback_command(
+    manifest: ManifestArg,
+    decisions: Annotated[
+        Path, typer.Option(exists=True, dir_okay=False, help="decisions.csv from crossval.")
+    ],
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    recipe: Annotated[
+        list[str] | None, typer.Option(help="Recipe per round, used in turn (repeatable).")
+    ] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="At most this many rounds.")] = 2,
+    top_k: Annotated[int, typer.Option(min=1, help="k of the top-k rule.")] = 1,
+    root: RootOpt = None,
+    label_column: LabelColumnOpt = "label",
+    cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Pull-back rounds on the kept / rejected split of DECISIONS.
+
+    Each round trains on the kept samples and moves back the rejected ones whose label is now in
+    their top-k; the rounds stop when one pulls back nothing. Writes OUT/decisions.csv.
+    """
+    from ml.steps import run_pullback
+
+    samples = _manifest(manifest, root, label_column)
+    recipes = [_recipe(name, set_) for name in (recipe or ["pullback-a", "pullback-b"])]
+    history = run_pullback(
+        samples,
+        decisions,
+        recipes,
+        out,
+        rounds=rounds,
+        k=top_k,
+        cache_dir=cache_dir,
+        device=device,
+    )
+    _print_table(
+        "pull-back rounds",
+        [(f"round {r.round} ({r.recipe})", f"{r.pulled_back} of {r.predicted}") for r in history],
+    )
+    typer.echo(f"wrote {out}/decisions.csv")
+
+
+@ml_app.command("train")
+def train_command(
+    manifest: ManifestArg,
+    out: Annotated[Path, typer.Option(help="Run directory (checkpoints, history.json).")],
+    recipe: Annotated[str, typer.Option(help="Recipe name or YAML path.")] = "final-balanced",
+    decisions: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Train only on the kept samples of this."),
+    ] = None,
+    val: Annotated[
+        Path | None, typer.Option(exists=True, help="Validation manifest, evaluated every epoch.")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT's latest checkpoint.")] = True,
+    root: RootOpt = None,
+    label_column: LabelColumnOpt = "label",
+    cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train a classifier with a recipe (final training: on the kept samples of DECISIONS)."""
+    from ml.steps import run_train
+
+    samples = _manifest(manifest, root, label_column)
+    val_samples = _manifest(val, None, label_column) if val is not None else None
+    checkpoint = run_train(
+        samples,
+        _recipe(recipe, set_),
+        out,
+        decisions=decisions,
+        val=val_samples,
+        cache_dir=cache_dir,
+        device=device,
+        resume=resume,
+    )
+    typer.echo(f"wrote {checkpoint}")
+
+
+@ml_app.command("predict")
+def predict_command(
+    manifest: ManifestArg,
+    model: Annotated[Path, typer.Option(exists=True, help="A run or checkpoint directory.")],
+    out: Annotated[Path, typer.Option(help="Predictions CSV to write.")],
+    top_k: Annotated[int, typer.Option(min=1, help="Classes kept per sample.")] = 5,
+    probs: Annotated[
+        Path | None, typer.Option(help="Also write the [N, C] probabilities (.npy).")
+    ] = None,
+    root: RootOpt = None,
+    label_column: LabelColumnOpt = "label",
+    cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Predict every sample: top-k classes and probabilities, and the given label's probability."""
+    from ml.steps import run_predict
+
+    samples = _manifest(manifest, root, label_column)
+    count = run_predict(
+        samples, model, out, top_k=top_k, probs_out=probs, cache_dir=cache_dir, device=device
+    )
+    typer.echo(f"wrote {out} ({count} samples)")
+
+
+@ml_app.command("junk-train")
+def junk_train_command(
+    manifest: ManifestArg,
+    out: Annotated[Path, typer.Option(help="Run directory of the junk model.")],
+    recipe: Annotated[str, typer.Option(help="Recipe name or YAML path.")] = "junk-binary",
+    root: RootOpt = None,
+    label_column: LabelColumnOpt = "label",
+    cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train the binary junk classifier on samples labelled 'junk' or 'normal'."""
+    from ml.steps import StepError, run_junk_train
+
+    samples = _manifest(manifest, root, label_column)
+    try:
+        checkpoint = run_junk_train(
+            samples, _recipe(recipe, set_), out, cache_dir=cache_dir, device=device
+        )
+    except StepError as error:
+        raise typer.BadParameter(str(error), param_hint="MANIFEST") from error
+    typer.echo(f"wrote {checkpoint}")
+
+
+@ml_app.command("junk-score")
+def junk_score_command(
+    manifest: ManifestArg,
+    model: Annotated[Path, typer.Option(exists=True, help="The junk model's run directory.")],
+    out: Annotated[Path, typer.Option(help="CSV of p(junk) per sample.")],
+    threshold: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Queue for review at p(junk) >= this.")
+    ] = 0.9,
+    root: RootOpt = None,
+    label_column: LabelColumnOpt = "label",
+    cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Score every sample with p(junk) and mark the review queue (p(junk) >= threshold)."""
+    from ml.steps import run_junk_score
+
+    samples = _manifest(manifest, root, label_column)
+    queued = run_junk_score(
+        samples, model, out, threshold=threshold, cache_dir=cache_dir, device=device
+    )
+    typer.echo(f"wrote {out}: {queued} of {len(samples)} samples queued for review")

@@ -1,0 +1,255 @@
+"""Training recipes: named, versioned YAML files validated into a :class:`Recipe`.
+
+The shipped recipes live in ``ml/recipes/<name>.yaml``; a recipe can also be any YAML path.
+Unknown keys and bad values are errors that name the field (``optimizer.lr: Input should be
+greater than 0``). The resolved recipe (every default filled in) is saved beside every checkpoint
+(:func:`dump_recipe`), so a run can be reproduced from its output alone.
+
+Overrides use dotted keys, e.g. ``{"epochs": 2, "optimizer.lr": 0.05}`` (the CLI's ``--set``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ml.augment import AugmentConfig
+
+__all__ = [
+    "BalanceConfig",
+    "DistillationConfig",
+    "EmaConfig",
+    "LogitAdjustmentConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "Recipe",
+    "RecipeError",
+    "ScheduleConfig",
+    "dump_recipe",
+    "list_recipes",
+    "load_recipe",
+    "recipe_from_dict",
+]
+
+RECIPES_DIR = Path(__file__).with_name("recipes")
+
+
+class RecipeError(ValueError):
+    """A recipe cannot be found, parsed or validated; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Strict):
+    """Which network: a timm name, optional local weights (see :mod:`ml.models`)."""
+
+    name: str = Field(min_length=1)
+    pretrained: bool = False
+    weights_file: Path | None = None
+    drop_rate: float | None = Field(None, ge=0.0, lt=1.0)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimizerConfig(_Strict):
+    """SGD (with momentum) or AdamW. ``lr`` is the peak learning rate for ``batch_size``.
+    Weight decay applies to weights only, not to biases and normalisation parameters."""
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(gt=0.0)
+    weight_decay: float = Field(5e-4, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = True
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip_norm: float | None = Field(None, gt=0.0)
+
+
+class ScheduleConfig(_Strict):
+    """Linear warmup from ``warmup_start`` × lr, then cosine decay to ``min_lr_ratio`` × lr,
+    stepped every optimizer step."""
+
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    warmup_start: float = Field(0.1, ge=0.0, le=1.0)
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class EmaConfig(_Strict):
+    """Exponential moving average of the weights (used for evaluation and saved as the model).
+
+    With ``warmup`` the decay ramps up as ``min(decay, (1 + step) / (10 + step))``."""
+
+    decay: float = Field(0.999, gt=0.0, lt=1.0)
+    warmup: bool = True
+
+
+class BalanceConfig(_Strict):
+    """Class-balanced sampling: every class drawn at least ``min_fraction`` as often as the
+    largest (:class:`ml.sampler.ClassBalancedSampler`).
+
+    ``epoch_samples`` fixes the draws per epoch (e.g. the training set's size, to compare with
+    unbalanced training at the same budget); default: the sampler's natural length,
+    ``sum_c max(n_c, ceil(min_fraction * n_max))``."""
+
+    min_fraction: float = Field(1 / 3, ge=0.0, le=1.0)
+    epoch_samples: int | None = Field(None, ge=1)
+
+
+class LogitAdjustmentConfig(_Strict):
+    """Logit adjustment (Menon et al., 2021) with the training prior, in one of three forms:
+
+    * ``frozen_bias``: classifier bias set to ``log prior`` and frozen; removed at inference;
+    * ``loss``: cross-entropy on ``logits + tau * log prior``; plain logits at inference;
+    * ``posthoc``: plain training; ``tau * log prior`` subtracted at inference.
+
+    The prior is the class distribution the model actually sees: with ``balance`` on, the
+    sampler's expected draws per class, not the raw counts.
+    """
+
+    mode: Literal["frozen_bias", "loss", "posthoc"]
+    tau: float = Field(1.0, gt=0.0)
+
+
+class DistillationConfig(_Strict):
+    """Knowledge distillation from one teacher or the ensemble of several (checkpoint
+    directories written by :func:`ml.train.train_model`, e.g. the K fold models).
+    ``loss = (1 - weight) * task + weight * T^2 * KL``."""
+
+    teachers: list[Path] = Field(min_length=1)
+    weight: float = Field(0.5, ge=0.0, le=1.0)
+    temperature: float = Field(2.0, gt=0.0)
+
+
+class Recipe(_Strict):
+    """Everything one training run needs besides the data.
+
+    Attributes:
+        name, version: identify the recipe; bump ``version`` when its meaning changes.
+        image_size: training side in pixels (images are square); also the decoded cache's size.
+        test_image_size: prediction side (default ``image_size``); larger than the training size
+            often helps ("FixRes").
+        epochs: passes over the (sampled) training set.
+        batch_size: images per optimizer step.
+        label_smoothing: mixed into the (soft) targets as ``(1 - e) * t + e / C``.
+        flooding: the flood level ``b`` (``|loss - b| + b``), or ``None``.
+        tta_flip: average predictions over the image and its mirror at inference.
+        loader_workers: DataLoader processes; ``None``: 0 on CPU, up to 8 on CUDA.
+        channels_last: use the channels-last memory format (faster for convolutions on CUDA and
+            on x86 CPUs).
+        seed: seeds initialisation, sampling and augmentation.
+    """
+
+    name: str = Field(min_length=1)
+    version: int = Field(1, ge=1)
+    description: str = ""
+    model: ModelConfig
+    image_size: int = Field(ge=8, le=2048)
+    test_image_size: int | None = Field(None, ge=8, le=2048)
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+    optimizer: OptimizerConfig
+    schedule: ScheduleConfig = ScheduleConfig()
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    augment: AugmentConfig = AugmentConfig()
+    balance: BalanceConfig | None = None
+    logit_adjustment: LogitAdjustmentConfig | None = None
+    flooding: float | None = Field(None, ge=0.0)
+    distillation: DistillationConfig | None = None
+    ema: EmaConfig | None = None
+    tta_flip: bool = False
+    loader_workers: int | None = Field(None, ge=0)
+    channels_last: bool = True
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        if self.schedule.warmup_epochs > self.epochs:
+            raise ValueError(
+                f"schedule.warmup_epochs {self.schedule.warmup_epochs} exceeds epochs {self.epochs}"
+            )
+        return self
+
+    @property
+    def eval_image_size(self) -> int:
+        return self.test_image_size or self.image_size
+
+
+def _format_errors(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def _set_dotted(document: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = document
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise RecipeError(f"override {dotted!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def recipe_from_dict(
+    document: Mapping[str, Any],
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    source: str = "recipe",
+) -> Recipe:
+    """Validate a recipe given as a mapping, after applying dotted ``overrides``.
+
+    Raises:
+        RecipeError: lists every invalid or unknown field.
+    """
+    data: dict[str, Any] = yaml.safe_load(yaml.safe_dump(dict(document)))  # deep copy
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as error:
+        raise RecipeError(f"{source} is invalid:\n{_format_errors(error)}") from None
+
+
+def list_recipes() -> list[str]:
+    """Names of the shipped recipes."""
+    return sorted(path.stem for path in RECIPES_DIR.glob("*.yaml"))
+
+
+def load_recipe(name_or_path: str | Path, *, overrides: Mapping[str, Any] | None = None) -> Recipe:
+    """Load a shipped recipe by name (``"cifar-small"``) or any recipe YAML file by path.
+
+    Raises:
+        RecipeError: no such recipe (the message lists the shipped ones), invalid YAML, or
+            invalid fields.
+    """
+    text_name = str(name_or_path)
+    path = Path(name_or_path)
+    if not (path.suffix in {".yaml", ".yml"} and path.is_file()):
+        path = RECIPES_DIR / f"{text_name}.yaml"
+        if not path.is_file():
+            raise RecipeError(
+                f"no recipe {text_name!r}: give a YAML path or one of {', '.join(list_recipes())}"
+            )
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(document, dict):
+        raise RecipeError(f"{path} must hold a mapping of recipe fields")
+    return recipe_from_dict(document, overrides=overrides, source=f"recipe {path}")
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The resolved recipe as YAML (every field, defaults included); loads back to an equal
+    :class:`Recipe`."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

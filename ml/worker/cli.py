@@ -1,0 +1,243 @@
+"""``thresher worker``: pull jobs from a Thresher server and run them on this machine.
+
+Importable without torch (the server's CLI lists this command): the worker's modules are
+imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from ml.protocol import JobKind, Progress
+
+DEFAULT_CACHE_SUBDIR = "worker"
+
+
+def _default_cache_dir() -> Path:
+    """``$THRESHER_DATA_DIR/worker`` (the docker image sets the data dir), else
+    ``./thresher-data/worker``."""
+    return Path(os.environ.get("THRESHER_DATA_DIR", "thresher-data")) / DEFAULT_CACHE_SUBDIR
+
+
+def _parse_gpus(value: str | None) -> list[int]:
+    if not value:
+        return []
+    try:
+        gpus = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter("use GPU indices like 0,1,2,3", param_hint="--gpus") from None
+    if len(set(gpus)) != len(gpus) or any(g < 0 for g in gpus):
+        raise typer.BadParameter("GPU indices must be distinct and >= 0", param_hint="--gpus")
+    return gpus
+
+
+def _parse_kinds(values: list[str] | None) -> list[JobKind]:
+    from ml.protocol import JobKind
+    from ml.worker.handlers import HANDLERS
+
+    if not values:
+        return [JobKind(kind) for kind in HANDLERS]
+    kinds = []
+    for value in values:
+        for part in value.split(","):
+            name = part.strip()
+            if name not in HANDLERS:
+                valid = ", ".join(sorted(HANDLERS))
+                raise typer.BadParameter(
+                    f"unknown kind {name!r}; valid: {valid}", param_hint="--kinds"
+                )
+            kinds.append(JobKind(name))
+    return kinds
+
+
+def _resolve_device(device: str, gpus: list[int]) -> str:
+    if gpus:
+        if device not in ("auto", "cuda") and not device.startswith("cuda"):
+            raise typer.BadParameter(
+                "--gpus runs on CUDA; drop --device or use cuda", param_hint="--device"
+            )
+        return "cuda" if len(gpus) > 1 else f"cuda:{gpus[0]}"
+    if device == "auto":
+        import torch
+
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    from ml.protocol import device_kind
+
+    try:
+        device_kind(device)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--device") from None
+    return device
+
+
+class _Console:
+    """Job progress on the console: a live bar on a terminal, a line every few seconds in a
+    log file or a container."""
+
+    def __init__(self) -> None:
+        self.interactive = sys.stderr.isatty()
+        self._last = 0.0
+        self._bar: object | None = None
+        self._task: Any = None
+        if self.interactive:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                transient=True,
+            )
+
+    def __call__(self, progress: Progress) -> None:
+        description = progress.phase
+        if progress.epochs:
+            description += f" epoch {progress.epoch}/{progress.epochs}"
+        if progress.images_per_second:
+            description += f" {progress.images_per_second:,.0f} img/s"
+        if self._bar is not None:
+            from rich.progress import Progress as Bar
+
+            bar = self._bar
+            assert isinstance(bar, Bar)
+            if self._task is None:
+                bar.start()
+                self._task = bar.add_task(description, total=progress.steps or None)
+            bar.update(
+                self._task,
+                description=description,
+                completed=progress.step,
+                total=progress.steps or None,
+            )
+            return
+        now = time.monotonic()
+        if now - self._last >= 5.0:
+            self._last = now
+            # Not under "ml": the job's log on the server gets the library's lines, not these.
+            logging.getLogger("thresher.worker").info(
+                "worker.progress %s step=%d/%d", description, progress.step, progress.steps
+            )
+
+
+def worker(
+    server: Annotated[
+        str,
+        typer.Option(
+            envvar="THRESHER_SERVER_URL", help="The server's URL, e.g. http://server:8000."
+        ),
+    ],
+    token: Annotated[
+        str,
+        typer.Option(
+            envvar="THRESHER_WORKER_TOKEN",
+            help="A worker token (thresher tokens create --scope worker).",
+            show_default=False,
+        ),
+    ],
+    device: Annotated[
+        str, typer.Option(help="cpu, cuda, cuda:N, or auto (CUDA when there is one).")
+    ] = "auto",
+    path_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--path-map",
+            help="FROM=TO: the server's image paths under FROM are under TO here (repeatable). "
+            "Images still not found are fetched from the server.",
+        ),
+    ] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            help="Run each job on these GPUs of this machine (DDP via torchrun), e.g. 0,1,2,3."
+        ),
+    ] = None,
+    procs: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Processes per job on the CPU (gloo DDP); with --gpus, one per GPU."
+        ),
+    ] = 1,
+    kinds: Annotated[
+        list[str] | None, typer.Option("--kinds", help="Only these job kinds (comma-separated).")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="This worker's name [default: host-pid].")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Downloads, fetched images and decoded caches "
+            "[default: $THRESHER_DATA_DIR/worker]."
+        ),
+    ] = None,
+    max_jobs: Annotated[int | None, typer.Option(min=1, help="Exit after this many jobs.")] = None,
+    idle_exit: Annotated[
+        float | None, typer.Option(min=0, help="Exit after this many seconds without a job.")
+    ] = None,
+    poll_max: Annotated[
+        float, typer.Option(min=0.1, help="Longest wait between polls (s).")
+    ] = 30.0,
+    watch_parent: Annotated[
+        int | None,
+        typer.Option(hidden=True, help="Exit when this process is no longer the parent."),
+    ] = None,
+) -> None:
+    """Run jobs from a Thresher server on this machine until stopped (SIGTERM hands the running
+    job back to the queue)."""
+    from ml.worker.client import ServerClient
+    from ml.worker.inputs import parse_path_map
+    from ml.worker.runner import Worker, WorkerConfig, default_worker_name
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    gpu_list = _parse_gpus(gpus)
+    resolved = _resolve_device(device, gpu_list)
+    if gpu_list:
+        procs = len(gpu_list)
+    try:
+        mapping = parse_path_map(path_map or [])
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--path-map") from None
+    config = WorkerConfig(
+        name=name or default_worker_name(),
+        device=resolved,
+        kinds=_parse_kinds(kinds),
+        cache_dir=(cache_dir or _default_cache_dir()).resolve(),
+        gpus=gpu_list,
+        procs=procs,
+        path_map=mapping,
+        poll_max=poll_max,
+        max_jobs=max_jobs,
+        idle_exit=idle_exit,
+        watch_parent=watch_parent,
+    )
+    config.cache_dir.mkdir(parents=True, exist_ok=True)
+    with ServerClient(server, token) as client:
+        runner = Worker(config, client, on_progress=_Console())
+        runner.install_signal_handlers()
+        code = runner.run()
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(worker)
+    app()

@@ -1,0 +1,229 @@
+"""One handler per job kind: fetch the job's inputs, run its ML work, return what to publish.
+
+``HANDLERS`` is the registry; :func:`handler_for` names the valid kinds when one is missing.
+Each handler resolves the spec's manifests, images and models to local files
+(:mod:`ml.worker.inputs`) and hands a :class:`~ml.worker.compute.Task` to :func:`execute`, which
+runs it in this process on one device, or on several GPUs (or CPU processes) through
+``torchrun`` (:mod:`ml.worker.ddp`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar, cast
+
+from ml.protocol import (
+    EvaluateSpec,
+    JobKind,
+    ManifestRef,
+    PredictSpec,
+    Progress,
+    ScoreJunkSpec,
+    TrainFinalSpec,
+    TrainFoldSpec,
+    TrainJunkSpec,
+    TrainPredictSpec,
+)
+from ml.recipes import Recipe
+from ml.train import Progress as TrainProgress
+from ml.worker.compute import Outcome, SampleSet, Task, resolve_recipe, run_task
+from ml.worker.context import JobContext, JobStopped
+from ml.worker.inputs import Inputs
+
+__all__ = ["HANDLERS", "Handler", "LocalRuntime", "UnknownKind", "execute", "handler_for"]
+
+Handler = Callable[[JobContext, Inputs], Outcome]
+SpecT = TypeVar("SpecT")
+
+
+class UnknownKind(LookupError):
+    """This worker has no handler for a job kind."""
+
+
+class LocalRuntime:
+    """Runs a task in this process: progress goes straight to the job context."""
+
+    rank = 0
+    world = 1
+
+    def __init__(self, context: JobContext) -> None:
+        self.context = context
+        self.device = context.device
+
+    def training(self, progress: TrainProgress) -> bool:
+        return self._report(
+            Progress(
+                phase="train",
+                epoch=progress.epoch + 1,
+                epochs=-(-progress.total_steps // max(progress.steps_per_epoch, 1)),
+                step=progress.step,
+                steps=progress.steps_per_epoch,
+                images_per_second=progress.images_per_second,
+            )
+        )
+
+    def predicting(self, done: int, total: int) -> bool:
+        return self._report(Progress(phase="predict", step=done, steps=total))
+
+    def epoch(self, epoch: int, values: dict[str, float]) -> None:
+        self.context.epoch_metrics(epoch + 1, values)
+
+    def stop_reason(self) -> str:
+        return self.context.stop_reason or "stopped"
+
+    def any_rank(self, flag: bool) -> bool:
+        return flag
+
+    def gather(self, parts: object, name: str) -> None:
+        raise AssertionError("a single process gathers nothing")
+
+    def _report(self, progress: Progress) -> bool:
+        try:
+            self.context.report(progress)
+        except JobStopped:
+            return True
+        return False
+
+
+def execute(context: JobContext, task: Task) -> Outcome:
+    """Runs ``task`` here, or with one process per GPU (``--gpus``) / CPU process (``--procs``)."""
+    if context.procs > 1:
+        from ml.worker import ddp
+
+        return ddp.launch(context, task)
+    return run_task(task, LocalRuntime(context))
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+
+def _spec(context: JobContext, kind: type[SpecT]) -> SpecT:
+    if not isinstance(context.spec, kind):
+        raise TypeError(
+            f"job {context.job_id} has a {type(context.spec).__name__}, not {kind.__name__}"
+        )
+    return cast(SpecT, context.spec)
+
+
+def _preparing(context: JobContext, what: str) -> None:
+    context.report(Progress(phase=what))
+
+
+def _sample_set(context: JobContext, inputs: Inputs, ref: ManifestRef, size: int) -> SampleSet:
+    _preparing(context, "fetching")
+    manifest_file = inputs.manifest_file(ref)
+    manifest = inputs.manifest(ref)
+    _preparing(context, "decoding")
+    cache = inputs.decoded(manifest, size)
+    return SampleSet(
+        manifest=manifest, images=cache.images, manifest_path=manifest_file, images_path=cache.path
+    )
+
+
+def _train_size(recipe: Recipe) -> int:
+    return max(recipe.image_size, recipe.eval_image_size)
+
+
+def _model_image_size(model_dir: Path) -> int:
+    config = json.loads((model_dir / "model_config.json").read_text(encoding="utf-8"))
+    return int(config["input_size"][-1])
+
+
+def _out_dir(context: JobContext) -> Path:
+    directory = context.work_dir / "out"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+# --- the handlers -------------------------------------------------------------------------------
+
+
+def run_train_junk(context: JobContext, inputs: Inputs) -> Outcome:
+    spec = _spec(context, TrainJunkSpec)
+    recipe = resolve_recipe(spec.recipe, seed=spec.seed)
+    task = Task(spec, _out_dir(context), recipe=recipe)
+    task.train = _sample_set(context, inputs, spec.train, _train_size(recipe))
+    if spec.predict is not None:
+        task.predict = _sample_set(context, inputs, spec.predict, recipe.eval_image_size)
+    return execute(context, task)
+
+
+def run_score_junk(context: JobContext, inputs: Inputs) -> Outcome:
+    spec = _spec(context, ScoreJunkSpec)
+    model_dir = inputs.model(spec.model)
+    task = Task(spec, _out_dir(context), model_dir=model_dir)
+    task.predict = _sample_set(context, inputs, spec.predict, _model_image_size(model_dir))
+    return execute(context, task)
+
+
+def run_train_fold(context: JobContext, inputs: Inputs) -> Outcome:
+    spec = _spec(context, TrainFoldSpec)
+    recipe = resolve_recipe(spec.recipe, seed=spec.seed)
+    task = Task(spec, _out_dir(context), recipe=recipe)
+    task.train = _sample_set(context, inputs, spec.train, _train_size(recipe))
+    return execute(context, task)
+
+
+def run_train_predict(context: JobContext, inputs: Inputs) -> Outcome:
+    spec = _spec(context, TrainPredictSpec)
+    recipe = resolve_recipe(spec.recipe, seed=spec.seed)
+    task = Task(spec, _out_dir(context), recipe=recipe)
+    task.train = _sample_set(context, inputs, spec.train, _train_size(recipe))
+    task.predict = _sample_set(context, inputs, spec.predict, recipe.eval_image_size)
+    return execute(context, task)
+
+
+def run_predict(context: JobContext, inputs: Inputs) -> Outcome:
+    spec = _spec(context, PredictSpec)
+    model_dir = inputs.model(spec.model)
+    task = Task(spec, _out_dir(context), model_dir=model_dir)
+    task.predict = _sample_set(context, inputs, spec.predict, _model_image_size(model_dir))
+    return execute(context, task)
+
+
+def run_train_final(context: JobContext, inputs: Inputs) -> Outcome:
+    spec = _spec(context, TrainFinalSpec)
+    recipe = resolve_recipe(spec.recipe, seed=spec.seed)
+    task = Task(spec, _out_dir(context), recipe=recipe)
+    task.teacher_dirs = [inputs.model(teacher) for teacher in spec.teachers]
+    task.train = _sample_set(context, inputs, spec.train, _train_size(recipe))
+    if spec.eval is not None:
+        task.eval = _sample_set(context, inputs, spec.eval, recipe.eval_image_size)
+    return execute(context, task)
+
+
+def run_evaluate(context: JobContext, inputs: Inputs) -> Outcome:
+    spec = _spec(context, EvaluateSpec)
+    model_dir = inputs.model(spec.model)
+    task = Task(spec, _out_dir(context), model_dir=model_dir)
+    size = _model_image_size(model_dir)
+    task.eval = _sample_set(context, inputs, spec.eval, size)
+    if spec.train is not None:
+        # Only the labels are needed (class counts for many/medium/few-shot accuracy).
+        task.train = SampleSet(
+            manifest=inputs.manifest(spec.train),
+            images=task.eval.images[:0],
+            manifest_path=inputs.manifest_file(spec.train),
+        )
+    return execute(context, task)
+
+
+HANDLERS: dict[str, Handler] = {
+    JobKind.TRAIN_JUNK: run_train_junk,
+    JobKind.SCORE_JUNK: run_score_junk,
+    JobKind.TRAIN_FOLD: run_train_fold,
+    JobKind.TRAIN_PREDICT: run_train_predict,
+    JobKind.PREDICT: run_predict,
+    JobKind.TRAIN_FINAL: run_train_final,
+    JobKind.EVALUATE: run_evaluate,
+}
+
+
+def handler_for(kind: str) -> Handler:
+    try:
+        return HANDLERS[kind]
+    except KeyError:
+        valid = ", ".join(sorted(HANDLERS))
+        raise UnknownKind(f"no handler for job kind {kind!r}; valid kinds: {valid}") from None

@@ -1,0 +1,107 @@
+"""Plain factories for job tests: manifests, jobs, leases and result chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from app.jobs import manifests, service
+from app.jobs.config import JobSettings
+from app.models import Job
+from ml.protocol import (
+    JobKind,
+    JobManifest,
+    LeaseGrant,
+    LeaseRequest,
+    ManifestRef,
+    ResultChunk,
+    TrainPredictSpec,
+    encode_results,
+)
+
+CONFIG = JobSettings(
+    lease_seconds=30,
+    heartbeat_seconds=5,
+    max_attempts=3,
+    retry_backoff_seconds=10,
+    retry_backoff_max_seconds=100,
+    log_tail_lines=5,
+)
+
+
+def synthetic_manifest(
+    n: int,
+    *,
+    first_id: int = 1,
+    num_classes: int = 3,
+    root: str = "/nowhere",
+    folds: Sequence[int] | None = None,
+    paths: Sequence[str] | None = None,
+) -> JobManifest:
+    ids = np.arange(first_id, first_id + n, dtype=np.int64)
+    return JobManifest(
+        root=root,
+        sample_ids=ids,
+        labels=(ids % num_classes).astype(np.int32),
+        folds=np.asarray(folds if folds is not None else [-1] * n, dtype=np.int8),
+        sha256=np.zeros((n, 32), dtype=np.uint8),
+        paths=list(paths) if paths is not None else [f"c{i % num_classes}/{i}.png" for i in ids],
+        class_ids=np.arange(100, 100 + num_classes, dtype=np.int64),
+        class_names=[f"class-{c}" for c in range(num_classes)],
+    )
+
+
+def store_manifest(data_dir: Path, n: int = 10, **options: object) -> ManifestRef:
+    return manifests.store_manifest(data_dir, synthetic_manifest(n, **options))  # type: ignore[arg-type]
+
+
+def new_job(
+    session: Session,
+    data_dir: Path,
+    *,
+    n: int = 10,
+    config: JobSettings = CONFIG,
+    priority: int = 0,
+    max_attempts: int | None = None,
+    top_k: int = 2,
+) -> Job:
+    """A queued ``train_predict`` job whose result set is ``n`` samples with ids 1..n."""
+    ref = store_manifest(data_dir, n)
+    spec = TrainPredictSpec(recipe="cifar-small", train=ref, predict=ref, top_k=top_k)
+    job = service.create_job(
+        session, spec=spec, config=config, priority=priority, max_attempts=max_attempts
+    )
+    session.commit()
+    return job
+
+
+def lease(
+    session: Session,
+    *,
+    worker: str = "w1",
+    now: datetime | None = None,
+    config: JobSettings = CONFIG,
+    kinds: Sequence[JobKind] = tuple(JobKind),
+    device: str = "cpu",
+) -> LeaseGrant | None:
+    grant = service.lease_job(
+        session,
+        request=LeaseRequest(worker=worker, kinds=list(kinds), device=device),
+        config=config,
+        now=now,
+    )
+    session.commit()
+    return grant
+
+
+def chunk_bytes(sample_ids: Sequence[int], *, k: int = 2, scale: float = 0.5) -> bytes:
+    ids = np.asarray(sample_ids, dtype=np.int64)
+    n = ids.shape[0]
+    topk = np.stack([ids % 7 + j for j in range(k)], axis=1).astype(np.int32)
+    probs = np.full((n, k), scale / k, dtype=np.float32)
+    label = np.full(n, scale, dtype=np.float32)
+    return encode_results(ResultChunk(ids, topk, probs, label))

@@ -1,0 +1,517 @@
+"""The job service on both engines: state machine, leases, retries, cancel, fencing, results."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import transaction
+from app.jobs import service
+from app.jobs.service import IllegalTransition, LeaseLost, MalformedUpload, ResultsIncomplete
+from app.models import Job, JobState, utcnow
+from ml.protocol import (
+    ArtifactRef,
+    Complete,
+    DeviceKind,
+    EpochMetrics,
+    Fail,
+    Heartbeat,
+    JobKind,
+    ModelRef,
+    Progress,
+    Release,
+    ResultChunk,
+    ScoreJunkSpec,
+    encode_results,
+)
+from tests.app.jobs.factories import CONFIG, chunk_bytes, lease, new_job, store_manifest
+
+MODEL = ModelRef(
+    job_id=1,
+    files=[ArtifactRef(id=1, job_id=1, name="model.safetensors", sha256="ab" * 32, byte_size=1)],
+)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+def reload(session: Session, job: Job) -> Job:
+    session.expire_all()
+    found = session.get(Job, job.id)
+    assert found is not None
+    return found
+
+
+def take_over(session: Session, worker: str = "w2"):  # type: ignore[no-untyped-def]
+    """Leases the job again after the current lease expired and its retry backoff passed."""
+    later = utcnow() + timedelta(hours=1)
+    lease(session, worker="reaper", now=later, kinds=[JobKind.EVALUATE])
+    return lease(session, worker=worker, now=later + timedelta(hours=1))
+
+
+def heartbeat(session: Session, job: Job, fence: int, **fields: object) -> bool:
+    reply = service.record_heartbeat(
+        session,
+        job_id=job.id,
+        message=Heartbeat(fence=fence, **fields),
+        config=CONFIG,  # type: ignore[arg-type]
+    )
+    session.commit()
+    return reply.cancel
+
+
+def upload(session: Session, job: Job, fence: int, index: int, data: bytes, data_dir: Path) -> bool:
+    stored = service.store_result_chunk(
+        session, job_id=job.id, fence=fence, index=index, data=data, data_dir=data_dir
+    )
+    session.commit()
+    return stored.duplicate
+
+
+# --- leasing ------------------------------------------------------------------------------------
+
+
+def test_lease_takes_the_oldest_job_and_bumps_the_fence(session: Session, data_dir: Path) -> None:
+    first = new_job(session, data_dir)
+    new_job(session, data_dir)
+    grant = lease(session)
+    assert grant is not None
+    assert (grant.job_id, grant.fence, grant.attempt) == (first.id, 1, 1)
+    job = reload(session, first)
+    assert job.state is JobState.LEASED
+    assert job.worker == "w1"
+    assert job.lease_expires_at is not None and job.lease_expires_at > utcnow()
+
+
+def test_higher_priority_is_leased_first(session: Session, data_dir: Path) -> None:
+    new_job(session, data_dir)
+    urgent = new_job(session, data_dir, priority=5)
+    grant = lease(session)
+    assert grant is not None and grant.job_id == urgent.id
+
+
+def test_nothing_to_lease_for_other_kinds_or_devices(session: Session, data_dir: Path) -> None:
+    job = new_job(session, data_dir)
+    job.device = DeviceKind.CUDA
+    session.commit()
+    assert lease(session, kinds=[JobKind.TRAIN_JUNK]) is None
+    assert lease(session, device="cpu") is None
+    grant = lease(session, device="cuda:1")
+    assert grant is not None and grant.job_id == job.id
+
+
+def test_racing_workers_never_share_a_job(
+    session_factory: sessionmaker[Session], data_dir: Path
+) -> None:
+    with transaction(session_factory) as session:
+        jobs = [new_job(session, data_dir).id for _ in range(3)]
+    granted: list[int] = []
+    barrier = threading.Barrier(8)
+
+    def race(worker: int) -> None:
+        barrier.wait()
+        with session_factory() as session:
+            grant = lease(session, worker=f"w{worker}")
+        if grant is not None:
+            granted.append(grant.job_id)
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(granted) == sorted(jobs)
+
+
+# --- heartbeats, expiry, retries ----------------------------------------------------------------
+
+
+def test_heartbeat_starts_the_job_and_renews_the_lease(session: Session, data_dir: Path) -> None:
+    job = new_job(session, data_dir)
+    grant = lease(session)
+    assert grant is not None
+    before = reload(session, job).lease_expires_at
+    assert not heartbeat(
+        session,
+        job,
+        grant.fence,
+        progress=Progress(phase="train", epoch=1, epochs=3, step=4, steps=10),
+    )
+    job = reload(session, job)
+    assert job.state is JobState.RUNNING
+    assert (job.epoch, job.step, job.steps) == (1, 4, 10)
+    assert job.lease_expires_at is not None and before is not None
+    assert job.lease_expires_at >= before
+
+
+def test_expired_lease_returns_the_job_to_the_queue_after_a_backoff(
+    session: Session, data_dir: Path
+) -> None:
+    job = new_job(session, data_dir)
+    assert lease(session, worker="dead") is not None
+    later = utcnow() + timedelta(seconds=CONFIG.lease_seconds + 1)
+    assert lease(session, worker="w2", now=later) is None  # reaped, but backing off
+    job = reload(session, job)
+    assert job.state is JobState.QUEUED
+    assert job.attempts == 1
+    assert job.error is not None and "dead" in job.error
+    assert job.not_before_at == later + timedelta(seconds=CONFIG.retry_backoff_seconds)
+    grant = lease(session, worker="w2", now=later + timedelta(seconds=CONFIG.retry_backoff_seconds))
+    assert grant is not None and (grant.fence, grant.attempt) == (2, 2)
+
+
+def test_backoff_doubles_each_attempt_up_to_the_cap() -> None:
+    assert [service.backoff(a, CONFIG).total_seconds() for a in (1, 2, 3, 4, 5)] == [
+        10,
+        20,
+        40,
+        80,
+        100,
+    ]
+
+
+def test_last_attempt_expiring_fails_the_job(session: Session, data_dir: Path) -> None:
+    job = new_job(session, data_dir, max_attempts=1)
+    assert lease(session) is not None
+    lease(session, now=utcnow() + timedelta(seconds=CONFIG.lease_seconds + 1))
+    job = reload(session, job)
+    assert job.state is JobState.FAILED
+    assert job.finished_at is not None
+
+
+def test_retriable_failures_requeue_until_the_attempts_run_out(
+    session: Session, data_dir: Path
+) -> None:
+    job = new_job(session, data_dir, max_attempts=2)
+    now = utcnow()
+    for attempt, expected in ((1, JobState.QUEUED), (2, JobState.FAILED)):
+        grant = lease(session, now=now)
+        assert grant is not None and grant.attempt == attempt
+        service.fail_job(
+            session,
+            job_id=job.id,
+            message=Fail(fence=grant.fence, error="CUDA OOM"),
+            config=CONFIG,
+            now=now,
+        )
+        session.commit()
+        assert reload(session, job).state is expected
+        now += timedelta(hours=1)
+    assert reload(session, job).error == "CUDA OOM"
+
+
+def test_permanent_failure_fails_at_once(session: Session, data_dir: Path) -> None:
+    job = new_job(session, data_dir)
+    grant = lease(session)
+    assert grant is not None
+    message = Fail(fence=grant.fence, error="bad recipe", retriable=False)
+    service.fail_job(session, job_id=job.id, message=message, config=CONFIG)
+    session.commit()
+    assert reload(session, job).state is JobState.FAILED
+
+
+def test_release_requeues_without_using_an_attempt(session: Session, data_dir: Path) -> None:
+    job = new_job(session, data_dir)
+    grant = lease(session)
+    assert grant is not None
+    service.release_job(
+        session, job_id=job.id, message=Release(fence=grant.fence, reason="SIGTERM"), config=CONFIG
+    )
+    session.commit()
+    job = reload(session, job)
+    assert (job.state, job.attempts, job.not_before_at) == (JobState.QUEUED, 0, None)
+    again = lease(session, worker="w2")
+    assert again is not None and (again.attempt, again.fence) == (1, 2)
+
+
+# --- fencing --------------------------------------------------------------------------------------
+
+
+def test_stale_fence_is_refused_and_writes_nothing(session: Session, data_dir: Path) -> None:
+    job = new_job(session, data_dir)
+    old = lease(session, worker="old")
+    assert old is not None
+    new = take_over(session, worker="new")
+    assert new is not None and new.fence == old.fence + 1
+    upload(session, job, new.fence, 0, chunk_bytes([1, 2]), data_dir)
+    writes = [
+        lambda: heartbeat(session, job, old.fence, log=["late line"]),
+        lambda: upload(session, job, old.fence, 1, chunk_bytes([3, 4]), data_dir),
+        lambda: service.complete_job(session, job_id=job.id, message=Complete(fence=old.fence)),
+        lambda: service.fail_job(
+            session, job_id=job.id, message=Fail(fence=old.fence, error="x"), config=CONFIG
+        ),
+        lambda: service.release_job(
+            session, job_id=job.id, message=Release(fence=old.fence), config=CONFIG
+        ),
+    ]
+    for write in writes:
+        with pytest.raises(LeaseLost):
+            write()
+        session.rollback()
+    job = reload(session, job)
+    assert (job.state, job.worker, job.fence) == (JobState.LEASED, "new", new.fence)
+    assert "late line" not in job.log_tail
+    assert service.job_results(session, job).sample_id.tolist() == [1, 2]
+
+
+# --- cancel and retry -----------------------------------------------------------------------------
+
+
+def test_cancelling_a_queued_job_is_immediate(session: Session, data_dir: Path) -> None:
+    job = new_job(session, data_dir)
+    service.cancel_job(session, job_id=job.id)
+    session.commit()
+    assert reload(session, job).state is JobState.CANCELLED
+    assert lease(session) is None
+
+
+def test_cancelling_a_running_job_tells_its_worker_then_ends_on_hand_back(
+    session: Session, data_dir: Path
+) -> None:
+    job = new_job(session, data_dir)
+    grant = lease(session)
+    assert grant is not None
+    assert not heartbeat(session, job, grant.fence)
+    service.cancel_job(session, job_id=job.id)
+    session.commit()
+    assert reload(session, job).state is JobState.RUNNING
+    assert heartbeat(session, job, grant.fence)
+    service.release_job(
+        session,
+        job_id=job.id,
+        message=Release(fence=grant.fence, reason="cancelled"),
+        config=CONFIG,
+    )
+    session.commit()
+    assert reload(session, job).state is JobState.CANCELLED
+
+
+def test_cancel_of_a_dead_workers_job_ends_when_its_lease_expires(
+    session: Session, data_dir: Path
+) -> None:
+    job = new_job(session, data_dir)
+    assert lease(session) is not None
+    service.cancel_job(session, job_id=job.id)
+    session.commit()
+    lease(session, now=utcnow() + timedelta(hours=1))
+    assert reload(session, job).state is JobState.CANCELLED
+
+
+def test_retry_requeues_a_failed_job_with_fresh_attempts(session: Session, data_dir: Path) -> None:
+    job = new_job(session, data_dir, max_attempts=1)
+    grant = lease(session)
+    assert grant is not None
+    service.fail_job(
+        session, job_id=job.id, message=Fail(fence=grant.fence, error="boom"), config=CONFIG
+    )
+    service.retry_job(session, job_id=job.id)
+    session.commit()
+    job = reload(session, job)
+    assert (job.state, job.attempts) == (JobState.QUEUED, 0)
+    assert lease(session) is not None
+
+
+def test_finished_jobs_refuse_illegal_transitions(session: Session, data_dir: Path) -> None:
+    job = new_job(session, data_dir)
+    grant = lease(session)
+    assert grant is not None
+    service.complete_job(session, job_id=job.id, message=Complete(fence=grant.fence))
+    session.commit()
+    with pytest.raises(IllegalTransition):
+        service.retry_job(session, job_id=job.id)
+    with pytest.raises(IllegalTransition):
+        service.cancel_job(session, job_id=job.id)
+
+
+def test_complete_sent_twice_is_a_no_op(session: Session, data_dir: Path) -> None:
+    job = new_job(session, data_dir)
+    grant = lease(session)
+    assert grant is not None
+    for _ in range(2):
+        service.complete_job(session, job_id=job.id, message=Complete(fence=grant.fence))
+        session.commit()
+    assert reload(session, job).state is JobState.SUCCEEDED
+
+
+# --- results ------------------------------------------------------------------------------------
+
+
+def test_reuploading_a_chunk_is_a_no_op(session: Session, data_dir: Path) -> None:
+    job = new_job(session, data_dir)
+    grant = lease(session)
+    assert grant is not None
+    data = chunk_bytes([1, 2, 3])
+    assert not upload(session, job, grant.fence, 0, data, data_dir)
+    assert upload(session, job, grant.fence, 0, data, data_dir)
+    assert service.job_detail(session, job).result_rows == 3
+
+
+def test_a_chunk_sent_again_with_other_rows_replaces_its_rows(
+    session: Session, data_dir: Path
+) -> None:
+    job = new_job(session, data_dir)
+    grant = lease(session)
+    assert grant is not None
+    upload(session, job, grant.fence, 0, chunk_bytes([1, 2, 3]), data_dir)
+    upload(session, job, grant.fence, 0, chunk_bytes([2, 3, 4], scale=0.9), data_dir)
+    results = service.job_results(session, job)
+    assert results.sample_id.tolist() == [2, 3, 4]
+    assert results.label_prob is not None
+    assert results.label_prob.tolist() == pytest.approx([0.9, 0.9, 0.9])
+
+
+def test_samples_sent_in_two_chunks_are_stored_once(session: Session, data_dir: Path) -> None:
+    job = new_job(session, data_dir)
+    grant = lease(session)
+    assert grant is not None
+    upload(session, job, grant.fence, 0, chunk_bytes([1, 2, 3]), data_dir)
+    upload(session, job, grant.fence, 1, chunk_bytes([3, 4], scale=0.8), data_dir)
+    results = service.job_results(session, job)
+    assert results.sample_id.tolist() == [1, 2, 3, 4]
+    assert results.label_prob is not None
+    assert results.label_prob.tolist() == pytest.approx([0.5, 0.5, 0.8, 0.8])
+
+
+def test_results_read_back_as_arrays(session: Session, data_dir: Path) -> None:
+    job = new_job(session, data_dir)
+    grant = lease(session)
+    assert grant is not None
+    upload(session, job, grant.fence, 1, chunk_bytes([9, 10]), data_dir)
+    upload(session, job, grant.fence, 0, chunk_bytes([1, 5]), data_dir)
+    results = service.job_results(session, job)
+    assert results.sample_id.tolist() == [1, 5, 9, 10]
+    assert results.topk_class_id is not None and results.topk_prob is not None
+    assert results.topk_class_id.tolist() == [[1, 2], [5, 6], [2, 3], [3, 4]]
+    np.testing.assert_allclose(results.topk_prob, 0.25)
+    assert results.junk_score is None
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (chunk_bytes([1, 2])[:-4], "truncated"),
+        (b"garbage", "truncated|magic"),
+        (chunk_bytes([1, 99]), "not in the job's result set"),
+        (chunk_bytes([1, 2], k=1), "k=1"),
+    ],
+)
+def test_malformed_results_store_nothing(
+    session: Session, data_dir: Path, data: bytes, reason: str
+) -> None:
+    job = new_job(session, data_dir)
+    grant = lease(session)
+    assert grant is not None
+    upload(session, job, grant.fence, 0, chunk_bytes([3, 4]), data_dir)
+    with pytest.raises(MalformedUpload, match=reason):
+        upload(session, job, grant.fence, 1, data, data_dir)
+    session.rollback()
+    assert service.job_results(session, job).sample_id.tolist() == [3, 4]
+    assert service.job_detail(session, job).result_chunks == 1
+
+
+def test_complete_checks_every_chunk_arrived(session: Session, data_dir: Path) -> None:
+    job = new_job(session, data_dir)
+    grant = lease(session)
+    assert grant is not None
+    upload(session, job, grant.fence, 0, chunk_bytes([1, 2]), data_dir)
+    with pytest.raises(ResultsIncomplete, match="2 result chunks"):
+        service.complete_job(
+            session, job_id=job.id, message=Complete(fence=grant.fence, chunks=2, rows=4)
+        )
+    session.rollback()
+    upload(session, job, grant.fence, 1, chunk_bytes([3, 4]), data_dir)
+    service.complete_job(
+        session, job_id=job.id, message=Complete(fence=grant.fence, chunks=2, rows=4)
+    )
+    session.commit()
+    assert reload(session, job).state is JobState.SUCCEEDED
+
+
+def test_a_new_lease_discards_the_previous_attempts_results(
+    session: Session, data_dir: Path
+) -> None:
+    job = new_job(session, data_dir)
+    grant = lease(session)
+    assert grant is not None
+    upload(session, job, grant.fence, 0, chunk_bytes([1, 2]), data_dir)
+    assert take_over(session) is not None
+    assert service.job_detail(session, job).result_rows == 0
+
+
+# --- progress, metrics, log ---------------------------------------------------------------------
+
+
+def test_epoch_metrics_are_kept_and_updated(session: Session, data_dir: Path) -> None:
+    job = new_job(session, data_dir)
+    grant = lease(session)
+    assert grant is not None
+    heartbeat(
+        session, job, grant.fence, metrics=[EpochMetrics(epoch=1, values={"train_loss": 2.0})]
+    )
+    heartbeat(
+        session,
+        job,
+        grant.fence,
+        metrics=[
+            EpochMetrics(epoch=1, values={"train_loss": 1.5}),
+            EpochMetrics(epoch=2, values={"train_loss": 1.0}),
+        ],
+    )
+    metrics = service.job_detail(session, reload(session, job)).metrics
+    assert [(m.epoch, m.values["train_loss"]) for m in metrics] == [(1, 1.5), (2, 1.0)]
+
+
+def test_a_repeated_heartbeat_does_not_repeat_log_lines(session: Session, data_dir: Path) -> None:
+    job = new_job(session, data_dir)
+    grant = lease(session)
+    assert grant is not None
+    heartbeat(session, job, grant.fence, log_from=0, log=["a", "b"])
+    heartbeat(session, job, grant.fence, log_from=0, log=["a", "b", "c"])
+    heartbeat(session, job, grant.fence, log_from=3, log=["d"])
+    lines = reload(session, job).log_tail.splitlines()
+    assert [line for line in lines if not line.startswith("--")] == ["a", "b", "c", "d"]
+
+
+def test_the_log_tail_is_bounded(session: Session, data_dir: Path) -> None:
+    job = new_job(session, data_dir)
+    grant = lease(session)
+    assert grant is not None
+    heartbeat(session, job, grant.fence, log=[f"line {i}" for i in range(20)])
+    lines = reload(session, job).log_tail.splitlines()
+    assert lines == [f"line {i}" for i in range(15, 20)]
+
+
+def test_junk_scores_and_unknown_label_probabilities_round_trip(
+    session: Session, data_dir: Path
+) -> None:
+    ref = store_manifest(data_dir, 4)
+    job = service.create_job(session, spec=ScoreJunkSpec(model=MODEL, predict=ref), config=CONFIG)
+    session.commit()
+    grant = lease(session)
+    assert grant is not None
+    scores = np.array([0.0, 0.25, 0.5, 1.0], dtype=np.float32)
+    data = encode_results(ResultChunk(np.arange(1, 5), junk_score=scores))
+    upload(session, job, grant.fence, 0, data, data_dir)
+    results = service.job_results(session, job)
+    assert results.topk_class_id is None and results.label_prob is None
+    assert results.junk_score is not None and results.junk_score.tolist() == scores.tolist()
+
+    other = new_job(session, data_dir)
+    grant = lease(session)
+    assert grant is not None and grant.job_id == other.id
+    label = np.array([np.nan, 0.5], dtype=np.float32)
+    topk = np.zeros((2, 2), dtype=np.int32)
+    data = encode_results(
+        ResultChunk(np.array([1, 2]), topk, np.full((2, 2), 0.5, np.float32), label)
+    )
+    upload(session, other, grant.fence, 0, data, data_dir)
+    back = service.job_results(session, other).label_prob
+    assert back is not None and np.isnan(back[0]) and back[1] == 0.5

@@ -1,0 +1,88 @@
+"""The ``thresher`` command: database, users and tokens, against both engines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from typer.testing import CliRunner
+
+from app.auth import service as auth_service
+from app.cli import cli
+from app.db import create_session_factory, transaction
+from app.settings import get_settings
+from tests.conftest import TEST_SECRET
+
+
+@pytest.fixture
+def runner(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    monkeypatch.setenv("THRESHER_DATABASE_URL", db_url)
+    monkeypatch.setenv("THRESHER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("THRESHER_SECRET_KEY", TEST_SECRET)
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
+
+
+def test_users_create_prints_a_generated_password_that_works(
+    runner: CliRunner, engine: Engine
+) -> None:
+    result = runner.invoke(cli, ["users", "create", "alice", "--role", "engineer"])
+    assert result.exit_code == 0, result.output
+    password = result.output.split("password (shown once):")[1].split()[0]
+    with transaction(create_session_factory(engine)) as session:
+        user = auth_service.authenticate(session, username="alice", password=password)
+        assert user.role.value == "engineer"
+
+
+def test_users_create_reads_password_from_stdin(runner: CliRunner, engine: Engine) -> None:
+    result = runner.invoke(
+        cli, ["users", "create", "bob", "--password-stdin"], input="a fine password\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert "shown once" not in result.output
+    with transaction(create_session_factory(engine)) as session:
+        auth_service.authenticate(session, username="bob", password="a fine password")
+
+
+def test_duplicate_user_is_a_clear_error(runner: CliRunner) -> None:
+    assert runner.invoke(cli, ["users", "create", "carol"]).exit_code == 0
+    result = runner.invoke(cli, ["users", "create", "carol"])
+    assert result.exit_code == 1
+    assert "already exists" in result.output
+
+
+def test_tokens_create_prints_a_bearer_token_once(runner: CliRunner, engine: Engine) -> None:
+    runner.invoke(cli, ["users", "create", "eve", "--role", "engineer"])
+    result = runner.invoke(cli, ["tokens", "create", "--user", "eve", "--name", "gpu-box"])
+    assert result.exit_code == 0, result.output
+    secret = result.output.strip().splitlines()[-1]
+    assert secret.startswith("thr_")
+    with transaction(create_session_factory(engine)) as session:
+        principal = auth_service.principal_from_bearer(session, secret)
+        assert principal.user.username == "eve"
+
+
+def test_annotators_cannot_get_api_tokens(runner: CliRunner) -> None:
+    runner.invoke(cli, ["users", "create", "ann"])
+    result = runner.invoke(cli, ["tokens", "create", "--user", "ann", "--name", "x"])
+    assert result.exit_code == 1
+    assert "engineers and admins" in result.output
+
+
+def test_commands_refuse_an_unmigrated_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("THRESHER_DATA_DIR", str(tmp_path / "fresh"))
+    monkeypatch.delenv("THRESHER_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, ["users", "list"])
+        assert result.exit_code == 1
+        assert "thresher db upgrade" in result.output
+        assert CliRunner().invoke(cli, ["db", "upgrade"]).exit_code == 0
+        assert CliRunner().invoke(cli, ["users", "list"]).exit_code == 0
+    finally:
+        get_settings.cache_clear()

@@ -1,0 +1,153 @@
+"""Cleaning rules on hand-made probabilities (ml/cleaning.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from ml.cleaning import (
+    confident_learning,
+    label_quality,
+    label_rank,
+    pullback,
+    pullback_from_ids,
+    rejection_quality,
+    topk_keep,
+    topk_keep_from_ids,
+)
+
+# Four samples, three classes; given labels 0, 1, 2, 0.
+LABELS = np.array([0, 1, 2, 0])
+PROBS = np.array(
+    [
+        [0.7, 0.2, 0.1],  # label 0 is top-1
+        [0.5, 0.3, 0.2],  # label 1 is second
+        [0.6, 0.3, 0.1],  # label 2 is third
+        [0.1, 0.1, 0.8],  # label 0 ties for second with class 1: ranked third
+    ]
+)
+
+
+def test_label_rank_counts_classes_ahead_of_the_label() -> None:
+    assert label_rank(LABELS, PROBS).tolist() == [0, 1, 2, 2]
+
+
+def test_top1_rule_keeps_only_top_predictions() -> None:
+    assert topk_keep(LABELS, PROBS, k=1).tolist() == [True, False, False, False]
+
+
+def test_top2_rule_partition() -> None:
+    kept = topk_keep(LABELS, PROBS, k=2)
+
+    assert kept.tolist() == [True, True, False, False]
+
+
+def test_k_above_class_count_keeps_everything() -> None:
+    assert topk_keep(LABELS, PROBS, k=10).all()
+
+
+def test_a_uniform_prediction_never_confirms_a_label() -> None:
+    assert not topk_keep([1], np.full((1, 4), 0.25), k=1).any()
+
+
+def test_topk_from_uploaded_ids() -> None:
+    ids = np.array([[0, 1], [0, 1], [0, 1], [2, 1]])
+
+    assert topk_keep_from_ids(LABELS, ids, k=1).tolist() == [True, False, False, False]
+    assert topk_keep_from_ids(LABELS, ids).tolist() == [True, True, False, False]
+
+
+def test_pullback_moves_back_rejected_samples_whose_label_is_now_in_topk() -> None:
+    kept = np.array([True, False, False, False])
+    # A kept-set model's predictions for the rejected samples 1, 2, 3.
+    probs = np.array([[0.1, 0.8, 0.1], [0.5, 0.4, 0.1], [0.6, 0.3, 0.1]])
+
+    result = pullback(LABELS, kept, probs, k=1)
+
+    assert result.pulled_back.tolist() == [1, 3]
+    assert result.kept.tolist() == [True, True, False, True]
+
+
+def test_pullback_never_rejects_a_kept_sample() -> None:
+    kept = np.array([True, True, False, False])
+    probs = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+
+    result = pullback(LABELS, kept, probs, k=1, indices=[0, 2])
+
+    assert result.kept.tolist() == [True, True, True, False]
+    assert result.pulled_back.tolist() == [2]
+
+
+def test_pullback_with_top2_pulls_back_more() -> None:
+    kept = np.array([True, False, False, False])
+    probs = np.array([[0.5, 0.3, 0.2], [0.5, 0.1, 0.4], [0.3, 0.3, 0.4]])
+
+    assert pullback(LABELS, kept, probs, k=1).pulled_back.tolist() == []
+    assert pullback(LABELS, kept, probs, k=2).pulled_back.tolist() == [1, 2]
+
+
+def test_pullback_from_ids() -> None:
+    kept = np.array([True, False, False, False])
+
+    result = pullback_from_ids(LABELS, kept, np.array([[1, 0], [2, 0], [2, 1]]), k=1)
+
+    assert result.pulled_back.tolist() == [1, 2]
+
+
+def test_pullback_checks_the_prediction_rows() -> None:
+    with pytest.raises(ValueError, match="do not match 2 prediction rows"):
+        pullback(LABELS, np.array([True, False, False, False]), PROBS[:2], k=1)
+
+
+@pytest.fixture
+def noisy_probs() -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.bool_]]:
+    """300 samples, 3 classes, a model that is right about the true class; 10% labels flipped."""
+    rng = np.random.default_rng(0)
+    truth = np.arange(300) % 3
+    probs = rng.dirichlet([1, 1, 1], size=300) * 0.3
+    probs[np.arange(300), truth] += 0.7
+    flipped = np.zeros(300, dtype=bool)
+    flipped[rng.choice(300, size=30, replace=False)] = True
+    labels = truth.copy()
+    labels[flipped] = (truth[flipped] + 1) % 3
+    return labels, probs, flipped
+
+
+def test_confident_learning_finds_injected_flips(
+    noisy_probs: tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.bool_]],
+) -> None:
+    labels, probs, flipped = noisy_probs
+
+    issues = confident_learning(labels, probs)
+
+    quality = rejection_quality(issues, flipped)
+    assert quality.recall >= 0.85
+    assert quality.precision >= 0.9
+
+
+def test_label_quality_is_lower_for_flipped_samples(
+    noisy_probs: tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.bool_]],
+) -> None:
+    labels, probs, flipped = noisy_probs
+
+    scores = label_quality(labels, probs)
+
+    assert scores[flipped].max() < scores[~flipped].min()
+
+
+def test_confident_learning_requires_probabilities() -> None:
+    with pytest.raises(ValueError, match="rows must sum to 1"):
+        confident_learning(LABELS, PROBS * 2)
+
+
+def test_rejection_quality_counts() -> None:
+    quality = rejection_quality([True, True, False, False], [True, False, True, False])
+
+    assert (quality.precision, quality.recall, quality.f1) == (0.5, 0.5, 0.5)
+    assert (quality.rejected, quality.mislabeled, quality.true_positives) == (2, 2, 1)
+
+
+def test_labels_outside_the_predicted_classes_are_refused() -> None:
+    with pytest.raises(ValueError, match="outside the 3 predicted classes"):
+        topk_keep([0, 5, 0, 0], PROBS)

@@ -1,0 +1,52 @@
+"""The ``worker`` command: its options, and the docker-compose worker service that runs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from ml.worker.cli import worker
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def command() -> typer.Typer:
+    app = typer.Typer()
+    app.command()(worker)
+    return app
+
+
+def test_the_compose_worker_service_runs_a_valid_worker_command() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    argv = compose["services"]["worker"]["command"]
+    assert argv[:2] == ["thresher", "worker"]
+    parsed = typer.main.get_command(command()).make_context("worker", list(argv[2:]))
+    assert parsed.params["server"] == "http://server:8000"
+    assert parsed.params["device"] == "cuda:0"
+    assert "THRESHER_WORKER_TOKEN" in parsed.params["token"]
+
+
+def test_the_token_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THRESHER_WORKER_TOKEN", "thr_secret")
+    parsed = typer.main.get_command(command()).make_context("worker", ["--server", "http://s:1"])
+    assert parsed.params["token"] == "thr_secret"
+
+
+def test_gpu_lists_are_checked() -> None:
+    result = CliRunner().invoke(
+        command(), ["--server", "http://s:1", "--token", "t", "--gpus", "0,0"]
+    )
+    assert result.exit_code == 2
+    assert "distinct" in result.output
+
+
+def test_gpus_and_a_cpu_device_do_not_mix() -> None:
+    result = CliRunner().invoke(
+        command(), ["--server", "http://s:1", "--token", "t", "--device", "cpu", "--gpus", "0,1"]
+    )
+    assert result.exit_code == 2
+    assert "--gpus runs on CUDA" in result.output

@@ -1,0 +1,95 @@
+"""Data-parallel training on two CPU processes (gloo): the ranks end with identical weights."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from ml.recipes import recipe_from_dict
+from ml.train import Progress as TrainProgress
+from ml.worker.compute import train
+from tests.ml.worker.test_compute import sample_set
+
+pytestmark = pytest.mark.slow
+
+
+class GlooRuntime:
+    device = "cpu"
+
+    def __init__(self, rank: int, world: int) -> None:
+        self.rank, self.world = rank, world
+        self.epochs = 0
+
+    def training(self, progress: TrainProgress) -> bool:
+        return False
+
+    def predicting(self, done: int, total: int) -> bool:
+        return False
+
+    def epoch(self, epoch: int, values: dict[str, float]) -> None:
+        self.epochs += 1
+
+    def stop_reason(self) -> str:
+        return "stopped"
+
+    def any_rank(self, flag: bool) -> bool:
+        value = torch.tensor([int(flag)])
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    def gather(self, parts: object, name: str) -> None:
+        raise AssertionError
+
+
+def _rank(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    data = sample_set([0, 1, 2] * 10, ["a", "b", "c"], [1, 2, 3])
+    recipe = recipe_from_dict(
+        {
+            "name": "t",
+            "model": {"name": "cifar_convnet_s"},
+            "image_size": 16,
+            "epochs": 2,
+            "batch_size": 8,
+            "optimizer": {"name": "sgd", "lr": 0.05},
+            "loader_workers": 0,
+            "channels_last": False,
+        }
+    )
+    labels = data.labels
+    result = train(
+        recipe,
+        data,
+        np.arange(labels.shape[0], dtype=np.int64),
+        labels,
+        num_classes=3,
+        class_names=["a", "b", "c"],
+        runtime=GlooRuntime(rank, world),
+        checkpoint_dir=Path(out) / "model",
+    )
+    digest = hashlib.sha256()
+    for name, tensor in sorted(result.trained.model.state_dict().items()):
+        if "running" not in name and "num_batches" not in name:  # BN statistics stay per rank
+            digest.update(tensor.detach().numpy().tobytes())
+    (Path(out) / f"rank-{rank}.txt").write_text(f"{digest.hexdigest()} {len(result.history)}")
+    dist.destroy_process_group()
+
+
+def test_ranks_keep_identical_weights(tmp_path: Path) -> None:
+    from tests.app.jobs.processes import free_port
+
+    mp.spawn(_rank, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    rank0 = (tmp_path / "rank-0.txt").read_text().split()
+    rank1 = (tmp_path / "rank-1.txt").read_text().split()
+    assert rank0 == rank1
+    assert rank0[1] == "2"
+    assert (tmp_path / "model").is_dir()

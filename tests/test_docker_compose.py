@@ -1,0 +1,69 @@
+"""docker-compose.yml cannot run here (no Docker engine); check that it agrees with the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return data
+
+
+def test_has_postgres_server_and_worker(compose: dict[str, Any]) -> None:
+    assert {"postgres", "server", "worker"} <= set(compose["services"])
+
+
+def test_every_thresher_variable_is_a_setting(compose: dict[str, Any]) -> None:
+    fields = {f"THRESHER_{name.upper()}" for name in Settings.model_fields}
+    for service in compose["services"].values():
+        for variable in service.get("environment", {}):
+            if variable.startswith("THRESHER_"):
+                assert variable in fields, f"{variable} is not a Thresher setting"
+
+
+def test_server_database_url_points_at_the_postgres_service(compose: dict[str, Any]) -> None:
+    server = compose["services"]["server"]
+    url = server["environment"]["THRESHER_DATABASE_URL"]
+    assert url.startswith("postgresql+psycopg://")
+    postgres = compose["services"]["postgres"]["environment"]
+    assert f"@postgres:5432/{postgres['POSTGRES_DB']}" in url
+    assert url.startswith(f"postgresql+psycopg://{postgres['POSTGRES_USER']}:")
+    assert server["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_server_runs_thresher_serve_which_migrates(compose: dict[str, Any]) -> None:
+    assert compose["services"]["server"]["command"][:2] == ["thresher", "serve"]
+
+
+def test_data_dirs_are_named_volumes(compose: dict[str, Any]) -> None:
+    declared = set(compose["volumes"])
+    for name in ("server", "worker"):
+        service = compose["services"][name]
+        data_dir = service["environment"]["THRESHER_DATA_DIR"]
+        mounts = {m.split(":")[1]: m.split(":")[0] for m in service["volumes"]}
+        assert data_dir in mounts, f"{name}: THRESHER_DATA_DIR {data_dir} is not mounted"
+        assert mounts[data_dir] in declared
+
+
+def test_worker_reserves_an_nvidia_gpu(compose: dict[str, Any]) -> None:
+    devices = compose["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia"
+    assert "gpu" in devices[0]["capabilities"]
+
+
+def test_worker_talks_to_the_server_service_over_http(compose: dict[str, Any]) -> None:
+    command = compose["services"]["worker"]["command"]
+    server_url = command[command.index("--server") + 1]
+    port = compose["services"]["server"]["environment"]["THRESHER_PORT"]
+    assert re.fullmatch(rf"http://server:{port}", server_url)
