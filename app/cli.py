@@ -18,6 +18,7 @@ from app.db import create_db_engine, transaction
 from app.logging import configure_logging
 from app.migrate import current_revision, upgrade
 from app.models import Role, TokenScope
+from app.review.cli import queue_cli
 from app.settings import Settings, get_settings
 from ml.cli import augment_preview, ml_app
 from ml.worker.cli import worker as worker_command
@@ -43,6 +44,7 @@ cli.add_typer(db_cli, name="db")
 cli.add_typer(users_cli, name="users")
 cli.add_typer(tokens_cli, name="tokens")
 cli.command("import")(import_command)
+cli.add_typer(queue_cli, name="queue")
 cli.command("worker")(worker_command)
 cli.add_typer(ml_app, name="ml")
 cli.command("augment-preview")(augment_preview)

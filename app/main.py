@@ -11,7 +11,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from app import home
 from app.auth import pages as auth_pages
 from app.auth import routes as auth_routes
 from app.background import BackgroundRunner
@@ -25,6 +24,8 @@ from app.jobs import routes as job_routes
 from app.jobs import worker_routes as job_worker_routes
 from app.logging import configure_logging, get_logger
 from app.media import routes as media_routes
+from app.review import pages as review_pages
+from app.review import routes as review_routes
 from app.settings import PROJECT_ROOT, Settings, get_settings
 from app.web import create_templates, render
 
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
     for module in (
+        review_routes,  # first: routes are matched in order, and these are the busiest
         auth_routes,
         auth_pages,
         dataset_routes,
@@ -81,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         job_routes,
         job_worker_routes,
         job_pages,
-        home,
+        review_pages,  # serves "/": the annotator's home; engineers go on to /datasets
     ):
         app.include_router(module.router)
 

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
         default=None, description="Probe processes for imports; defaults to the CPU count."
     )
     thumbnail_sizes: tuple[int, ...] = (96, 128, 256, 512)
+    review_lease_seconds: int = Field(
+        default=600, gt=0, description="An annotator's hold on leased review tasks."
+    )
     log_format: str = Field(default="console", description="console or json")
 
     @field_validator("secret_key")

@@ -39,7 +39,6 @@ from typing import Any, cast, get_args
 
 import numpy as np
 import PIL
-from numpy.typing import NDArray
 
 from ml.decode import Fit, ImageDecodeError, load_image
 
@@ -54,7 +53,6 @@ __all__ = [
     "content_hashes",
     "decoded_cache",
     "open_decoded_cache",
-    "read_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -342,12 +340,3 @@ def decoded_cache(
     if opened is None:
         raise CacheCorruptError(f"{array_path}: the cache just built does not validate")
     return DecodedCache(opened.path, opened.meta, opened.images, built=True)
-
-
-def read_rows(images: NDArray[np.uint8], indices: NDArray[np.integer]) -> NDArray[np.uint8]:
-    """Rows ``indices`` of an image array, read in sorted order (sequential on disk) and
-    returned in the order asked: ``[len(indices), H, W, 3]``."""
-    order = np.argsort(indices, kind="stable")
-    rows = np.empty((indices.shape[0], *images.shape[1:]), dtype=np.uint8)
-    rows[order] = images[indices[order]]
-    return rows

@@ -199,8 +199,13 @@ def crossval_command(
     recipe: Annotated[str, typer.Option(help="Recipe name or YAML path.")] = "default",
     folds: Annotated[int, typer.Option(min=2, help="K, the number of folds.")] = 5,
     top_k: Annotated[
-        int, typer.Option(min=1, help="k of the top-k rule: kept if the label is in the top k.")
-    ] = 1,
+        int | None,
+        typer.Option(
+            min=1,
+            help="k of the top-k rule: kept if the label is in the top k "
+            "(default: 5 for 100 classes or more, else 1).",
+        ),
+    ] = None,
     record_k: Annotated[int, typer.Option(min=1, help="Classes recorded per sample.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the fold split.")] = 0,
     root: RootOpt = None,
@@ -228,7 +233,7 @@ def crossval_command(
         device=device,
     )
     _print_table(
-        f"cross-validation ({folds} folds, top-{top_k})",
+        f"cross-validation ({folds} folds, top-{summary.k})",
         [
             ("samples", str(summary.samples)),
             ("classes", str(summary.classes)),
@@ -253,7 +258,10 @@ def pullback_command(
         list[str] | None, typer.Option(help="Recipe per round, used in turn (repeatable).")
     ] = None,
     rounds: Annotated[int, typer.Option(min=1, help="At most this many rounds.")] = 2,
-    top_k: Annotated[int, typer.Option(min=1, help="k of the top-k rule.")] = 1,
+    top_k: Annotated[
+        int | None,
+        typer.Option(min=1, help="k of the top-k rule (default: 5 for 100+ classes, else 1)."),
+    ] = None,
     root: RootOpt = None,
     label_column: LabelColumnOpt = "label",
     cache_dir: CacheDirOpt = None,

@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import Tensor
 
-from ml.cache import read_rows
 from ml.checkpoint import TrainedModel
 
 __all__ = [
@@ -78,17 +77,17 @@ def iter_batches(
 
     def read(start: int) -> Tensor:
         chunk = rows[start : start + batch_size]
-        if (
-            chunk.shape[0]
-            and int(chunk[-1]) - int(chunk[0]) == chunk.shape[0] - 1
-            and bool(np.all(np.diff(chunk) == 1))
-        ):
-            # A copy: memory-mapped rows are read-only, and torch wants writable arrays.
-            pixels = np.array(images[int(chunk[0]) : int(chunk[-1]) + 1])
+        # One copy, straight from the memory map into (pinned) memory that the batch owns.
+        shape = (chunk.shape[0], *images.shape[1:])
+        batch = torch.empty(shape, dtype=torch.uint8, pin_memory=pin_memory)
+        target = batch.numpy()
+        first, last = int(chunk[0]), int(chunk[-1])
+        if last - first == chunk.shape[0] - 1 and bool(np.all(np.diff(chunk) == 1)):
+            np.copyto(target, images[first : last + 1])
         else:
-            pixels = read_rows(images, chunk)
-        tensor = torch.from_numpy(pixels)
-        return tensor.pin_memory() if pin_memory else tensor
+            order = np.argsort(chunk, kind="stable")  # sorted reads: sequential on disk
+            target[order] = images[chunk[order]]
+        return batch
 
     starts = list(range(0, rows.shape[0], batch_size))
     if not starts:

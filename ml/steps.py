@@ -50,8 +50,11 @@ from ml.train import EvalSet, ProgressCallback, train_model
 
 __all__ = [
     "DECISION_FIELDS",
+    "CrossvalSummary",
+    "PullbackRound",
     "StepError",
     "default_cache_dir",
+    "default_k",
     "read_decisions",
     "run_crossval",
     "run_junk_score",
@@ -86,6 +89,12 @@ def default_cache_dir() -> Path:
     """``$THRESHER_CACHE_DIR``, else ``~/.cache/thresher/decoded``."""
     configured = os.environ.get("THRESHER_CACHE_DIR")
     return Path(configured) if configured else Path.home() / ".cache" / "thresher" / "decoded"
+
+
+def default_k(num_classes: int) -> int:
+    """The top-k rule's default k: 5 for 100 classes or more (web data with thousands of
+    classes, where the right class is often among a few look-alikes), else 1."""
+    return 5 if num_classes >= 100 else 1
 
 
 def _cache(manifest: Manifest, size: int, cache_dir: Path | None) -> DecodedCache:
@@ -155,7 +164,7 @@ def run_crossval(
     out: str | Path,
     *,
     folds: int = 5,
-    k: int = 1,
+    k: int | None = None,
     top_k: int = 5,
     seed: int = 0,
     cache_dir: Path | None = None,
@@ -166,12 +175,13 @@ def run_crossval(
 
     Args:
         folds: K.
-        k: the top-k rule's k.
+        k: the top-k rule's k (default :func:`default_k`).
         top_k: how many classes to record per sample (at least ``k``).
         seed: seeds the fold split.
     """
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    k = k or default_k(manifest.num_classes)
     cache = _cache(manifest, _cache_size(recipe), cache_dir)
     labels = manifest.labels
     fold_array = stratified_folds(labels, folds, seed)
@@ -266,7 +276,7 @@ def run_pullback(
     out: str | Path,
     *,
     rounds: int = 2,
-    k: int = 1,
+    k: int | None = None,
     cache_dir: Path | None = None,
     device: str | None = None,
     callback: ProgressCallback | None = None,
@@ -280,6 +290,7 @@ def run_pullback(
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, kept = read_decisions(decisions, manifest)
     labels = manifest.labels
+    k = k or default_k(manifest.num_classes)
     cache = _cache(manifest, max(_cache_size(r) for r in recipes), cache_dir)
     history: list[PullbackRound] = []
     for number in range(rounds):

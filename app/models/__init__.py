@@ -12,6 +12,7 @@ from app.models.dataset import (
     Sample,
 )
 from app.models.job import Job, JobArtifact, JobMetric, JobResult, JobResultChunk, JobState
+from app.models.review import ReviewDecision, ReviewTask, TaskKind, TaskState, Verdict
 from app.models.user import ApiToken, Role, TokenScope, User, WebSession
 
 __all__ = [
@@ -30,10 +31,15 @@ __all__ = [
     "JobResultChunk",
     "JobState",
     "LabelClass",
+    "ReviewDecision",
+    "ReviewTask",
     "Role",
     "Sample",
+    "TaskKind",
+    "TaskState",
     "TokenScope",
     "User",
+    "Verdict",
     "WebSession",
     "utcnow",
 ]

@@ -1,6 +1,6 @@
 """jobs: the job queue, metrics, artifacts and per-sample results
 
-Revision ID: 0004
+Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-27 23:38:20.218110
 """
@@ -11,9 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = '0004'
-# 0001, not 0003: the review queue's 0003 places itself on top of whatever the other migrations'
-# head is (its interim down_revision), so the chain is 0001 -> 0004 -> 0003 with one head.
+revision: str = '0002'
 down_revision: str | None = '0001'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -1,0 +1,156 @@
+"""The review pages: the annotator's home, the three review pages with their htmx fragments,
+and the engineers' queue statistics."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from app.auth.deps import AnnotatorDep, EngineerDep
+from app.db import SessionDep
+from app.errors import Invalid
+from app.models import Role, TaskKind
+from app.review import service, views
+from app.review.routes import lease_duration
+from app.settings import Settings
+from app.web import render
+
+router = APIRouter(include_in_schema=False)
+
+PageSize = Annotated[int, Query(description="Grid review: thumbnails per page (48, 72 or 96).")]
+
+
+def _page_size(kind: TaskKind, size: int) -> int:
+    if views.MODES[kind] != "grid":
+        return 1 + views.LABEL_AHEAD
+    if size not in views.GRID_PAGE_SIZES:
+        offered = ", ".join(str(s) for s in views.GRID_PAGE_SIZES)
+        raise Invalid(f"page size {size} is not offered; use {offered}")
+    return size
+
+
+def _exclude(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise Invalid("exclude must be comma-separated task ids") from exc
+
+
+@router.get("/")
+def start_page(principal: AnnotatorDep) -> Response:
+    """Annotators start at their review queues, engineers at their datasets."""
+    target = "/datasets" if principal.role.includes(Role.ENGINEER) else "/review"
+    return RedirectResponse(target, status_code=303)
+
+
+@router.get("/review")
+def home(request: Request, session: SessionDep, principal: AnnotatorDep) -> Response:
+    """The review queues with their counts, and the signed-in user's progress today."""
+    view = views.home(
+        principal.user.username,
+        service.open_queues(session),
+        service.progress(session, user=principal.user),
+    )
+    return render(request, "review/home.html", principal=principal, view=view)
+
+
+@router.get("/review/stats")
+def stats_page(
+    request: Request,
+    session: SessionDep,
+    principal: EngineerDep,
+    dataset_id: int | None = None,
+    hours: Annotated[int, Query(ge=1, le=24 * 90)] = 24,
+) -> HTMLResponse:
+    stats = service.queue_stats(session, dataset_id=dataset_id, hours=hours)
+    view = views.stats_page(stats, hours=hours)
+    return render(request, "review/stats.html", principal=principal, view=view)
+
+
+@router.get("/review/{dataset_id}/{kind}")
+def review_page(
+    request: Request,
+    session: SessionDep,
+    principal: AnnotatorDep,
+    dataset_id: int,
+    kind: TaskKind,
+    size: PageSize = views.GRID_PAGE_SIZES[0],
+) -> HTMLResponse:
+    """Leases the first batch (the annotator's own live leases first, so a reload takes
+    nothing new) and renders the review page for the kind."""
+    settings: Settings = request.app.state.settings
+    dataset = service.get_dataset(session, dataset_id)
+    page_size = _page_size(kind, size)
+    data = service.lease_batch(
+        session,
+        user=principal.user,
+        dataset=dataset,
+        kind=kind,
+        n=page_size,
+        lease_for=lease_duration(request),
+        references_per_class=views.GIVEN_REFERENCES,
+        class_grid=views.CLASS_GRID,
+    )
+    view = views.review_page(
+        dataset,
+        kind,
+        data,
+        service.progress(session, user=principal.user),
+        remaining=service.remaining(
+            session, user=principal.user, kind=kind, dataset_id=dataset.id, cap=views.REMAINING_CAP
+        ),
+        thumbnail_sizes=settings.thumbnail_sizes,
+        page_size=page_size,
+    )
+    return render(request, "review/page.html", principal=principal, view=view)
+
+
+@router.post("/review/{dataset_id}/{kind}/next")
+def next_batch(
+    request: Request,
+    session: SessionDep,
+    principal: AnnotatorDep,
+    dataset_id: int,
+    kind: TaskKind,
+    n: Annotated[int, Form(ge=1, le=service.MAX_LEASE)] = 1,
+    exclude: Annotated[str, Form(description="Task ids shown or decided already.")] = "",
+) -> HTMLResponse:
+    """The next tasks, leased now, as the page's fragment: the script keeps it out of sight
+    until the annotator gets there, so images are loaded by then."""
+    settings: Settings = request.app.state.settings
+    dataset = service.get_dataset(session, dataset_id)
+    data = service.lease_batch(
+        session,
+        user=principal.user,
+        dataset=dataset,
+        kind=kind,
+        n=n,
+        exclude=_exclude(exclude),
+        lease_for=lease_duration(request),
+        references_per_class=views.GIVEN_REFERENCES,
+        class_grid=views.CLASS_GRID,
+    )
+    batch = views.batch(kind, data, thumbnail_sizes=settings.thumbnail_sizes, page_size=n)
+    return render(request, "review/_batch.html", principal=principal, view=batch)
+
+
+@router.get("/review/{dataset_id}/{kind}/progress")
+def progress_fragment(
+    request: Request, session: SessionDep, principal: AnnotatorDep, dataset_id: int, kind: TaskKind
+) -> HTMLResponse:
+    """The progress line of a review page, refreshed by htmx."""
+    view = views.progress_view(
+        service.progress(session, user=principal.user),
+        remaining=service.remaining(
+            session, user=principal.user, kind=kind, dataset_id=dataset_id, cap=views.REMAINING_CAP
+        ),
+    )
+    return render(
+        request,
+        "review/_progress.html",
+        principal=principal,
+        view=view,
+        extra={"progress_url": f"{views.queue_url(dataset_id, kind)}/progress"},
+    )

@@ -1,0 +1,226 @@
+"""Review API: engineers queue tasks and read statistics; annotators lease, decide and undo.
+
+Annotators call it from the browser with their session cookie and the CSRF header; scripts
+(simulated annotators, engineers) may use bearer tokens.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from app.auth.deps import AnnotatorDep, EngineerDep
+from app.db import SessionDep
+from app.review import service
+from app.review.schemas import (
+    AuditCreate,
+    AuditCreatedRead,
+    CreatedTasksRead,
+    CurrentVerdictRead,
+    DecisionBatchCreate,
+    DecisionBatchRead,
+    DecisionInput,
+    DecisionRead,
+    HistoryEntryRead,
+    LeaseCreate,
+    LeasedTaskRead,
+    LeaseRead,
+    ProgressRead,
+    QueueCountRead,
+    QueueStatsRead,
+    SampleReviewRead,
+    SecondOpinionCreate,
+    Suggestion,
+    TaskBatchCreate,
+    TaskItem,
+    UndoCreate,
+    UndoRead,
+)
+
+router = APIRouter(prefix="/api/review", tags=["review"])
+
+#: How long the browser may cache a dataset's class list (the search box loads it once).
+CLASS_LIST_MAX_AGE = 300
+
+
+def lease_duration(request: Request) -> timedelta:
+    """The configured lease length (``THRESHER_REVIEW_LEASE_SECONDS``)."""
+    return timedelta(seconds=request.app.state.settings.review_lease_seconds)
+
+
+# --- engineers: queueing ------------------------------------------------------------------------
+
+
+@router.post("/tasks")
+def create_tasks(
+    principal: EngineerDep, body: TaskBatchCreate, session: SessionDep
+) -> CreatedTasksRead:
+    """Queues tasks in bulk; items already queued from the same source are skipped."""
+    items = [
+        TaskItem(
+            sample_id=item.sample_id,
+            class_id=item.class_id,
+            priority=item.priority,
+            score=item.score,
+            reason=item.reason,
+            suggestions=tuple(Suggestion(s.class_id, s.probability) for s in item.suggestions),
+        )
+        for item in body.items
+    ]
+    created = service.create_tasks(
+        session,
+        dataset=service.get_dataset(session, body.dataset_id),
+        kind=body.kind,
+        items=items,
+        source=body.source,
+        reason=body.reason,
+        created_by=principal.user,
+        max_items=service.MAX_API_ITEMS,
+    )
+    return CreatedTasksRead.model_validate(created)
+
+
+@router.post("/tasks/audit")
+def create_audit(
+    principal: EngineerDep, body: AuditCreate, session: SessionDep
+) -> AuditCreatedRead:
+    """Queues junk_audit tasks for a seeded random sample of the samples believed clean."""
+    created, seed, source = service.create_audit(
+        session,
+        dataset=service.get_dataset(session, body.dataset_id),
+        n=body.n,
+        seed=body.seed,
+        source=body.source,
+        created_by=principal.user,
+    )
+    return AuditCreatedRead(
+        created=created.created, skipped=created.skipped, seed=seed, source=source
+    )
+
+
+@router.post("/tasks/second-opinion")
+def request_second_opinions(
+    principal: EngineerDep, body: SecondOpinionCreate, session: SessionDep
+) -> CreatedTasksRead:
+    """Queues a random fraction of the decided tasks again, for a different annotator."""
+    created = service.request_second_opinions(
+        session,
+        dataset=service.get_dataset(session, body.dataset_id),
+        kind=body.kind,
+        fraction=body.fraction,
+        seed=body.seed,
+        created_by=principal.user,
+    )
+    return CreatedTasksRead.model_validate(created)
+
+
+# --- annotators: leasing and deciding -----------------------------------------------------------
+
+
+@router.post("/leases")
+def lease_tasks(
+    principal: AnnotatorDep, body: LeaseCreate, session: SessionDep, request: Request
+) -> LeaseRead:
+    """Leases up to ``n`` tasks of a queue; the caller's own live leases come back first."""
+    tasks = service.lease_tasks(
+        session,
+        user=principal.user,
+        kind=body.kind,
+        dataset_id=body.dataset_id,
+        n=body.n,
+        exclude=body.exclude,
+        lease_for=lease_duration(request),
+    )
+    return LeaseRead(tasks=[LeasedTaskRead.model_validate(task) for task in tasks])
+
+
+@router.post("/decisions")
+def decide(
+    principal: AnnotatorDep, body: DecisionBatchCreate, session: SessionDep
+) -> DecisionBatchRead:
+    """Records decisions, all or none. A retry with the same keys gets the same answer."""
+    records = service.decide(
+        session,
+        user=principal.user,
+        decisions=[
+            DecisionInput(
+                task_id=d.task_id,
+                lease_version=d.lease_version,
+                verdict=d.verdict,
+                idempotency_key=d.idempotency_key,
+                seconds=d.seconds,
+                class_id=d.class_id,
+            )
+            for d in body.decisions
+        ],
+    )
+    return DecisionBatchRead(decisions=[DecisionRead.model_validate(r) for r in records])
+
+
+@router.post("/undo")
+def undo(
+    principal: AnnotatorDep, body: UndoCreate, session: SessionDep, request: Request
+) -> UndoRead:
+    """Withdraws one of your decisions and leases its task to you again."""
+    result = service.undo(
+        session,
+        user=principal.user,
+        decision_id=body.decision_id,
+        idempotency_key=body.idempotency_key,
+        seconds=body.seconds,
+        lease_for=lease_duration(request),
+    )
+    return UndoRead.model_validate(result)
+
+
+@router.get("/queues")
+def open_queues(_: AnnotatorDep, session: SessionDep) -> list[QueueCountRead]:
+    """Queues with work left: tasks available to lease and tasks leased right now."""
+    return [QueueCountRead.model_validate(queue) for queue in service.open_queues(session)]
+
+
+@router.get("/progress")
+def my_progress(principal: AnnotatorDep, session: SessionDep) -> ProgressRead:
+    """Your decisions today (since midnight UTC)."""
+    return ProgressRead.model_validate(service.progress(session, user=principal.user))
+
+
+@router.get("/datasets/{dataset_id}/classes")
+def class_list(
+    _: AnnotatorDep, dataset_id: int, session: SessionDep, response: Response
+) -> dict[str, list[Any]]:
+    """Every class of the dataset as ``[id, name]`` pairs, by name (for the class search)."""
+    dataset = service.get_dataset(session, dataset_id)
+    response.headers["Cache-Control"] = f"private, max-age={CLASS_LIST_MAX_AGE}"
+    return {"classes": [list(pair) for pair in service.dataset_classes(session, dataset)]}
+
+
+# --- engineers: statistics and history ----------------------------------------------------------
+
+
+@router.get("/stats")
+def queue_stats(
+    _: EngineerDep,
+    session: SessionDep,
+    dataset_id: int | None = None,
+    hours: Annotated[int, Query(ge=1, le=24 * 90)] = 24,
+) -> QueueStatsRead:
+    """Per queue: tasks by state. Per annotator: decisions per hour and median seconds per
+    decision over the last ``hours``. Agreement where a task was decided twice."""
+    stats = service.queue_stats(session, dataset_id=dataset_id, hours=hours)
+    return QueueStatsRead.model_validate(stats)
+
+
+@router.get("/samples/{sample_id}")
+def sample_review(_: EngineerDep, sample_id: int, session: SessionDep) -> SampleReviewRead:
+    """A sample's current human verdict and every decision on it."""
+    current = service.current_verdicts(session, sample_ids=[sample_id]).get(sample_id)
+    return SampleReviewRead(
+        current=CurrentVerdictRead.model_validate(current) if current else None,
+        history=[
+            HistoryEntryRead.model_validate(entry)
+            for entry in service.sample_history(session, sample_id)
+        ],
+    )

@@ -1,0 +1,487 @@
+"""View models of the review pages: everything a template shows, worked out here.
+
+Templates only print these fields and loop over their lists: no queries, no arithmetic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.models import Dataset, TaskKind
+from app.review.schemas import (
+    LeasedTask,
+    Progress,
+    QueueCount,
+    QueueStats,
+    ReviewBatch,
+)
+
+KIND_TITLES = {
+    TaskKind.JUNK_CHECK: "Junk check",
+    TaskKind.JUNK_AUDIT: "Junk audit",
+    TaskKind.LABEL_CHECK: "Label check",
+    TaskKind.CLASS_CHECK: "Class check",
+}
+KIND_HINTS = {
+    TaskKind.JUNK_CHECK: "Images a model flagged: mark the junk ones, a page at a time.",
+    TaskKind.JUNK_AUDIT: "A random sample of images believed clean: mark any junk.",
+    TaskKind.LABEL_CHECK: "Is the given label right? If not, which class, or is it junk?",
+    TaskKind.CLASS_CHECK: "Small classes: keep or drop each one.",
+}
+#: Which page reviews a kind.
+MODES = {
+    TaskKind.JUNK_CHECK: "grid",
+    TaskKind.JUNK_AUDIT: "grid",
+    TaskKind.LABEL_CHECK: "label",
+    TaskKind.CLASS_CHECK: "class",
+}
+GRID_PAGE_SIZES = (48, 72, 96)
+GRID_COLUMNS = {48: 12, 72: 14, 96: 16}
+#: Label review: items held ahead of the one shown, so the next appears at once.
+LABEL_AHEAD = 2
+GIVEN_REFERENCES = 8
+SUGGESTION_REFERENCES = 6
+CLASS_GRID = 48
+#: Thumbnail sizes (px, longest side) each place asks for; the nearest offered one is used.
+GRID_THUMB = 128
+SUBJECT_THUMB = 512
+REFERENCE_THUMB = 96
+#: "N left" is counted up to this, then shown as "N+".
+REMAINING_CAP = 10_000
+
+Keys = list[tuple[str, str]]
+
+GRID_KEYS: Keys = [
+    ("← → ↑ ↓", "Move"),
+    ("Space", "Mark or unmark junk"),
+    ("Click", "Mark or unmark junk"),
+    ("Shift-click", "Mark a range like the last one clicked"),
+    ("Enter", "Submit the page (unmarked = not junk)"),
+]
+LABEL_KEYS: Keys = [
+    ("A", "The given label is right"),
+    ("1–5", "Pick that suggestion"),
+    ("J", "Junk"),
+    ("U", "Unsure"),
+    ("/", "Search every class; Enter picks"),
+    ("Backspace", "Undo the previous decision"),
+]
+CLASS_KEYS: Keys = [
+    ("K", "Keep the class"),
+    ("D", "Drop the class"),
+    ("Backspace", "Undo the previous decision"),
+]
+
+
+def thumb_size(wanted: int, offered: Sequence[int]) -> int:
+    """The offered thumbnail size closest to ``wanted`` (the larger one on a tie)."""
+    return min(offered, key=lambda size: (abs(size - wanted), -size))
+
+
+def thumb_url(sample_id: int, size: int) -> str:
+    return f"/media/samples/{sample_id}/thumb/{size}"
+
+
+def queue_url(dataset_id: int, kind: TaskKind) -> str:
+    return f"/review/{dataset_id}/{kind.value}"
+
+
+def _count(value: int) -> str:
+    return f"{value:,}"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.1f} s" if value < 60 else f"{value / 60:.1f} min"
+
+
+def _percent(value: float) -> str:
+    return "<1%" if 0 < value < 0.01 else f"{value * 100:.0f}%"
+
+
+# --- home ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueCard:
+    dataset_name: str
+    kind: str
+    title: str
+    hint: str
+    available: str
+    leased: str
+    url: str
+
+
+@dataclass(frozen=True)
+class KindCount:
+    title: str
+    count: str
+
+
+@dataclass(frozen=True)
+class ProgressView:
+    decisions: str
+    median: str
+    by_kind: list[KindCount]
+    remaining: str | None  # the queue on a review page; None on the home page
+
+
+@dataclass(frozen=True)
+class HomeView:
+    username: str
+    queues: list[QueueCard]
+    progress: ProgressView
+
+
+def progress_view(progress: Progress, *, remaining: int | None = None) -> ProgressView:
+    return ProgressView(
+        decisions=_count(progress.decisions),
+        median=_seconds(progress.median_seconds),
+        by_kind=[
+            KindCount(title=KIND_TITLES[kind], count=_count(progress.by_kind[kind]))
+            for kind in TaskKind
+            if progress.by_kind.get(kind)
+        ],
+        remaining=None
+        if remaining is None
+        else (f"{REMAINING_CAP:,}+" if remaining >= REMAINING_CAP else _count(remaining)),
+    )
+
+
+def home(username: str, queues: Sequence[QueueCount], progress: Progress) -> HomeView:
+    cards = [
+        QueueCard(
+            dataset_name=queue.dataset_name,
+            kind=queue.kind.value,
+            title=KIND_TITLES[queue.kind],
+            hint=KIND_HINTS[queue.kind],
+            available=_count(queue.pending),
+            leased=_count(queue.leased),
+            url=queue_url(queue.dataset_id, queue.kind),
+        )
+        for queue in queues
+        if queue.pending or queue.leased
+    ]
+    return HomeView(username=username, queues=cards, progress=progress_view(progress))
+
+
+# --- review pages -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Thumb:
+    sample_id: int
+    url: str
+    alt: str
+
+
+@dataclass(frozen=True)
+class Tile:
+    task_id: int
+    lease_version: int
+    thumb: Thumb
+    note: str  # the reason and score, as a tooltip
+
+
+@dataclass(frozen=True)
+class SuggestionView:
+    key: str
+    class_id: int
+    name: str
+    probability: str
+    is_given: bool
+    references: list[Thumb]
+
+
+@dataclass(frozen=True)
+class LabelItem:
+    task_id: int
+    lease_version: int
+    sample_id: int
+    image_url: str
+    given_class_id: int
+    given_name: str
+    given_references: list[Thumb]
+    suggestions: list[SuggestionView]
+    note: str
+
+
+@dataclass(frozen=True)
+class ClassItem:
+    task_id: int
+    lease_version: int
+    class_id: int
+    name: str
+    size: str
+    thumbs: list[Thumb]
+    more: str | None  # "and N more" when the grid shows only part of the class
+    note: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one lease shows: a grid page, or label or class items (the first one in front)."""
+
+    mode: str
+    empty: bool
+    tiles: list[Tile]
+    columns: int
+    label_items: list[LabelItem]
+    class_items: list[ClassItem]
+
+
+@dataclass(frozen=True)
+class SizeLink:
+    size: int
+    url: str
+    current: bool
+
+
+@dataclass(frozen=True)
+class ReviewPage:
+    dataset_id: int
+    dataset_name: str
+    kind: str
+    title: str
+    hint: str
+    mode: str
+    keys: Keys
+    page_size: int
+    size_links: list[SizeLink]  # grid review: other page sizes
+    ahead: int
+    batch: Batch
+    progress: ProgressView
+    next_url: str
+    progress_url: str
+    classes_url: str
+    home_url: str
+
+
+def note(task: LeasedTask) -> str:
+    parts = [task.source]
+    if task.reason:
+        parts.append(task.reason)
+    if task.score is not None:
+        parts.append(f"score {task.score:.2f}")
+    return " · ".join(parts)
+
+
+def batch(
+    kind: TaskKind,
+    data: ReviewBatch,
+    *,
+    thumbnail_sizes: Sequence[int],
+    page_size: int = GRID_PAGE_SIZES[0],
+) -> Batch:
+    mode = MODES[kind]
+    tiles: list[Tile] = []
+    label_items: list[LabelItem] = []
+    class_items: list[ClassItem] = []
+    if mode == "grid":
+        size = thumb_size(GRID_THUMB, thumbnail_sizes)
+        tiles = [
+            Tile(
+                task_id=task.id,
+                lease_version=task.lease_version,
+                thumb=_thumb(task.sample_id or 0, size),
+                note=note(task),
+            )
+            for task in data.tasks
+        ]
+    elif mode == "label":
+        label_items = [_label_item(task, data, thumbnail_sizes) for task in data.tasks]
+    else:
+        class_items = [_class_item(task, data, thumbnail_sizes) for task in data.tasks]
+    return Batch(
+        mode=mode,
+        empty=not data.tasks,
+        tiles=tiles,
+        columns=GRID_COLUMNS.get(page_size, GRID_COLUMNS[GRID_PAGE_SIZES[0]]),
+        label_items=label_items,
+        class_items=class_items,
+    )
+
+
+def _thumb(sample_id: int, size: int) -> Thumb:
+    return Thumb(sample_id=sample_id, url=thumb_url(sample_id, size), alt=f"sample {sample_id}")
+
+
+def _label_item(task: LeasedTask, data: ReviewBatch, sizes: Sequence[int]) -> LabelItem:
+    reference = thumb_size(REFERENCE_THUMB, sizes)
+    given = task.given_class_id or 0
+
+    def refs(class_id: int, limit: int) -> list[Thumb]:
+        found = data.references.get(class_id)
+        ids = found.sample_ids[:limit] if found else []
+        return [_thumb(sample_id, reference) for sample_id in ids]
+
+    return LabelItem(
+        task_id=task.id,
+        lease_version=task.lease_version,
+        sample_id=task.sample_id or 0,
+        image_url=thumb_url(task.sample_id or 0, thumb_size(SUBJECT_THUMB, sizes)),
+        given_class_id=given,
+        given_name=data.class_names.get(given, f"class {given}"),
+        given_references=refs(given, GIVEN_REFERENCES),
+        suggestions=[
+            SuggestionView(
+                key=str(index),
+                class_id=suggestion.class_id,
+                name=data.class_names.get(suggestion.class_id, f"class {suggestion.class_id}"),
+                probability=_percent(suggestion.probability),
+                is_given=suggestion.class_id == given,
+                references=refs(suggestion.class_id, SUGGESTION_REFERENCES),
+            )
+            for index, suggestion in enumerate(task.suggestions[:5], start=1)
+        ],
+        note=note(task),
+    )
+
+
+def _class_item(task: LeasedTask, data: ReviewBatch, sizes: Sequence[int]) -> ClassItem:
+    class_id = task.class_id or 0
+    size = data.class_sizes.get(class_id, 0)
+    shown = data.class_samples.get(class_id, [])
+    thumb = thumb_size(GRID_THUMB, sizes)
+    return ClassItem(
+        task_id=task.id,
+        lease_version=task.lease_version,
+        class_id=class_id,
+        name=data.class_names.get(class_id, f"class {class_id}"),
+        size=f"{size:,} image" + ("" if size == 1 else "s"),
+        thumbs=[_thumb(sample_id, thumb) for sample_id in shown],
+        more=f"and {size - len(shown):,} more" if size > len(shown) else None,
+        note=note(task),
+    )
+
+
+def review_page(
+    dataset: Dataset,
+    kind: TaskKind,
+    data: ReviewBatch,
+    progress: Progress,
+    *,
+    remaining: int,
+    thumbnail_sizes: Sequence[int],
+    page_size: int,
+) -> ReviewPage:
+    mode = MODES[kind]
+    keys = {"grid": GRID_KEYS, "label": LABEL_KEYS, "class": CLASS_KEYS}[mode]
+    base = queue_url(dataset.id, kind)
+    return ReviewPage(
+        dataset_id=dataset.id,
+        dataset_name=dataset.name,
+        kind=kind.value,
+        title=KIND_TITLES[kind],
+        hint=KIND_HINTS[kind],
+        mode=mode,
+        keys=keys,
+        page_size=page_size,
+        size_links=[
+            SizeLink(size=size, url=f"{base}?size={size}", current=size == page_size)
+            for size in GRID_PAGE_SIZES
+        ]
+        if mode == "grid"
+        else [],
+        ahead=LABEL_AHEAD,
+        batch=batch(kind, data, thumbnail_sizes=thumbnail_sizes, page_size=page_size),
+        progress=progress_view(progress, remaining=remaining),
+        next_url=f"{base}/next",
+        progress_url=f"{base}/progress",
+        classes_url=f"/api/review/datasets/{dataset.id}/classes",
+        home_url="/",
+    )
+
+
+# --- the engineers' statistics page -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    dataset_name: str
+    title: str
+    url: str
+    pending: str
+    leased: str
+    done: str
+    cancelled: str
+    share_done: str
+
+
+@dataclass(frozen=True)
+class AnnotatorRow:
+    username: str
+    decisions: str
+    per_hour: str
+    active_hours: str
+    median: str
+
+
+@dataclass(frozen=True)
+class AgreementRow:
+    title: str
+    pairs: str
+    agreed: str
+    rate: str
+
+
+@dataclass(frozen=True)
+class StatsView:
+    hours: int
+    since: str
+    queues: list[QueueRow]
+    annotators: list[AnnotatorRow]
+    median: str
+    agreement: list[AgreementRow]
+
+
+def stats_page(stats: QueueStats, *, hours: int) -> StatsView:
+    def share(queue: QueueCount) -> str:
+        total = queue.pending + queue.leased + queue.done
+        return _percent(queue.done / total) if total else "–"
+
+    return StatsView(
+        hours=hours,
+        since=_when(stats.since),
+        queues=[
+            QueueRow(
+                dataset_name=queue.dataset_name,
+                title=KIND_TITLES[queue.kind],
+                url=queue_url(queue.dataset_id, queue.kind),
+                pending=_count(queue.pending),
+                leased=_count(queue.leased),
+                done=_count(queue.done),
+                cancelled=_count(queue.cancelled),
+                share_done=share(queue),
+            )
+            for queue in stats.queues
+        ],
+        annotators=[
+            AnnotatorRow(
+                username=a.username,
+                decisions=_count(a.decisions),
+                per_hour=f"{a.decisions_per_hour:,.0f}",
+                active_hours=_count(a.active_hours),
+                median=_seconds(a.median_seconds),
+            )
+            for a in stats.annotators
+        ],
+        median=_seconds(stats.median_seconds),
+        agreement=[
+            AgreementRow(
+                title=KIND_TITLES[a.kind],
+                pairs=_count(a.pairs),
+                agreed=_count(a.agreed),
+                rate=_percent(a.rate) if a.rate is not None else "–",
+            )
+            for a in stats.agreement
+        ],
+    )
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
