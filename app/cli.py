@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -18,6 +19,7 @@ from app.db import create_db_engine, transaction
 from app.logging import configure_logging
 from app.migrate import current_revision, upgrade
 from app.models import Role, TokenScope
+from app.pipeline.cli import export_command, pipeline_cli, simulate_command
 from app.review.cli import queue_cli
 from app.settings import Settings, get_settings
 from ml.cli import augment_preview, ml_app
@@ -48,6 +50,9 @@ cli.add_typer(queue_cli, name="queue")
 cli.command("worker")(worker_command)
 cli.add_typer(ml_app, name="ml")
 cli.command("augment-preview")(augment_preview)
+cli.add_typer(pipeline_cli, name="pipeline")
+cli.command("simulate")(simulate_command)
+cli.command("export")(export_command)
 
 
 # --- db ---------------------------------------------------------------------------------------
@@ -149,6 +154,10 @@ def _export_overrides(**values: object) -> None:
     get_settings.cache_clear()
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run_server(settings: Settings, *, workers: int = 1, local_workers: int = 0) -> None:
     """Serves the app (and ``local_workers`` worker processes against it) until interrupted."""
     import uvicorn
@@ -157,6 +166,9 @@ def run_server(settings: Settings, *, workers: int = 1, local_workers: int = 0) 
 
     handle = start_local_workers(settings, local_workers) if local_workers else None
     console.print(f"Thresher is serving on [bold]{settings.public_url}[/]  (Ctrl+C stops it)")
+    # uvicorn shuts down on SIGTERM, then raises the signal again: with its default action the
+    # process would die before the local workers are stopped below.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvicorn.run(
             "app.main:create_app",

@@ -24,6 +24,8 @@ from app.jobs import routes as job_routes
 from app.jobs import worker_routes as job_worker_routes
 from app.logging import configure_logging, get_logger
 from app.media import routes as media_routes
+from app.pipeline import pages as pipeline_pages
+from app.pipeline import routes as pipeline_routes
 from app.review import pages as review_pages
 from app.review import routes as review_routes
 from app.settings import PROJECT_ROOT, Settings, get_settings
@@ -83,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         job_routes,
         job_worker_routes,
         job_pages,
+        pipeline_routes,
+        pipeline_pages,
         review_pages,  # serves "/": the annotator's home; engineers go on to /datasets
     ):
         app.include_router(module.router)

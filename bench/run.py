@@ -20,6 +20,7 @@ BENCHMARKS = {
     "review": "review_load.py",
     "label-cleaning": "ml_label_cleaning.py",
     "long-tail": "ml_long_tail.py",
+    "pipeline": "pipeline.py",
 }
 
 

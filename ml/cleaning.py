@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 __all__ = [
+    "FilterBy",
     "PullbackResult",
     "RejectionQuality",
     "confident_learning",

@@ -38,6 +38,10 @@ probability matrix as the artifact ``probs.npy`` (float16 ``[M, C]``, rows in th
 artifact ``probs_sample_ids.npy``, int64 ``[M]``; columns: the classes of the result manifest),
 for rules that need every class's probability (confident learning).
 
+A ``confident_learning`` job reads those artifacts of the fold jobs (:class:`ProbsRef`), runs
+cleanlab on them and uploads its verdicts as the artifact ``label_issues.thrb`` (a
+:ref:`label-issues bundle <bundle>`); it reports no per-sample results.
+
 **Results** (``type = "results"``): one row per sample, any subset of a job's samples per chunk:
 
 * ``sample_id`` ``<i8 [N]``, unique in the chunk;
@@ -54,6 +58,10 @@ At least one of ``topk_*`` and ``junk_score`` is present. Probabilities are fini
 ``sha256`` ``|u1 [N, 32]``, paths relative to ``meta.root`` as ``path_offsets`` ``<i8 [N+1]`` +
 ``path_bytes`` ``|u1`` (UTF-8), the classes as ``class_id`` ``<i8 [C]`` + ``class_name_offsets`` +
 ``class_name_bytes``.
+
+**Label issues** (``type = "label_issues"``), one row per judged sample: ``sample_id`` ``<i8 [N]``
+(unique), ``is_issue`` ``|u1 [N]`` (1 = cleanlab finds the given label wrong), ``label_quality``
+``<f4 [N]`` (cleanlab's label-quality score in 0..1, lower = more likely mislabeled).
 """
 
 from __future__ import annotations
@@ -74,6 +82,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
     "FENCE_HEADER",
+    "LABEL_ISSUES_FILE",
     "MAX_RESULT_CHUNK_BYTES",
     "MODEL_FILES",
     "PROTOCOL_VERSION",
@@ -82,6 +91,7 @@ __all__ = [
     "ArtifactRef",
     "BundleError",
     "Complete",
+    "ConfidentLearningSpec",
     "DeviceKind",
     "EpochMetrics",
     "EvaluateSpec",
@@ -91,11 +101,13 @@ __all__ = [
     "JobKind",
     "JobManifest",
     "JobSpec",
+    "LabelIssues",
     "LeaseGrant",
     "LeaseRequest",
     "ManifestRef",
     "ModelRef",
     "PredictSpec",
+    "ProbsRef",
     "Progress",
     "Release",
     "ResultChunk",
@@ -105,9 +117,11 @@ __all__ = [
     "TrainFoldSpec",
     "TrainJunkSpec",
     "TrainPredictSpec",
+    "decode_label_issues",
     "decode_manifest",
     "decode_results",
     "device_kind",
+    "encode_label_issues",
     "encode_manifest",
     "encode_results",
     "parse_spec",
@@ -142,6 +156,7 @@ class JobKind(enum.StrEnum):
     PREDICT = "predict"  # predict a set with an existing model
     TRAIN_FINAL = "train_final"  # the final training (balance, logit adjustment, distillation)
     EVALUATE = "evaluate"  # a model's accuracy on a labelled set
+    CONFIDENT_LEARNING = "confident_learning"  # cleanlab over the fold jobs' probabilities
 
 
 class DeviceKind(enum.StrEnum):
@@ -279,6 +294,28 @@ class EvaluateSpec(_Spec):
     top_k: Annotated[int, Field(ge=1, le=100)] = 5
 
 
+class ProbsRef(_Message):
+    """The full probabilities a job uploaded with ``keep_probs``: ``probs.npy`` (float16
+    ``[M, C]``) and its row order ``probs_sample_ids.npy`` (int64 ``[M]``)."""
+
+    job_id: int
+    probs: ArtifactRef
+    sample_ids: ArtifactRef
+
+
+class ConfidentLearningSpec(_Spec):
+    """Confident learning (cleanlab's ``find_label_issues`` with ``filter_by``) on out-of-fold
+    probabilities: the ``probs`` of the fold jobs of ``train`` together cover its samples, and
+    their columns are ``train``'s classes. Artifact: ``label_issues.thrb``; no results."""
+
+    kind: Literal[JobKind.CONFIDENT_LEARNING] = JobKind.CONFIDENT_LEARNING
+    train: ManifestRef
+    probs: Annotated[list[ProbsRef], Field(min_length=1)]
+    filter_by: Literal[
+        "prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given"
+    ] = "prune_by_noise_rate"
+
+
 JobSpec = Annotated[
     TrainJunkSpec
     | ScoreJunkSpec
@@ -286,7 +323,8 @@ JobSpec = Annotated[
     | TrainPredictSpec
     | PredictSpec
     | TrainFinalSpec
-    | EvaluateSpec,
+    | EvaluateSpec
+    | ConfidentLearningSpec,
     Field(discriminator="kind"),
 ]
 _SPEC_ADAPTER: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
@@ -295,6 +333,8 @@ _SPEC_ADAPTER: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
 #: The files of a trained model (as :mod:`ml.checkpoint` writes them): a training job uploads
 #: them as artifacts under these names, and later jobs receive them as a :class:`ModelRef`.
 MODEL_FILES = ("model.safetensors", "model_config.json")
+#: The artifact a confident_learning job uploads (a label-issues bundle).
+LABEL_ISSUES_FILE = "label_issues.thrb"
 
 
 def result_set(spec: JobSpec) -> tuple[ManifestRef, int | None] | None:
@@ -760,3 +800,50 @@ def decode_manifest(data: bytes | bytearray | memoryview) -> JobManifest:
         class_names=names,
         meta=meta,
     )
+
+
+# --- label issues -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelIssues:
+    """cleanlab's verdict per sample (see the module docstring)."""
+
+    sample_id: NDArray[np.int64]
+    is_issue: NDArray[np.bool_]
+    label_quality: NDArray[np.float32]
+
+    def __len__(self) -> int:
+        return int(self.sample_id.shape[0])
+
+
+def encode_label_issues(issues: LabelIssues) -> bytes:
+    """The bundle of ``issues``; raises :class:`BundleError` when its arrays disagree."""
+    data = _encode_bundle(
+        "label_issues",
+        {},
+        [
+            ("sample_id", np.asarray(issues.sample_id, "<i8")),
+            ("is_issue", np.asarray(issues.is_issue, "|u1")),
+            ("label_quality", np.asarray(issues.label_quality, "<f4")),
+        ],
+    )
+    decode_label_issues(data)
+    return data
+
+
+def decode_label_issues(data: bytes | bytearray | memoryview) -> LabelIssues:
+    """Reads and validates a label-issues bundle; raises :class:`BundleError` with the reason."""
+    bundle = _decode_bundle(data)
+    if bundle.kind != "label_issues":
+        raise BundleError(f"expected a label_issues bundle, got {bundle.kind!r}")
+    sample_id = _expect(bundle.arrays, "sample_id", "<i8", (None,))
+    n = int(sample_id.shape[0])
+    if np.unique(sample_id).shape[0] != n:
+        raise BundleError("sample_id has duplicates")
+    flags = _expect(bundle.arrays, "is_issue", "|u1", (n,))
+    if n and int(flags.max()) > 1:
+        raise BundleError("is_issue must be 0 or 1")
+    quality = _expect(bundle.arrays, "label_quality", "<f4", (n,))
+    _check_probabilities(quality, "label_quality", allow_nan=False)
+    return LabelIssues(sample_id=sample_id, is_issue=flags.astype(bool), label_quality=quality)

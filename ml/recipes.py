@@ -133,6 +133,8 @@ class Recipe(_Strict):
         test_image_size: prediction side (default ``image_size``); larger than the training size
             often helps ("FixRes").
         epochs: passes over the (sampled) training set.
+        min_steps: at least this many optimizer steps: a small training set (a junk seed of a
+            few hundred human labels) gets more epochs instead of a model that barely moved.
         batch_size: images per optimizer step.
         label_smoothing: mixed into the (soft) targets as ``(1 - e) * t + e / C``.
         flooding: the flood level ``b`` (``|loss - b| + b``), or ``None``.
@@ -150,6 +152,7 @@ class Recipe(_Strict):
     image_size: int = Field(ge=8, le=2048)
     test_image_size: int | None = Field(None, ge=8, le=2048)
     epochs: int = Field(ge=1)
+    min_steps: int | None = Field(None, ge=1)
     batch_size: int = Field(ge=1)
     eval_batch_size: int = Field(256, ge=1)
     optimizer: OptimizerConfig
@@ -173,6 +176,13 @@ class Recipe(_Strict):
                 f"schedule.warmup_epochs {self.schedule.warmup_epochs} exceeds epochs {self.epochs}"
             )
         return self
+
+    def epochs_for(self, steps_per_epoch: int) -> int:
+        """The epochs a run makes at ``steps_per_epoch``: ``epochs``, raised to reach
+        ``min_steps``."""
+        if self.min_steps is None or steps_per_epoch <= 0:
+            return self.epochs
+        return max(self.epochs, -(-self.min_steps // steps_per_epoch))
 
     @property
     def eval_image_size(self) -> int:

@@ -535,7 +535,8 @@ def train_model(
     sampling = _Sampling(recipe, label_array[rows], num_classes)
     batch_size = min(recipe.batch_size, sampling.epoch_length)
     steps_per_epoch = sampling.epoch_length // batch_size
-    total_steps = steps_per_epoch * recipe.epochs
+    epochs = recipe.epochs_for(steps_per_epoch)
+    total_steps = steps_per_epoch * epochs
 
     built = _build_model(recipe, num_classes, sampling.prior_counts, target)
     model, prior = built.model, built.prior
@@ -615,7 +616,7 @@ def train_model(
     warmup_steps = round(recipe.schedule.warmup_epochs * steps_per_epoch)
 
     stopped = False
-    while epoch < recipe.epochs and not stopped:
+    while epoch < epochs and not stopped:
         model.train()
         batches.set_position(epoch, start_step)
         started = time.perf_counter()
@@ -716,7 +717,7 @@ def train_model(
                 lr,
                 epoch_end=metrics,
             )
-            stopped = callback(report) is Control.STOP and epoch < recipe.epochs
+            stopped = callback(report) is Control.STOP and epoch < epochs
         checkpoint = save(epoch, 0) or checkpoint
     trained = trained_model()
     trained.model.eval()

@@ -137,6 +137,11 @@ def dataset_url(dataset_id: int) -> str:
     return f"/datasets/{dataset_id}"
 
 
+def cleaning_url(dataset_id: int) -> str:
+    """The dataset's cleaning dashboard."""
+    return f"/datasets/{dataset_id}/cleaning"
+
+
 def report_url(dataset_id: int, import_id: int) -> str:
     return f"/datasets/{dataset_id}/imports/{import_id}/report"
 
@@ -193,6 +198,7 @@ def import_badge(run: ImportRun | None, *, now: datetime) -> ImportBadge | None:
 class DatasetRow:
     name: str
     url: str
+    cleaning_url: str
     source: str
     source_format: str
     usable_samples: str
@@ -211,6 +217,7 @@ def dataset_list(items: Sequence[DatasetListItem], *, now: datetime) -> DatasetL
             DatasetRow(
                 name=item.dataset.name,
                 url=dataset_url(item.dataset.id),
+                cleaning_url=cleaning_url(item.dataset.id),
                 source=item.dataset.source,
                 source_format=item.dataset.source_format.value,
                 usable_samples=number(item.usable_samples),
@@ -272,19 +279,30 @@ class ClassChart:
     classes_per_bar: int
     grouped: bool
     caption: str
+    axis_label: str
     notes: list[ChartNote]
 
 
-def class_chart(classes: Sequence[ClassCount]) -> ClassChart | None:
-    """The chart for ``classes`` (any order), or None when there are no classes."""
+def class_chart(
+    classes: Sequence[ClassCount],
+    *,
+    unit: str = "image",
+    max_bars: int = MAX_BARS,
+    width: int = CHART_WIDTH,
+    height: int = CHART_HEIGHT,
+    largest: int = 0,
+) -> ClassChart | None:
+    """The chart for ``classes`` (any order), or None when there are no classes. ``unit``:
+    what a class counts (``image``: images per class); ``largest``: draw the axis up to at least
+    this count (charts drawn side by side share their scale)."""
     if not classes:
         return None
     ordered = sorted(classes, key=lambda c: (-c.count, c.name))
     counts = [c.count for c in ordered]
-    top_exponent = _top_exponent(counts[0])
+    top_exponent = _top_exponent(max(counts[0], largest))
 
-    left, right = float(CHART_MARGIN_LEFT), float(CHART_WIDTH - CHART_MARGIN_RIGHT)
-    top, bottom = float(CHART_MARGIN_TOP), float(CHART_HEIGHT - CHART_MARGIN_BOTTOM)
+    left, right = float(CHART_MARGIN_LEFT), float(width - CHART_MARGIN_RIGHT)
+    top, bottom = float(CHART_MARGIN_TOP), float(height - CHART_MARGIN_BOTTOM)
     plot_height = bottom - top
 
     def bar_height(count: int) -> float:
@@ -292,22 +310,22 @@ def class_chart(classes: Sequence[ClassCount]) -> ClassChart | None:
             return 0.0
         return max(MIN_BAR_HEIGHT, plot_height * math.log10(count) / top_exponent)
 
-    groups = _group(len(ordered), MAX_BARS)
+    groups = _group(len(ordered), max_bars)
     slot = (right - left) / len(groups)
     gap = slot * 0.2 if slot >= 4 else 0.0
     bars = []
     for index, (start, end) in enumerate(groups):
-        height = bar_height(counts[start])
+        tallest = bar_height(counts[start])
         floor = bar_height(counts[end - 1]) if end - start > 1 else 0.0
         bars.append(
             Bar(
                 x=_r(left + index * slot + gap / 2),
-                y=_r(bottom - height),
+                y=_r(bottom - tallest),
                 width=_r(max(slot - gap, 0.5)),
-                height=_r(height),
+                height=_r(tallest),
                 floor_y=_r(bottom - floor),
                 floor_height=_r(floor),
-                title=_bar_title(ordered, start, end),
+                title=_bar_title(ordered, start, end, unit),
             )
         )
     ticks = [
@@ -316,7 +334,7 @@ def class_chart(classes: Sequence[ClassCount]) -> ClassChart | None:
     ]
     per_bar = -(-len(ordered) // len(groups))
     caption = (
-        f"{plural(len(ordered), 'class', 'classes')}, largest first; images per class, log scale"
+        f"{plural(len(ordered), 'class', 'classes')}, largest first; {unit}s per class, log scale"
     )
     if per_bar > 1:
         caption += (
@@ -324,8 +342,8 @@ def class_chart(classes: Sequence[ClassCount]) -> ClassChart | None:
             "dark up to the smallest of them, light up to the largest"
         )
     return ClassChart(
-        width=CHART_WIDTH,
-        height=CHART_HEIGHT,
+        width=width,
+        height=height,
         plot_left=left,
         plot_right=right,
         plot_top=top,
@@ -336,6 +354,7 @@ def class_chart(classes: Sequence[ClassCount]) -> ClassChart | None:
         classes_per_bar=per_bar,
         grouped=per_bar > 1,
         caption=caption,
+        axis_label=f"{unit}s per class (log scale)",
         notes=_chart_notes(ordered),
     )
 
@@ -354,15 +373,15 @@ def _group(count: int, most: int) -> list[tuple[int, int]]:
     return [(i * count // parts, (i + 1) * count // parts) for i in range(parts)]
 
 
-def _bar_title(ordered: Sequence[ClassCount], start: int, end: int) -> str:
+def _bar_title(ordered: Sequence[ClassCount], start: int, end: int, unit: str) -> str:
     first = ordered[start]
     if end - start == 1:
-        return f"{first.name}: {plural(first.count, 'image')}"
+        return f"{first.name}: {plural(first.count, unit)}"
     last = ordered[end - 1]
     if first.count == last.count:
-        sizes = plural(first.count, "image") + " each"
+        sizes = plural(first.count, unit) + " each"
     else:
-        sizes = f"{number(last.count)}–{number(first.count)} images"
+        sizes = f"{number(last.count)}–{number(first.count)} {unit}s"
     return (
         f"classes #{number(start + 1)}–#{number(end)} by size: {sizes} ({first.name} … {last.name})"
     )
@@ -617,6 +636,7 @@ def _conflict(group: ConflictGroup, size: int) -> ConflictView:
 class DatasetPageView:
     id: int
     name: str
+    cleaning_url: str
     source: str
     source_format: str
     root: str
@@ -639,6 +659,7 @@ def dataset_page(
     return DatasetPageView(
         id=dataset.id,
         name=dataset.name,
+        cleaning_url=cleaning_url(dataset.id),
         source=dataset.source,
         source_format=dataset.source_format.value,
         root=dataset.root,

@@ -12,13 +12,31 @@ from app.models.dataset import (
     Sample,
 )
 from app.models.job import Job, JobArtifact, JobMetric, JobResult, JobResultChunk, JobState
+from app.models.pipeline import (
+    TRAINABLE,
+    ClassState,
+    EventKind,
+    Pipeline,
+    PipelineClass,
+    PipelineEvent,
+    PipelineRound,
+    PipelineRoundJob,
+    PipelineSample,
+    RoundKind,
+    RoundState,
+    SampleStatus,
+    Stage,
+)
 from app.models.review import ReviewDecision, ReviewTask, TaskKind, TaskState, Verdict
 from app.models.user import ApiToken, Role, TokenScope, User, WebSession
 
 __all__ = [
+    "TRAINABLE",
     "ApiToken",
     "Base",
+    "ClassState",
     "Dataset",
+    "EventKind",
     "ImportFormat",
     "ImportIssue",
     "ImportRun",
@@ -31,10 +49,20 @@ __all__ = [
     "JobResultChunk",
     "JobState",
     "LabelClass",
+    "Pipeline",
+    "PipelineClass",
+    "PipelineEvent",
+    "PipelineRound",
+    "PipelineRoundJob",
+    "PipelineSample",
     "ReviewDecision",
     "ReviewTask",
     "Role",
+    "RoundKind",
+    "RoundState",
     "Sample",
+    "SampleStatus",
+    "Stage",
     "TaskKind",
     "TaskState",
     "TokenScope",

@@ -208,6 +208,8 @@ def worker(
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # One line per poll of the server would drown the worker's own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     gpu_list = _parse_gpus(gpus)
     resolved = _resolve_device(device, gpu_list)
     if gpu_list:

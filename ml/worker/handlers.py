@@ -4,7 +4,8 @@
 Each handler resolves the spec's manifests, images and models to local files
 (:mod:`ml.worker.inputs`) and hands a :class:`~ml.worker.compute.Task` to :func:`execute`, which
 runs it in this process on one device, or on several GPUs (or CPU processes) through
-``torchrun`` (:mod:`ml.worker.ddp`).
+``torchrun`` (:mod:`ml.worker.ddp`). ``confident_learning`` trains nothing: it runs cleanlab
+here, on the CPU, over the fold jobs' uploaded probabilities.
 """
 
 from __future__ import annotations
@@ -14,9 +15,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar, cast
 
+import numpy as np
+from numpy.typing import NDArray
+
+from ml.cleaning import FilterBy, confident_learning, label_quality
 from ml.protocol import (
+    LABEL_ISSUES_FILE,
+    ArtifactRef,
+    ConfidentLearningSpec,
     EvaluateSpec,
     JobKind,
+    JobManifest,
+    LabelIssues,
     ManifestRef,
     PredictSpec,
     Progress,
@@ -25,6 +35,7 @@ from ml.protocol import (
     TrainFoldSpec,
     TrainJunkSpec,
     TrainPredictSpec,
+    encode_label_issues,
 )
 from ml.recipes import Recipe
 from ml.train import Progress as TrainProgress
@@ -210,6 +221,77 @@ def run_evaluate(context: JobContext, inputs: Inputs) -> Outcome:
     return execute(context, task)
 
 
+def run_confident_learning(context: JobContext, inputs: Inputs) -> Outcome:
+    spec = _spec(context, ConfidentLearningSpec)
+    _preparing(context, "fetching")
+    manifest = inputs.manifest(spec.train)
+    probs = np.full((len(manifest), manifest.num_classes), np.nan, dtype=np.float32)
+    row_of = {int(sid): row for row, sid in enumerate(manifest.sample_ids)}
+    for ref in spec.probs:
+        part = np.load(_artifact(inputs, ref.probs), allow_pickle=False)
+        ids = np.load(_artifact(inputs, ref.sample_ids), allow_pickle=False)
+        if part.ndim != 2 or part.shape != (ids.shape[0], manifest.num_classes):
+            raise ValueError(
+                f"job {ref.job_id}'s probabilities {part.shape} do not fit "
+                f"{ids.shape[0]} samples and {manifest.num_classes} classes"
+            )
+        rows = [row_of.get(int(sid), -1) for sid in ids]
+        if min(rows, default=0) < 0:
+            raise ValueError(f"job {ref.job_id} has probabilities of samples outside the manifest")
+        probs[rows] = part
+    context.report(Progress(phase="cleanlab"))
+    issues = label_issues(manifest, probs, filter_by=spec.filter_by)
+    path = _out_dir(context) / LABEL_ISSUES_FILE
+    path.write_bytes(encode_label_issues(issues))
+    return Outcome(
+        files={LABEL_ISSUES_FILE: path},
+        summary={
+            "samples": len(issues),
+            "issues": int(issues.is_issue.sum()),
+            "filter_by": spec.filter_by,
+        },
+    )
+
+
+def label_issues(
+    manifest: JobManifest, probs: NDArray[np.float32], *, filter_by: FilterBy
+) -> LabelIssues:
+    """cleanlab's verdicts on the labelled samples of ``manifest`` from out-of-fold ``probs``
+    ``[N, C]`` (rows: the manifest's samples; columns: its classes). Classes without a labelled
+    sample are left out and the rows renormalised, as cleanlab needs every class present."""
+    labelled = np.flatnonzero(manifest.labels >= 0)
+    matrix = probs[labelled].astype(np.float64)
+    if np.isnan(matrix).any():
+        missing = int(np.isnan(matrix).any(axis=1).sum())
+        raise ValueError(f"{missing} labelled samples have no out-of-fold probabilities")
+    labels = manifest.labels[labelled].astype(np.int64)
+    present = np.unique(labels)
+    n = labelled.shape[0]
+    if present.shape[0] < 2:
+        flags = np.zeros(n, dtype=bool)
+        quality = np.ones(n, dtype=np.float32)
+    else:
+        matrix = np.clip(matrix[:, present], 1e-12, None)
+        matrix /= matrix.sum(axis=1, keepdims=True)
+        compact = np.searchsorted(present, labels)
+        # One process: a pool forked from this threaded worker could inherit a held lock.
+        flags = confident_learning(compact, matrix, filter_by=filter_by, n_jobs=1)
+        quality = label_quality(compact, matrix).astype(np.float32)
+    return LabelIssues(
+        sample_id=manifest.sample_ids[labelled].astype(np.int64),
+        is_issue=flags,
+        label_quality=np.clip(quality, 0.0, 1.0).astype(np.float32),
+    )
+
+
+def _artifact(inputs: Inputs, artifact: ArtifactRef) -> Path:
+    """A job artifact in the worker's cache (by content hash), downloaded on first use."""
+    target = inputs.cache_dir / "artifacts" / artifact.sha256[:2] / artifact.sha256
+    if not target.is_file() or target.stat().st_size != artifact.byte_size:
+        inputs.client.download_artifact(artifact, target)
+    return target
+
+
 HANDLERS: dict[str, Handler] = {
     JobKind.TRAIN_JUNK: run_train_junk,
     JobKind.SCORE_JUNK: run_score_junk,
@@ -218,6 +300,7 @@ HANDLERS: dict[str, Handler] = {
     JobKind.PREDICT: run_predict,
     JobKind.TRAIN_FINAL: run_train_final,
     JobKind.EVALUATE: run_evaluate,
+    JobKind.CONFIDENT_LEARNING: run_confident_learning,
 }
 
 

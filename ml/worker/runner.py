@@ -121,6 +121,8 @@ class Worker:
         )
         wait = config.poll_min
         idle_since = time.monotonic()
+        if config.watch_parent is not None:
+            threading.Thread(target=self._watch_parent, name="watch-parent", daemon=True).start()
         while not self.shutdown.is_set():
             if self._parent_gone():
                 log.warning("worker.parent_gone: exiting")
@@ -158,6 +160,20 @@ class Worker:
     def _parent_gone(self) -> bool:
         parent = self.config.watch_parent
         return parent is not None and os.getppid() != parent
+
+    def _watch_parent(self, every: float = 1.0, grace: float = 30.0) -> None:
+        """A local worker outlives its server only by ``grace`` seconds: its job stops at the
+        next step, and if the worker is still busy then (retrying calls to the server that is
+        gone, which would take many minutes) the process exits. The job's lease expires on the
+        server, which hands the job out again when it runs."""
+        while not self._parent_gone():
+            if self.shutdown.wait(every):
+                return
+        log.warning("worker.parent_gone: stopping")
+        self.shutdown.set()
+        time.sleep(grace)
+        log.warning("worker.parent_gone: exiting now")
+        os._exit(0)
 
     def run_job(self, grant: LeaseGrant) -> None:
         """Runs one leased job to its end: completed, failed, handed back or dropped."""

@@ -169,6 +169,25 @@ def test_progress_is_reported_every_step_with_epoch_metrics_at_the_end(data: Dat
     assert all(r.images_per_second > 0 and np.isfinite(r.loss) for r in reports)
 
 
+def test_min_steps_adds_epochs_to_a_small_training_set(data: Data) -> None:
+    images, labels = data  # 96 images, batch 16: 6 steps an epoch
+    reports: list[Progress] = []
+
+    result = train_model(
+        tiny_recipe(epochs=1, min_steps=15),
+        images,
+        labels,
+        num_classes=3,
+        indices=np.arange(32),  # 2 steps an epoch: 8 epochs reach 15 steps
+        device="cpu",
+        callback=reports.append,
+    )
+
+    assert len(result.history) == 8
+    assert reports[-1].global_step == reports[-1].total_steps == 16
+    assert tiny_recipe(epochs=5, min_steps=15).epochs_for(6) == 5  # already enough
+
+
 def test_checkpoint_holds_weights_config_and_recipe(data: Data, tmp_path: Path) -> None:
     images, labels = data
     result = train_model(

@@ -4,7 +4,10 @@ cancel, workers racing for one job."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +22,7 @@ from app.settings import Settings
 from ml.protocol import FENCE_HEADER
 from tests.app.jobs.factories import chunk_bytes
 from tests.app.jobs.processes import (
+    ROOT,
     Api,
     Server,
     Worker,
@@ -173,6 +177,61 @@ def test_sigterm_hands_the_job_back_without_using_an_attempt(stack: Stack) -> No
     job = stack.api.job(job_id)
     assert (job["state"], job["attempts"]) == ("queued", 0), job
     assert "handed back by leaving" in "\n".join(job["log_tail"])
+
+
+@SQLITE
+def test_a_worker_whose_parent_dies_hands_its_job_back_and_exits(stack: Stack) -> None:
+    # A parent process that starts the worker watching it (as `thresher serve` does), then dies.
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, subprocess, sys, time\n"
+            "worker = subprocess.Popen([sys.executable, '-m', 'ml.worker', *sys.argv[1:],"
+            " '--watch-parent', str(os.getpid())])\n"
+            "print(worker.pid, flush=True)\n"
+            "time.sleep(3600)\n",
+            "--server",
+            stack.server.url,
+            "--device",
+            "cpu",
+            "--name",
+            "orphan",
+            "--cache-dir",
+            str(stack.tmp_path / "cache-orphan"),
+            "--poll-max",
+            "0.5",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "THRESHER_WORKER_TOKEN": stack.worker_token, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+    )
+    assert parent.stdout is not None
+    worker_pid = int(parent.stdout.readline())
+    try:
+        job_id = stack.train_predict(epochs=LONG)
+        stack.api.wait_state(job_id, {"running"}, timeout=90, workers=[])
+        parent.kill()
+        parent.wait()
+        wait_for(lambda: not _alive(worker_pid), timeout=60, what="the orphaned worker to exit")
+        job = stack.api.job(job_id)
+        assert (job["state"], job["attempts"]) == ("queued", 0), job
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
+        if _alive(worker_pid):
+            os.kill(worker_pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by init) counts as gone.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0] != "Z"
 
 
 @SQLITE

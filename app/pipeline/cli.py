@@ -1,0 +1,392 @@
+"""``thresher pipeline …`` (drive a dataset's cleaning loop), ``thresher export`` and
+``thresher simulate``.
+
+The pipeline commands work on the configured database directly, as the server's API does (the
+server's reconciler, if one runs, goes on from what they did); ``simulate`` talks to a running
+server over HTTP, as annotators do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+import yaml
+from rich.table import Table
+from sqlalchemy.orm import Session
+
+from app.cli_support import console, database, reported_errors
+from app.db import transaction
+from app.errors import Invalid, NotFound
+from app.jobs.config import JobSettings
+from app.models import Dataset, RoundKind, Stage
+from app.pipeline import export, reports, repository, service
+from app.pipeline.config import PipelineEnv, RecipeChoice
+from app.pipeline.rounds import StepParams
+from app.pipeline.schemas import RoundSummary
+from app.pipeline.simulate import Simulator, load_truth
+from app.settings import get_settings
+
+pipeline_cli = typer.Typer(
+    help="A dataset's cleaning loop: create, configure, step, advance, inspect.",
+    no_args_is_help=True,
+)
+
+DatasetArg = Annotated[str, typer.Argument(help="The dataset's name (or id).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@contextmanager
+def _session() -> Iterator[tuple[Session, PipelineEnv]]:
+    settings = get_settings()
+    with database(settings) as factory, transaction(factory) as session:
+        yield session, PipelineEnv(data_dir=settings.data_dir, jobs=JobSettings())
+
+
+def _dataset(session: Session, name_or_id: str) -> Dataset:
+    dataset = (
+        session.get(Dataset, int(name_or_id))
+        if name_or_id.isdigit()
+        else repository.dataset_by_name(session, name_or_id)
+    )
+    if dataset is None:
+        raise NotFound(f"no dataset {name_or_id!r}")
+    return dataset
+
+
+def _settings_from(pairs: list[str] | None) -> dict[str, Any]:
+    """``["key=value", ...]`` with YAML values (numbers, booleans, lists, null)."""
+    result: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise Invalid(f"--set {pair!r}: use KEY=VALUE, e.g. audit_size=500")
+        result[key.strip()] = yaml.safe_load(value)
+    return result
+
+
+def _print_round(round_: RoundSummary) -> None:
+    jobs = ", ".join(f"{j.role} #{j.job_id} {j.state.value}" for j in round_.jobs)
+    tasks = round_.tasks
+    console.print(
+        f"[bold]{round_.source}[/] (round {round_.id}): {round_.state.value}"
+        + (f" / {round_.phase}" if round_.phase else "")
+    )
+    if jobs:
+        console.print(f"  jobs: {jobs}")
+    if tasks.pending or tasks.leased or tasks.done:
+        console.print(f"  tasks: {tasks.pending} waiting, {tasks.leased} leased, {tasks.done} done")
+    if round_.error:
+        console.print(f"  [red]error:[/] {round_.error}")
+    interesting = {k: v for k, v in round_.stats.items() if k not in ("histogram", "sizes")}
+    if interesting:
+        console.print("  " + json.dumps(interesting, sort_keys=True, default=str))
+
+
+def _dump(value: Any) -> None:
+    console.print_json(json.dumps(value, default=str, sort_keys=True))
+
+
+@pipeline_cli.command("create")
+def create(
+    dataset: DatasetArg,
+    settings: Annotated[
+        list[str] | None, typer.Option("--set", help="Config KEY=VALUE (repeatable).")
+    ] = None,
+    auto: Annotated[bool, typer.Option(help="Start in auto mode.")] = False,
+) -> None:
+    """Creates the dataset's pipeline (every usable sample becomes a candidate)."""
+    with reported_errors(), _session() as (session, _):
+        target = _dataset(session, dataset)
+        pipeline, created = service.create_pipeline(
+            session, dataset=target, config=_settings_from(settings), auto=auto
+        )
+        stage = pipeline.stage.value
+    console.print(f"pipeline of {dataset}: {'created' if created else 'exists'}, stage {stage}")
+
+
+@pipeline_cli.command("status")
+def status(dataset: DatasetArg, as_json: JsonOption = False) -> None:
+    """Stage, rounds, queues, the funnel and the estimates."""
+    with reported_errors(), _session() as (session, _):
+        target = _dataset(session, dataset)
+        report = reports.status(session, service.get_pipeline(session, target), target)
+    if as_json:
+        _dump(report.model_dump(mode="json"))
+        return
+    console.print(
+        f"[bold]{report.dataset_name}[/]: stage {report.stage.value}, "
+        f"auto {'on' if report.auto else 'off'}" + (f" — {report.note}" if report.note else "")
+    )
+    table = Table("funnel", "samples")
+    for step in report.funnel.steps:
+        table.add_row(step.label, f"{step.count:,}")
+    console.print(table)
+    for round_ in report.rounds:
+        _print_round(round_)
+    for record in report.estimates:
+        e = record.estimate
+        rate = "-" if e.rate is None else f"{e.rate:.3f}"
+        console.print(
+            f"{record.source} {record.what}: {rate} ({e.low:.3f} – {e.high:.3f}), "
+            f"{e.successes}/{e.trials}"
+        )
+    coming = report.next_step
+    if coming is not None:
+        what = coming.kind.value if coming.kind else coming.stage.value
+        console.print(f"next: {what} — {coming.reason}")
+
+
+@pipeline_cli.command("config")
+def config(
+    dataset: DatasetArg,
+    settings: Annotated[
+        list[str] | None, typer.Option("--set", help="Config KEY=VALUE (VALUE null: default).")
+    ] = None,
+) -> None:
+    """Changes config keys, then prints the whole config."""
+    with reported_errors(), _session() as (session, _):
+        target = _dataset(session, dataset)
+        if settings:
+            service.update_pipeline(session, dataset=target, config=_settings_from(settings))
+        report = reports.status(session, service.get_pipeline(session, target), target)
+    _dump(report.config)
+
+
+@pipeline_cli.command("auto")
+def auto(dataset: DatasetArg, on: Annotated[bool, typer.Argument(help="on or off")]) -> None:
+    """Turns auto mode on or off."""
+    with reported_errors(), _session() as (session, _):
+        service.update_pipeline(session, dataset=_dataset(session, dataset), auto=on)
+    console.print(f"auto mode {'on' if on else 'off'}")
+
+
+@pipeline_cli.command("stage")
+def stage(dataset: DatasetArg, to: Annotated[Stage, typer.Argument(help="The stage.")]) -> None:
+    """Moves to a stage (e.g. `label` to skip the junk stage)."""
+    with reported_errors(), _session() as (session, _):
+        service.update_pipeline(session, dataset=_dataset(session, dataset), stage=to)
+    console.print(f"stage {to.value}")
+
+
+@pipeline_cli.command("step")
+def step(
+    dataset: DatasetArg,
+    kind: Annotated[RoundKind, typer.Argument(help="The step to start.")],
+    recipe: Annotated[str | None, typer.Option(help="A shipped recipe's name.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the random draws.")] = None,
+    n: Annotated[int | None, typer.Option(help="Sample size (seed, audits).")] = None,
+    fraction: Annotated[float | None, typer.Option(help="Human sample fraction.")] = None,
+    iteration: Annotated[int | None, typer.Option(help="Junk iteration (flags, bulk).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="p(junk) threshold.")] = None,
+    key: Annotated[str | None, typer.Option(help="Request key: a retry returns the round.")] = None,
+) -> None:
+    """Starts one step of the loop."""
+    with reported_errors(), _session() as (session, env):
+        round_, _ = service.start_step(
+            session,
+            dataset=_dataset(session, dataset),
+            kind=kind,
+            params=StepParams(
+                recipe=RecipeChoice(name=recipe) if recipe else None,
+                seed=seed,
+                n=n,
+                fraction=fraction,
+                iteration=iteration,
+                threshold=threshold,
+            ),
+            env=env,
+            request_key=key,
+        )
+        summary = reports.round_summary(session, round_)
+    _print_round(summary)
+
+
+@pipeline_cli.command("advance")
+def advance(dataset: DatasetArg) -> None:
+    """Starts the step auto mode would start next."""
+    with reported_errors(), _session() as (session, env):
+        round_, next_step = service.advance(session, dataset=_dataset(session, dataset), env=env)
+        summary = reports.round_summary(session, round_) if round_ else None
+    if summary is not None:
+        _print_round(summary)
+    console.print(next_step.reason if next_step else "nothing to do")
+
+
+@pipeline_cli.command("reconcile")
+def reconcile(
+    dataset: DatasetArg,
+    full: Annotated[bool, typer.Option(help="Re-read every decision.")] = False,
+) -> None:
+    """Applies new decisions and finished jobs now."""
+    with reported_errors(), _session() as (session, env):
+        result = service.reconcile_now(
+            session, dataset=_dataset(session, dataset), env=env, full=full
+        )
+    console.print(
+        f"{result.decisions} decisions read, {result.samples_changed} samples changed; "
+        f"advanced {result.rounds_advanced or 'nothing'}; "
+        f"started {result.rounds_started or 'nothing'}"
+    )
+
+
+@pipeline_cli.command("rounds")
+def rounds(dataset: DatasetArg, as_json: JsonOption = False) -> None:
+    """Every round with its jobs, tasks and stats."""
+    with reported_errors(), _session() as (session, _):
+        pipeline = service.get_pipeline(session, _dataset(session, dataset))
+        summaries = reports.rounds(session, pipeline)
+    if as_json:
+        _dump([r.model_dump(mode="json") for r in summaries])
+        return
+    for summary in summaries:
+        _print_round(summary)
+
+
+def _round_command(action: str) -> Any:
+    def command(
+        dataset: DatasetArg, round_id: Annotated[int, typer.Argument(help="The round's id.")]
+    ) -> None:
+        with reported_errors(), _session() as (session, env):
+            target = _dataset(session, dataset)
+            function = {
+                "finish": service.finish_round,
+                "cancel": service.cancel_round,
+                "retry": service.retry_round,
+            }[action]
+            round_ = function(session, dataset=target, round_id=round_id, env=env)
+            summary = reports.round_summary(session, round_)
+        _print_round(summary)
+
+    command.__doc__ = {
+        "finish": "Ends a round's review now (its remaining tasks still count when decided).",
+        "cancel": "Cancels an open round: its jobs and waiting tasks.",
+        "retry": "Queues a failed round's failed jobs again.",
+    }[action]
+    return command
+
+
+for _action in ("finish", "cancel", "retry"):
+    pipeline_cli.command(_action)(_round_command(_action))
+
+
+@pipeline_cli.command("sample")
+def sample(dataset: DatasetArg, sample_id: int) -> None:
+    """One sample's state and history (JSON)."""
+    settings = get_settings()
+    with reported_errors(), _session() as (session, _):
+        target = _dataset(session, dataset)
+        history = reports.sample_history(
+            session,
+            service.get_pipeline(session, target),
+            target,
+            sample_id,
+            data_dir=settings.data_dir,
+        )
+        if history is None:
+            raise NotFound(f"sample {sample_id} is not in this pipeline")
+    _dump(history.model_dump(mode="json"))
+
+
+# --- export and simulate ------------------------------------------------------------------------
+
+
+def export_command(
+    dataset: DatasetArg,
+    out: Annotated[Path, typer.Option("--out", help="The directory to write (replaced).")],
+    require_model: Annotated[
+        bool, typer.Option(help="Fail when there is no finished final training.")
+    ] = False,
+) -> None:
+    """Exports the cleaned dataset: manifest (CSV, JSONL), ImageFolder of symlinks, the final
+    model, report.json and report.html. Exporting twice gives identical files."""
+    settings = get_settings()
+    with reported_errors(), _session() as (session, _):
+        target = _dataset(session, dataset)
+        result = export.export_dataset(
+            session,
+            pipeline=service.get_pipeline(session, target),
+            dataset=target,
+            out_dir=out,
+            data_dir=settings.data_dir,
+            require_model=require_model,
+        )
+    console.print(
+        f"exported {result.samples:,} samples ({result.final:,} in the final set, "
+        f"{result.images:,} images linked) and "
+        + (f"the model ({', '.join(result.model_files)})" if result.model_files else "no model")
+        + f" to {out}"
+    )
+
+
+def simulate_command(
+    dataset: DatasetArg,
+    truth: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Ground-truth CSV.")],
+    column: Annotated[str, typer.Option(help="The truth's label column, e.g. clean.")],
+    annotators: Annotated[int, typer.Option(min=1, help="Simulated annotators.")] = 1,
+    error_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Wrong answers.")] = 0.0,
+    server: Annotated[str | None, typer.Option(help="The server's URL.")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="THRESHER_TOKEN",
+            help="An admin's API token (creates the accounts), or an engineer's with --account.",
+        ),
+    ] = None,
+    account: Annotated[
+        list[str] | None,
+        typer.Option(help="Use this annotator account, NAME:PASSWORD (repeatable)."),
+    ] = None,
+    junk_column: Annotated[str, typer.Option(help="The truth's junk flag column.")] = "junk",
+    path_column: Annotated[str, typer.Option(help="The truth's path column.")] = "path",
+    follow: Annotated[
+        bool, typer.Option(help="Keep reviewing until the pipeline is done.")
+    ] = False,
+    idle_exit: Annotated[
+        float, typer.Option(help="Without --follow: stop after this many idle seconds.")
+    ] = 0.0,
+    timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds the wrong answers.")] = 0,
+) -> None:
+    """Plays annotators through the HTTP API, answering from a ground-truth file."""
+    settings = get_settings()
+    url = (server or settings.public_url).rstrip("/")
+    with reported_errors():
+        if not token:
+            raise Invalid("give an API token (--token or THRESHER_TOKEN)")
+        accounts = []
+        for value in account or []:
+            name, sep, password = value.partition(":")
+            if not sep:
+                raise Invalid(f"--account {value!r}: use NAME:PASSWORD")
+            accounts.append((name, password))
+        simulator = Simulator(
+            client_factory=lambda: _http_client(url),
+            token=token,
+            dataset=dataset,
+            truth=load_truth(
+                truth, column=column, junk_column=junk_column, path_column=path_column
+            ),
+            annotators=annotators,
+            error_rate=error_rate,
+            seed=seed,
+            accounts=accounts or None,
+        )
+        try:
+            stats = simulator.run(follow=follow, idle_exit=idle_exit, timeout=timeout)
+        finally:
+            simulator.close()
+    counts = ", ".join(f"{n} {verdict}" for verdict, n in sorted(stats.decisions.items()))
+    console.print(
+        f"{stats.total} decisions ({counts or 'none'}); {stats.wrong} deliberately wrong; "
+        f"{stats.unmatched} samples not in the truth file"
+    )
+
+
+def _http_client(url: str) -> httpx.Client:
+    return httpx.Client(base_url=url, timeout=60)

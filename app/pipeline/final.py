@@ -1,0 +1,203 @@
+"""The class review (classes left under the minimum kept count) and the final training."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Sequence
+
+from app.jobs import service as jobs
+from app.models import (
+    TRAINABLE,
+    ClassState,
+    Job,
+    RoundKind,
+    SampleStatus,
+    Stage,
+    TaskKind,
+    Verdict,
+)
+from app.pipeline import repository
+from app.pipeline.config import (
+    recipe_label,
+)
+from app.pipeline.repository import SampleState
+from app.pipeline.rounds import (
+    Ctx,
+    StepRefused,
+    classes_of,
+    finish,
+    labelled_manifest,
+    queue_job,
+    queue_tasks,
+    recipe_for,
+    review_or_done,
+    set_phase,
+)
+from app.review.schemas import TaskItem
+from ml.protocol import (
+    ModelRef,
+    TrainFinalSpec,
+)
+
+# --- class stage --------------------------------------------------------------------------------
+
+
+def start_class_review(ctx: Ctx) -> None:
+    session = ctx.session
+    minimum = ctx.config.min_class_size
+    kept = repository.class_counts(session, ctx.dataset.id, statuses=TRAINABLE)
+    present = repository.class_counts(session, ctx.dataset.id, by_given=True)
+    classes = repository.pipeline_classes(session, ctx.dataset.id)
+    busy = repository.open_class_tasks(session, ctx.dataset.id)
+    small = sorted(
+        cid
+        for cid, row in classes.items()
+        if row.state in (ClassState.ACTIVE, ClassState.REVIEW)
+        and (present.get(cid, 0) or kept.get(cid, 0))
+        and kept.get(cid, 0) < minimum
+        and cid not in busy
+    )
+    items = [
+        TaskItem(
+            class_id=cid,
+            score=float(kept.get(cid, 0)),
+            priority=-float(kept.get(cid, 0)),
+            reason=f"{kept.get(cid, 0)} kept samples, under the minimum of {minimum}",
+        )
+        for cid in small
+    ]
+    queued = queue_tasks(ctx, TaskKind.CLASS_CHECK, items, reason="class under the minimum")
+    for cid in small:
+        classes[cid].state = ClassState.REVIEW
+        classes[cid].round_id = ctx.round.id
+    ctx.stats(
+        minimum=minimum,
+        classes=len(classes),
+        queued=queued,
+        sizes={str(cid): kept.get(cid, 0) for cid in small},
+    )
+    review_or_done(ctx, queued)
+
+
+def finish_class_review(ctx: Ctx) -> None:
+    tasks = repository.tasks_of_source(ctx.session, ctx.dataset.id, ctx.round.source)
+    class_ids = [t.class_id for t in tasks if t.class_id is not None]
+    verdicts = repository.class_verdicts(ctx.session, ctx.dataset.id, class_ids)
+    counts = Counter(v for _, v in verdicts.values())
+    ctx.stats(
+        decided=len(verdicts),
+        kept_classes=counts[Verdict.KEEP],
+        dropped_classes=counts[Verdict.DROP],
+        dropped=[cid for cid, (_, v) in sorted(verdicts.items()) if v is Verdict.DROP],
+    )
+
+
+# --- final training -----------------------------------------------------------------------------
+
+
+def start_final_training(ctx: Ctx) -> None:
+    """Trains on the final set less an evaluation set: human-verified samples (confirmed or
+    relabelled) when there are ``min_eval_samples`` of them, else a random held-out split;
+    either way a stratified ``val_fraction`` of the final set (at least ``min_eval_samples``),
+    and never a class's last training sample."""
+    session = ctx.session
+    config = ctx.config
+    final = repository.states_where(session, ctx.dataset.id, statuses=TRAINABLE)
+    verified = [s for s in final if s.status in (SampleStatus.CONFIRMED, SampleStatus.RELABELLED)]
+    wanted = max(config.min_eval_samples, math.ceil(config.val_fraction * len(final)))
+    if len(verified) >= config.min_eval_samples:
+        source = "human_verified"
+        held = evaluation_set(verified, final, min(wanted, len(verified)), ctx.seed)
+    else:
+        source = "held_out"
+        held = evaluation_set(final, final, round(config.val_fraction * len(final)), ctx.seed)
+    train = [s for s in final if s.sample_id not in held]
+    evaluation = [s for s in final if s.sample_id in held]
+    classes = classes_of(train)
+    if len(classes) < 2:
+        raise StepRefused(f"the final set has {len(classes)} class(es): nothing to train")
+    train_ref = labelled_manifest(ctx, train, classes)
+    eval_ref = labelled_manifest(ctx, evaluation, classes) if evaluation else None
+    teachers, teacher_note = _teachers(ctx, classes)
+    recipe = recipe_for(ctx, "final")
+    job = queue_job(
+        ctx,
+        TrainFinalSpec(
+            recipe=recipe, train=train_ref, eval=eval_ref, teachers=teachers, seed=config.seed
+        ),
+        "final",
+    )
+    ctx.round.params = {
+        **ctx.round.params,
+        "train_manifest": train_ref.model_dump(mode="json"),
+        "eval_manifest": eval_ref.model_dump(mode="json") if eval_ref else None,
+        "classes": classes,
+    }
+    set_phase(ctx, "training", [job.id])
+    ctx.stats(
+        train=len(train),
+        eval=len(evaluation),
+        eval_source=source,
+        classes=len(classes),
+        teachers=[t.job_id for t in teachers],
+        teacher_note=teacher_note,
+        recipe=recipe_label(recipe),
+    )
+
+
+def evaluation_set(
+    candidates: Sequence[SampleState], final: Sequence[SampleState], n: int, seed: int
+) -> set[int]:
+    """``n`` of ``candidates`` drawn at random (seeded), stratified by label: each class's share
+    in proportion to its candidates (largest remainders first), and never so many that a class
+    of ``final`` is left without a training sample."""
+    by_class: dict[int, list[int]] = {}
+    for state in candidates:
+        by_class.setdefault(state.label_class_id, []).append(state.sample_id)
+    sizes = Counter(state.label_class_id for state in final)
+    total = len(candidates)
+    if n <= 0 or total == 0:
+        return set()
+    room = {cid: min(len(ids), sizes[cid] - 1) for cid, ids in by_class.items()}
+    exact = {cid: n * len(ids) / total for cid, ids in by_class.items()}
+    counts = {cid: min(int(exact[cid]), room[cid]) for cid in by_class}
+    for cid in sorted(by_class, key=lambda c: (-(exact[c] - int(exact[c])), c)):
+        if sum(counts.values()) >= n:
+            break
+        if counts[cid] < room[cid]:
+            counts[cid] += 1
+    rng = random.Random(seed)
+    held: set[int] = set()
+    for cid in sorted(by_class):
+        if counts[cid] > 0:
+            held.update(rng.sample(sorted(by_class[cid]), counts[cid]))
+    return held
+
+
+def _teachers(ctx: Ctx, classes: list[int]) -> tuple[list[ModelRef], str]:
+    choice = ctx.config.final_teacher
+    if choice == "none":
+        return [], "no distillation"
+    if isinstance(choice, int):
+        return [jobs.model_ref(ctx.session, choice)], f"distilled from job {choice}"
+    cv = repository.latest_round(ctx.session, ctx.pipeline.id, [RoundKind.CROSS_VALIDATION])
+    if cv is None:
+        return [], "no distillation: no cross-validation round"
+    if cv.params.get("classes") != classes:
+        return [], "no distillation: the fold models have other classes than the final set"
+    folds = [
+        job for job, role in repository.round_jobs(ctx.session, cv.id) if role.startswith("fold")
+    ]
+    return [jobs.model_ref(ctx.session, job.id) for job in folds], f"distilled from {cv.source}"
+
+
+def final_training_done(ctx: Ctx, done: list[Job]) -> None:
+    [job] = done
+    summary = job.summary or {}
+    ctx.stats(
+        job_id=job.id, metrics=summary.get("eval"), train_samples=summary.get("train_samples")
+    )
+    ctx.pipeline.stage = Stage.DONE
+    finish(ctx)

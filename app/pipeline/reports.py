@@ -1,0 +1,622 @@
+"""What the pipeline shows: status, funnel, rounds, estimates, class sizes, training curves,
+final metrics, sample lists and one sample's history — each one call for the dashboard, and each
+number traceable to samples (the funnel's filters, the rounds' event counts) and decisions.
+
+Read-only: nothing here writes.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from sqlalchemy.orm import Session
+
+from app.jobs import manifests as job_manifests
+from app.jobs import service as jobs
+from app.models import (
+    TRAINABLE,
+    ClassState,
+    Dataset,
+    EventKind,
+    JobState,
+    Pipeline,
+    PipelineRound,
+    PipelineSample,
+    RoundKind,
+    SampleStatus,
+)
+from app.pipeline import repository
+from app.pipeline.config import RECIPES_DIR, is_small, parse_config, recipes_for, spec_recipe
+from app.pipeline.rounds import typical_side
+from app.pipeline.schemas import (
+    ClassSize,
+    DecisionRead,
+    EpochPoint,
+    EstimateRead,
+    EstimateRecord,
+    EventRead,
+    FinalMetrics,
+    Funnel,
+    FunnelStep,
+    NextStepRead,
+    PipelineStatus,
+    PredictionRead,
+    QueueRead,
+    RoundJob,
+    RoundSummary,
+    SampleHistory,
+    SamplePage,
+    SampleRow,
+    TaskCounts,
+    TrainingRun,
+    TrainingUse,
+)
+from app.pipeline.service import preview_next
+from app.review import service as review
+from ml.protocol import JobKind, ManifestRef
+
+MAX_PAGE = 1_000
+
+#: Round parameters that are bookkeeping, not settings (left out of summaries).
+_INTERNAL_PARAMS = frozenset(
+    {"phase_jobs", "manifest", "train_manifest", "eval_manifest", "final_counts"}
+)
+_TRAINING_KINDS = frozenset(
+    {
+        JobKind.TRAIN_JUNK,
+        JobKind.TRAIN_FOLD,
+        JobKind.TRAIN_PREDICT,
+        JobKind.TRAIN_FINAL,
+    }
+)
+
+
+# --- rounds -------------------------------------------------------------------------------------
+
+
+def _counts(session: Session, round_: PipelineRound) -> tuple[TaskCounts, dict[str, int]]:
+    """A round's tasks by state and sample events by kind: as kept when it ended, counted now
+    while it is open (or its review was finished early: its tasks are still being decided)."""
+    kept = round_.params.get("final_counts")
+    if kept and not round_.state.is_open and not round_.stats.get("finished_early"):
+        return TaskCounts(**kept["tasks"]), dict(sorted(kept["events"].items()))
+    tasks = {
+        state.value: n
+        for state, n in repository.task_state_counts(
+            session, round_.dataset_id, round_.source
+        ).items()
+    }
+    events = repository.round_event_counts(session, round_.id)
+    return TaskCounts(**tasks), {kind.value: n for kind, n in sorted(events.items())}
+
+
+def _summaries(session: Session, rounds: list[PipelineRound]) -> list[RoundSummary]:
+    if not rounds:
+        return []
+    round_jobs = repository.jobs_of_rounds(session, [r.id for r in rounds])
+    result = []
+    for round_ in rounds:
+        tasks, events = _counts(session, round_)
+        result.append(
+            RoundSummary(
+                id=round_.id,
+                kind=round_.kind,
+                number=round_.number,
+                stage=round_.stage,
+                state=round_.state,
+                phase=round_.phase,
+                source=round_.source,
+                params={k: v for k, v in round_.params.items() if k not in _INTERNAL_PARAMS},
+                stats=dict(round_.stats),
+                error=round_.error,
+                created_at=round_.created_at,
+                finished_at=round_.finished_at,
+                jobs=[
+                    RoundJob(
+                        job_id=job.id,
+                        role=role,
+                        kind=job.kind,
+                        state=job.state,
+                        phase=job.phase,
+                        epoch=job.epoch,
+                        epochs=job.epochs,
+                        error=job.error,
+                    )
+                    for job, role in round_jobs.get(round_.id, [])
+                ],
+                tasks=tasks,
+                events=events,
+            )
+        )
+    return result
+
+
+def rounds(session: Session, pipeline: Pipeline) -> list[RoundSummary]:
+    """Every round, oldest first, with its per-round counts."""
+    return _summaries(session, repository.list_rounds(session, pipeline.id))
+
+
+def round_summary(session: Session, round_: PipelineRound) -> RoundSummary:
+    return _summaries(session, [round_])[0]
+
+
+# --- funnel -------------------------------------------------------------------------------------
+
+
+def funnel(session: Session, dataset: Dataset) -> Funnel:
+    """From the imported files to the final set. Each step's ``filter`` lists its samples."""
+    statuses = repository.status_counts(session, dataset.id)
+    ever = repository.ever_event_counts(session, dataset.id)
+    imported = repository.dataset_sample_count(session, dataset.id)
+    in_pipeline = sum(statuses.values())
+
+    def status(value: SampleStatus) -> int:
+        return statuses.get(value, 0)
+
+    steps = [
+        FunnelStep(key="imported", label="imported files", count=imported, filter=None),
+        FunnelStep(key="usable", label="usable images", count=in_pipeline, filter={}),
+        FunnelStep(
+            key="duplicates",
+            label="duplicates left out",
+            count=status(SampleStatus.DUPLICATE),
+            filter={"status": "duplicate"},
+        ),
+        FunnelStep(
+            key="junk",
+            label="junk removed",
+            count=status(SampleStatus.JUNK),
+            filter={"status": "junk"},
+        ),
+        FunnelStep(
+            key="junk_bulk",
+            label="junk accepted in bulk",
+            count=ever.get(EventKind.BULK_JUNK, 0),
+            filter={"event": "bulk_junk"},
+        ),
+        FunnelStep(
+            key="kept",
+            label="kept by the top-k rule",
+            count=status(SampleStatus.KEPT),
+            filter={"status": "kept"},
+        ),
+        FunnelStep(
+            key="rejected",
+            label="rejected",
+            count=status(SampleStatus.REJECTED),
+            filter={"status": "rejected"},
+        ),
+        FunnelStep(
+            key="pulled_back",
+            label="pulled back",
+            count=status(SampleStatus.PULLED_BACK),
+            filter={"status": "pulled_back"},
+        ),
+        FunnelStep(
+            key="confirmed",
+            label="human-confirmed",
+            count=status(SampleStatus.CONFIRMED),
+            filter={"status": "confirmed"},
+        ),
+        FunnelStep(
+            key="relabelled",
+            label="relabelled by humans",
+            count=status(SampleStatus.RELABELLED),
+            filter={"status": "relabelled"},
+        ),
+        FunnelStep(
+            key="dropped",
+            label="in dropped classes",
+            count=status(SampleStatus.DROPPED),
+            filter={"status": "dropped"},
+        ),
+        FunnelStep(
+            key="candidate",
+            label="not judged by a label rule",
+            count=status(SampleStatus.CANDIDATE),
+            filter={"status": "candidate"},
+        ),
+        FunnelStep(
+            key="final",
+            label="final set",
+            count=sum(status(s) for s in TRAINABLE),
+            filter={"final": "1"},
+        ),
+    ]
+    return Funnel(steps=steps, statuses={s.value: n for s, n in sorted(statuses.items())})
+
+
+# --- estimates ----------------------------------------------------------------------------------
+
+
+def estimates(session: Session, pipeline: Pipeline) -> list[EstimateRecord]:
+    """Every estimate a finished review produced, oldest first (see :class:`EstimateRecord`)."""
+    result = []
+    for round_ in repository.list_rounds(session, pipeline.id):
+        stats = round_.stats
+        if round_.kind is RoundKind.JUNK_AUDIT and "estimate" in stats:
+            result.append(
+                EstimateRecord(
+                    round_id=round_.id,
+                    source=round_.source,
+                    what="junk_left",
+                    estimate=EstimateRead.model_validate(stats["estimate"]),
+                    overall=stats.get("overall"),
+                    meets_target=stats.get("meets_target"),
+                )
+            )
+        elif round_.kind is RoundKind.FLAG_AUDIT and "precision" in stats:
+            result.append(
+                EstimateRecord(
+                    round_id=round_.id,
+                    source=round_.source,
+                    what="flag_precision",
+                    estimate=EstimateRead.model_validate(stats["precision"]),
+                )
+            )
+        elif (
+            round_.kind in (RoundKind.JUNK_SEED, RoundKind.JUNK_ITERATION) and "precision" in stats
+        ):
+            result.append(
+                EstimateRecord(
+                    round_id=round_.id,
+                    source=round_.source,
+                    what="junk_precision",
+                    estimate=EstimateRead.model_validate(stats["precision"]),
+                )
+            )
+        elif round_.kind is RoundKind.HUMAN_SAMPLE and "estimate" in stats:
+            for what, key in (("wrongly_rejected", "estimate"), ("usable_rejected", "usable")):
+                if key in stats:
+                    result.append(
+                        EstimateRecord(
+                            round_id=round_.id,
+                            source=round_.source,
+                            what=what,
+                            estimate=EstimateRead.model_validate(stats[key]),
+                        )
+                    )
+    return result
+
+
+# --- classes ------------------------------------------------------------------------------------
+
+
+def _recipe_document(recipe: str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(recipe, dict):
+        return recipe
+    path = RECIPES_DIR / f"{recipe}.yaml"
+    document = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return document if isinstance(document, dict) else {}
+
+
+def _final_recipe(session: Session, pipeline: Pipeline, dataset: Dataset) -> dict[str, Any]:
+    """The final training's recipe: the one the last final round used, else the one it would."""
+    final = repository.latest_round(session, pipeline.id, [RoundKind.FINAL_TRAINING], done=False)
+    if final is not None:
+        for job, role in repository.round_jobs(session, final.id):
+            if role == "final":
+                return _recipe_document(job.spec.get("recipe", {}))
+    config = parse_config(pipeline.config)
+    small = is_small(typical_side(session, dataset.id))
+    choice = recipes_for(config, "final", small=small)[0]
+    return _recipe_document(spec_recipe(choice, config.recipe_overrides))
+
+
+def balanced_draws(counts: dict[int, int], min_fraction: float | None) -> dict[int, float]:
+    """Per class, the draws of one natural-length epoch of the balanced sampler
+    (:mod:`ml.sampler`): max(n_c, ceil(f × n_max)), 0 for an empty class; the counts as they
+    are without balancing."""
+    if min_fraction is None or not counts:
+        return {cid: float(n) for cid, n in counts.items()}
+    floor = math.ceil(round(min_fraction * max(counts.values()), 9))
+    return {cid: float(max(n, floor)) if n > 0 else 0.0 for cid, n in counts.items()}
+
+
+def class_sizes(session: Session, pipeline: Pipeline, dataset: Dataset) -> list[ClassSize]:
+    """Every class, by name: before cleaning, after, and as the balanced sampler draws them."""
+    names = repository.class_names(session, dataset.id)
+    before = repository.class_counts(
+        session,
+        dataset.id,
+        statuses=set(SampleStatus) - {SampleStatus.DUPLICATE},
+        by_given=True,
+    )
+    after = repository.class_counts(session, dataset.id, statuses=TRAINABLE)
+    kept = repository.class_counts(
+        session, dataset.id, statuses={SampleStatus.KEPT, SampleStatus.PULLED_BACK}
+    )
+    rejected = repository.class_counts(session, dataset.id, statuses={SampleStatus.REJECTED})
+    junk = repository.class_counts(session, dataset.id, statuses={SampleStatus.JUNK})
+    states = repository.pipeline_classes(session, dataset.id)
+    balance = _final_recipe(session, pipeline, dataset).get("balance")
+    fraction = balance.get("min_fraction", 1 / 3) if isinstance(balance, dict) else None
+    final_counts = {
+        cid: after.get(cid, 0)
+        for cid in names
+        if not (cid in states and states[cid].state is ClassState.DROPPED)
+    }
+    draws = balanced_draws(final_counts, fraction)
+    return [
+        ClassSize(
+            class_id=cid,
+            name=name,
+            state=states[cid].state if cid in states else ClassState.ACTIVE,
+            before=before.get(cid, 0),
+            after=after.get(cid, 0),
+            sampled=draws.get(cid, 0.0),
+            kept=kept.get(cid, 0),
+            rejected=rejected.get(cid, 0),
+            junk=junk.get(cid, 0),
+            decision_id=states[cid].decision_id if cid in states else None,
+        )
+        for cid, name in sorted(names.items(), key=lambda item: (item[1], item[0]))
+    ]
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+def training_runs(session: Session, pipeline: Pipeline) -> list[TrainingRun]:
+    """Every training job of the pipeline with its per-epoch metrics, oldest first."""
+    result = []
+    all_rounds = repository.list_rounds(session, pipeline.id)
+    by_round = repository.jobs_of_rounds(session, [r.id for r in all_rounds])
+    for round_ in all_rounds:
+        for job, role in by_round.get(round_.id, []):
+            if job.kind not in _TRAINING_KINDS:
+                continue
+            detail = jobs.job_detail(session, job)
+            summary = {k: v for k, v in (job.summary or {}).items() if k != "history"}
+            result.append(
+                TrainingRun(
+                    round_id=round_.id,
+                    source=round_.source,
+                    job_id=job.id,
+                    role=role,
+                    kind=job.kind,
+                    state=job.state,
+                    epochs=[EpochPoint(epoch=m.epoch, values=m.values) for m in detail.metrics],
+                    summary=summary,
+                )
+            )
+    return result
+
+
+def final_metrics(session: Session, pipeline: Pipeline) -> FinalMetrics | None:
+    """The latest final training (finished or not), None before there is one."""
+    final = repository.latest_round(session, pipeline.id, [RoundKind.FINAL_TRAINING], done=False)
+    if final is None:
+        return None
+    stats = final.stats
+    job_ids = [job.id for job, role in repository.round_jobs(session, final.id) if role == "final"]
+    return FinalMetrics(
+        round_id=final.id,
+        job_id=job_ids[0] if job_ids else None,
+        state=final.state,
+        eval_source=str(stats.get("eval_source", "")),
+        eval_samples=int(stats.get("eval", 0)),
+        train_samples=int(stats.get("train", 0)),
+        classes=int(stats.get("classes", 0)),
+        teachers=list(stats.get("teachers", [])),
+        teacher_note=str(stats.get("teacher_note", "")),
+        recipe=str(stats.get("recipe", "")),
+        metrics=stats.get("metrics"),
+    )
+
+
+# --- status -------------------------------------------------------------------------------------
+
+
+def pipeline_of(session: Session, dataset: Dataset) -> Pipeline | None:
+    """The dataset's pipeline, None before one is created (the dashboard says so)."""
+    return repository.get_pipeline(session, dataset_id=dataset.id)
+
+
+def status(session: Session, pipeline: Pipeline, dataset: Dataset) -> PipelineStatus:
+    """Where a dataset's cleaning is (one call for the dashboard's header, funnel, rounds,
+    queues and estimates)."""
+    all_rounds = rounds(session, pipeline)
+    open_rounds = [r for r in all_rounds if r.state.is_open]
+    step = preview_next(session, pipeline)
+    queues = [
+        QueueRead(
+            kind=q.kind, pending=q.pending, leased=q.leased, done=q.done, cancelled=q.cancelled
+        )
+        for q in review.queue_counts(session, dataset_id=dataset.id)
+    ]
+    return PipelineStatus(
+        dataset_id=dataset.id,
+        dataset_name=dataset.name,
+        stage=pipeline.stage,
+        auto=pipeline.auto,
+        note=pipeline.note,
+        config=parse_config(pipeline.config).model_dump(mode="json"),
+        open_round=open_rounds[-1] if open_rounds else None,
+        next_step=NextStepRead(stage=step.stage, kind=step.kind, reason=step.reason)
+        if step
+        else None,
+        rounds=all_rounds,
+        queues=queues,
+        funnel=funnel(session, dataset),
+        estimates=estimates(session, pipeline),
+        decisions_seen_id=pipeline.decisions_seen_id,
+        created_at=pipeline.created_at,
+    )
+
+
+# --- samples ------------------------------------------------------------------------------------
+
+
+def list_samples(
+    session: Session,
+    dataset: Dataset,
+    *,
+    status: SampleStatus | None = None,
+    final: bool = False,
+    class_id: int | None = None,
+    round_id: int | None = None,
+    event: EventKind | None = None,
+    after_id: int | None = None,
+    limit: int = 100,
+) -> SamplePage:
+    """Samples by id under a filter (a funnel step's, a round's events…); page with
+    ``next_after_id``."""
+    limit = max(1, min(limit, MAX_PAGE))
+    rows = repository.list_samples(
+        session,
+        dataset.id,
+        status=status,
+        statuses=TRAINABLE if final else None,
+        class_id=class_id,
+        round_id=round_id,
+        event=event,
+        after_id=after_id,
+        limit=limit + 1,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return SamplePage(
+        samples=[SampleRow.model_validate(row._asdict()) for row in rows],
+        next_after_id=rows[-1].sample_id if more and rows else None,
+    )
+
+
+def _trained_on(data_dir: Path, ref: ManifestRef, sample_id: int, fold: int | None) -> bool:
+    ids = job_manifests.result_sample_ids(data_dir, ref.sha256, None)
+    position = int(np.searchsorted(ids, sample_id))
+    if position >= ids.shape[0] or int(ids[position]) != sample_id:
+        return False
+    if fold is None:
+        return True
+    held = job_manifests.result_sample_ids(data_dir, ref.sha256, fold)
+    position = int(np.searchsorted(held, sample_id))
+    return not (position < held.shape[0] and int(held[position]) == sample_id)
+
+
+def sample_history(
+    session: Session, pipeline: Pipeline, dataset: Dataset, sample_id: int, *, data_dir: Path
+) -> SampleHistory | None:
+    """Everything about one sample: its state, the events that put it there, every human
+    decision on it, the training jobs that used it and every model output on it."""
+    state = session.get(PipelineSample, sample_id)
+    if state is None or state.dataset_id != dataset.id:
+        return None
+    files = repository.sample_files(session, [sample_id])
+    all_rounds = {r.id: r for r in repository.list_rounds(session, pipeline.id)}
+    events = [
+        EventRead(
+            id=e.id,
+            round_id=e.round_id,
+            source=all_rounds[e.round_id].source if e.round_id in all_rounds else None,
+            kind=e.kind,
+            from_status=e.from_status,
+            to_status=e.to_status,
+            class_id=e.class_id,
+            score=e.score,
+            job_id=e.job_id,
+            decision_id=e.decision_id,
+            detail=e.detail,
+            created_at=e.created_at,
+        )
+        for e in repository.sample_events(session, sample_id)
+    ]
+    decisions = [
+        DecisionRead(
+            decision_id=h.decision_id,
+            task_id=h.task_id,
+            kind=h.kind,
+            verdict=h.verdict,
+            class_id=h.class_id,
+            username=h.username,
+            source=h.source,
+            score=h.score,
+            withdrawn=h.withdrawn,
+            created_at=h.created_at,
+        )
+        for h in review.sample_history(session, sample_id)
+    ]
+    by_round = repository.jobs_of_rounds(session, list(all_rounds))
+    training: list[TrainingUse] = []
+    job_round: dict[int, PipelineRound] = {}
+    for round_id, round_jobs in by_round.items():
+        for job, role in round_jobs:
+            job_round[job.id] = all_rounds[round_id]
+            if job.kind not in _TRAINING_KINDS or job.state is not JobState.SUCCEEDED:
+                continue
+            spec = job.spec
+            ref = ManifestRef.model_validate(spec["train"])
+            fold = spec.get("fold") if job.kind is JobKind.TRAIN_FOLD else None
+            try:
+                used = _trained_on(data_dir, ref, sample_id, fold)
+            except job_manifests.ManifestNotFound:
+                used = False
+            if used:
+                training.append(
+                    TrainingUse(
+                        round_id=round_id,
+                        source=all_rounds[round_id].source,
+                        job_id=job.id,
+                        role=role,
+                        kind=job.kind,
+                    )
+                )
+    outputs = repository.job_results_of_sample(session, sample_id, job_round)
+    predictions = []
+    for job_id, row in sorted(outputs.items()):
+        round_ = job_round[job_id]
+        ids = np.frombuffer(row.topk_class_id, "<i4").tolist() if row.topk_class_id else []
+        probs = np.frombuffer(row.topk_prob, "<f4").tolist() if row.topk_prob else []
+        label_prob = row.label_prob
+        predictions.append(
+            PredictionRead(
+                round_id=round_.id,
+                source=round_.source,
+                job_id=job_id,
+                topk_class_ids=[int(c) for c in ids],
+                topk_probs=[float(p) for p in probs],
+                label_prob=None
+                if label_prob is None or math.isnan(label_prob)
+                else float(label_prob),
+                junk_score=row.junk_score,
+            )
+        )
+    training.sort(key=lambda use: use.job_id)
+    return SampleHistory(
+        sample_id=sample_id,
+        path=files[sample_id][0],
+        given_class_id=state.given_class_id,
+        label_class_id=state.label_class_id,
+        status=state.status,
+        model_status=state.model_status,
+        human_verdict=state.human_verdict,
+        decision_id=state.decision_id,
+        junk_score=state.junk_score,
+        label_rank=state.label_rank,
+        cl_issue=state.cl_issue,
+        cl_quality=state.cl_quality,
+        events=events,
+        decisions=decisions,
+        training=training,
+        predictions=predictions,
+    )
+
+
+__all__ = [
+    "balanced_draws",
+    "class_sizes",
+    "estimates",
+    "final_metrics",
+    "funnel",
+    "list_samples",
+    "pipeline_of",
+    "round_summary",
+    "rounds",
+    "sample_history",
+    "status",
+    "training_runs",
+]

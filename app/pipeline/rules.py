@@ -1,0 +1,213 @@
+"""The loop's decisions as pure functions: folds, a sample's status, which human verdict counts,
+and what auto mode does next. No database here."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from app.models import RoundKind, RoundState, SampleStatus, Stage, Verdict
+
+__all__ = [
+    "HumanVerdict",
+    "NextStep",
+    "RoundView",
+    "effective_verdict",
+    "label_rank",
+    "next_step",
+    "resolve_status",
+    "stratified_folds",
+]
+
+
+def stratified_folds(
+    labels: Sequence[int] | NDArray[np.int64], k: int, seed: int
+) -> NDArray[np.int8]:
+    """Fold (0..k-1) of each sample, ``[N]``: each class's samples shuffled (seeded) and dealt
+    in turn, starting where the previous class stopped, so folds differ in size by at most one
+    and every class is spread as evenly as it can be."""
+    if not 2 <= k <= 127:
+        raise ValueError(f"k must be between 2 and 127, got {k}")
+    array = np.asarray(labels, dtype=np.int64)
+    folds = np.empty(array.shape[0], dtype=np.int8)
+    rng = np.random.default_rng(seed)
+    start = 0
+    for value in np.unique(array):
+        members = np.flatnonzero(array == value)
+        rng.shuffle(members)
+        folds[members] = (start + np.arange(members.shape[0])) % k
+        start = (start + members.shape[0]) % k
+    return folds
+
+
+def label_rank(label: int, topk_ids: Sequence[int] | NDArray[np.int32]) -> int:
+    """Position of ``label`` in a predicted top-k (0 = the top class), -1 when absent."""
+    for position, class_id in enumerate(topk_ids):
+        if int(class_id) == label:
+            return position
+    return -1
+
+
+@dataclass(frozen=True)
+class HumanVerdict:
+    """A standing human decision on a sample (``class_id``: the class of an accept/relabel)."""
+
+    decision_id: int
+    verdict: Verdict
+    class_id: int | None
+
+
+def effective_verdict(junk: HumanVerdict | None, label: HumanVerdict | None) -> HumanVerdict | None:
+    """The decision that sets a sample's status, from its latest junk question (junk_check or
+    junk_audit) and its latest label question (label_check), each undo taken into account.
+
+    The newer one wins, except that a newer "unsure" does not undo an older "junk", and a newer
+    "not junk" keeps an older label verdict that says what the sample is (accept or relabel)."""
+    if junk is None or label is None:
+        return junk or label
+    if label.decision_id > junk.decision_id:
+        if label.verdict is Verdict.UNSURE and junk.verdict is Verdict.JUNK:
+            return junk
+        return label
+    if junk.verdict is Verdict.NOT_JUNK and label.verdict in (Verdict.ACCEPT, Verdict.RELABEL):
+        return label
+    return junk
+
+
+def resolve_status(
+    model_status: SampleStatus,
+    verdict: HumanVerdict | None,
+    given_class_id: int,
+    dropped: Collection[int],
+) -> tuple[SampleStatus, int]:
+    """A sample's status and current label, from what the model rules said (``model_status``),
+    the human verdict that counts, and the dropped classes. Humans win over models; a dropped
+    class wins over everything but junk."""
+    if model_status is SampleStatus.DUPLICATE:
+        return SampleStatus.DUPLICATE, given_class_id
+    kind = verdict.verdict if verdict else None
+    label = verdict.class_id if verdict and kind is Verdict.RELABEL and verdict.class_id else None
+    label = label if label is not None else given_class_id
+    if kind is Verdict.JUNK:
+        return SampleStatus.JUNK, label
+    if model_status is SampleStatus.JUNK and kind in (None, Verdict.UNSURE):
+        return SampleStatus.JUNK, label
+    if label in dropped:
+        return SampleStatus.DROPPED, label
+    if kind is Verdict.ACCEPT:
+        return SampleStatus.CONFIRMED, label
+    if kind is Verdict.RELABEL:
+        return SampleStatus.RELABELLED, label
+    if model_status is SampleStatus.JUNK:  # a human said it is not junk after a bulk acceptance
+        return SampleStatus.CANDIDATE, label
+    return model_status, label
+
+
+# --- auto mode ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoundView:
+    """What auto mode needs to know of a past round."""
+
+    kind: RoundKind
+    state: RoundState
+    stats: dict[str, object]
+
+
+@dataclass(frozen=True)
+class NextStep:
+    """Start ``kind`` (in ``stage``), or with ``kind`` None just move to ``stage``; ``reason``
+    says why, in words."""
+
+    stage: Stage
+    kind: RoundKind | None
+    reason: str
+
+
+def _int(stats: dict[str, object], key: str) -> int:
+    value = stats.get(key, 0)
+    return int(value) if isinstance(value, int | float) else 0
+
+
+def next_step(
+    stage: Stage,
+    rounds: Sequence[RoundView],
+    *,
+    can_iterate: bool,
+    max_junk_iterations: int,
+    max_pullback_rounds: int,
+    human_fraction: float,
+) -> NextStep | None:
+    """What auto mode does next, given the rounds so far (oldest first), or None when there is
+    nothing to do (a round is open, a round failed, or the loop is done).
+
+    Junk stage: seed → (iteration → audit)… until an audit's upper bound is under the target, or
+    ``max_junk_iterations`` iterations; an iteration needs human labels of both kinds
+    (``can_iterate``), else the audit comes straight away. Label stage: cross-validation →
+    pull-back rounds until one pulls back nothing (or ``max_pullback_rounds`` in a row) → the
+    human sample → pull-back rounds again → class stage → final training → done.
+    """
+    if any(r.state.is_open or r.state is RoundState.FAILED for r in rounds):
+        return None
+    done = [r for r in rounds if r.state is RoundState.DONE]
+    in_stage = [r for r in done if r.kind.stage is stage]
+    if stage is Stage.JUNK:
+        return _next_junk(in_stage, can_iterate=can_iterate, max_iterations=max_junk_iterations)
+    if stage is Stage.LABEL:
+        return _next_label(in_stage, max_pullbacks=max_pullback_rounds, fraction=human_fraction)
+    if stage is Stage.CLASS:
+        if any(r.kind is RoundKind.CLASS_REVIEW for r in in_stage):
+            return NextStep(Stage.FINAL, RoundKind.FINAL_TRAINING, "the class review is done")
+        return NextStep(Stage.CLASS, RoundKind.CLASS_REVIEW, "the label stage is done")
+    if stage is Stage.FINAL:
+        if any(r.kind is RoundKind.FINAL_TRAINING for r in in_stage):
+            return NextStep(Stage.DONE, None, "the final model is trained")
+        return NextStep(Stage.FINAL, RoundKind.FINAL_TRAINING, "the class stage is done")
+    return None
+
+
+def _next_junk(done: list[RoundView], *, can_iterate: bool, max_iterations: int) -> NextStep:
+    kinds = [r.kind for r in done]
+    if RoundKind.JUNK_SEED not in kinds:
+        return NextStep(Stage.JUNK, RoundKind.JUNK_SEED, "the junk stage starts with its seed")
+    iterations = kinds.count(RoundKind.JUNK_ITERATION)
+    last = next(
+        (r for r in reversed(done) if r.kind in (RoundKind.JUNK_ITERATION, RoundKind.JUNK_AUDIT)),
+        None,
+    )
+    if last is not None and last.kind is RoundKind.JUNK_AUDIT:
+        if last.stats.get("meets_target"):
+            return NextStep(
+                Stage.LABEL, RoundKind.CROSS_VALIDATION, "the last audit is under the target"
+            )
+        if iterations >= max_iterations or not can_iterate:
+            why = (
+                "the junk iterations are used up"
+                if iterations >= max_iterations
+                else "there are not enough human junk labels to train on"
+            )
+            return NextStep(Stage.LABEL, RoundKind.CROSS_VALIDATION, why + "; moving on")
+        return NextStep(Stage.JUNK, RoundKind.JUNK_ITERATION, "the last audit found too much junk")
+    if last is None and can_iterate and iterations < max_iterations:
+        return NextStep(Stage.JUNK, RoundKind.JUNK_ITERATION, "the seed is reviewed")
+    return NextStep(Stage.JUNK, RoundKind.JUNK_AUDIT, "measure the junk left")
+
+
+def _next_label(done: list[RoundView], *, max_pullbacks: int, fraction: float) -> NextStep:
+    cv = [i for i, r in enumerate(done) if r.kind is RoundKind.CROSS_VALIDATION]
+    if not cv:
+        return NextStep(Stage.LABEL, RoundKind.CROSS_VALIDATION, "the label stage starts")
+    since = done[cv[-1] + 1 :]
+    samples = [i for i, r in enumerate(since) if r.kind is RoundKind.HUMAN_SAMPLE]
+    tail = since[samples[-1] + 1 :] if samples else since
+    pullbacks = [r for r in tail if r.kind is RoundKind.PULL_BACK]
+    exhausted = bool(pullbacks) and _int(pullbacks[-1].stats, "pulled_back") == 0
+    if not exhausted and len(pullbacks) < max_pullbacks:
+        return NextStep(Stage.LABEL, RoundKind.PULL_BACK, "pull back what the models now confirm")
+    if not samples and fraction > 0:
+        return NextStep(Stage.LABEL, RoundKind.HUMAN_SAMPLE, "annotators check a random sample")
+    return NextStep(Stage.CLASS, RoundKind.CLASS_REVIEW, "pull-back rounds found nothing new")

@@ -1,0 +1,705 @@
+"""The cleaning loop end to end, as users run it: a real server with its reconciler, a CPU
+worker process, simulated annotators over HTTP, auto mode from the import to the export.
+
+1. ``humans``: CIFAR-10 with CIFAR-10N ``worse`` labels (40% real human noise) on a
+   class-balanced subset of the training set; the junk stage skipped (CIFAR has no junk);
+   cross-validation, pull-back rounds, the default human sample of the rejected set (annotators
+   answer from the clean labels, 2% of their answers wrong), the class review, final training,
+   export. Reported: label noise of the exported set vs the input, its size, the decisions
+   spent, and the CIFAR-10 test accuracy of the exported model (loaded from the export's
+   ``model/`` folder as a user would) beside the same recipe and budget trained on (a) the
+   noisy and (c) the clean labels of the whole subset: the gap closed, ``(b − a) / (c − a)``.
+2. ``no_humans``: the same loop with ``human_fraction`` 0 and ``min_class_size`` 0, so that
+   nothing waits for a person; no annotators run.
+3. ``junk``: Caltech-101 with BACKGROUND_Google images filed under its classes as junk: the
+   junk seed, junk iterations and audits in auto mode, stopped when the loop leaves the junk
+   stage. Reported: precision and recall of the junk removed against the truth, the junk rate
+   left, the last audit's estimate with its 95% upper bound, the decisions spent.
+
+Every final model (the loop's and the baselines) uses the loop's final recipe (``cifar-small``
+with class balance, the logit-adjusted loss and mixup) with a fixed number of draws per epoch
+(``balance.epoch_samples`` = the subset's size), so all get the same optimizer steps; the
+baselines train from the ``recipe.yaml`` exported with the loop's model. The loop's final
+training distils from nothing (``final_teacher: none``): the baselines have no teacher either.
+
+Run: ``.venv/bin/python bench/pipeline.py`` (about 30 minutes on 2 idle CPU cores, more when
+they are shared); ``--quick`` is a smoke run of a few minutes. Writes
+``bench/results/pipeline.json`` (``pipeline-quick.json`` with ``--quick``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy.orm import Session, sessionmaker
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Before torch loads OpenMP: threads that spin while waiting for each other are many times slower
+# when the machine's few cores are shared with other work.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from bench.ml_common import (
+    CIFAR_CLASSES,
+    DATA,
+    WORK,
+    DataMissing,
+    Timer,
+    cifar_test,
+    cifar_train,
+    decoded,
+    environment,
+    stratified_subset,
+    table,
+    write_results,
+)
+from tests.e2e.stack import (
+    RealSet,
+    Stack,
+    caltech_junk_mix,
+    running_stack,
+    write_labelled_set,
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a run measures, and at which budget."""
+
+    subset: int
+    folds: int
+    fold_epochs: int
+    final_epochs: int
+    max_pullback_rounds: int
+    error_rate: float
+    caltech_per_class: int
+    caltech_background: int
+    junk_image_size: int
+    junk_epochs: int
+    max_junk_iterations: int
+    seed_random_samples: int
+    audit_size: int
+    seed: int
+    timeout: float
+
+
+FULL = Settings(
+    subset=4_000,
+    folds=5,
+    fold_epochs=6,
+    final_epochs=15,
+    max_pullback_rounds=3,
+    error_rate=0.02,
+    caltech_per_class=30,
+    caltech_background=468,
+    junk_image_size=64,
+    junk_epochs=6,
+    max_junk_iterations=3,
+    seed_random_samples=500,
+    audit_size=300,
+    seed=0,
+    timeout=2400,
+)
+QUICK = Settings(
+    subset=1_000,
+    folds=3,
+    fold_epochs=2,
+    final_epochs=3,
+    max_pullback_rounds=1,
+    error_rate=0.02,
+    caltech_per_class=8,
+    caltech_background=120,
+    junk_image_size=32,
+    junk_epochs=2,
+    max_junk_iterations=1,
+    seed_random_samples=100,
+    audit_size=60,
+    seed=0,
+    timeout=900,
+)
+
+
+class Log:
+    """Timestamped progress lines, and the rounds of a pipeline as they change."""
+
+    def __init__(self) -> None:
+        self.clock = Timer()
+        self.seen: dict[str, str] = {}
+
+    def __call__(self, message: str) -> None:
+        print(f"[{self.clock():5.0f} s] {message}", flush=True)
+
+    def rounds(self, status: dict[str, Any]) -> None:
+        for summary in status["rounds"]:
+            source, state = summary["source"], summary["state"]
+            if self.seen.get(source) == state:
+                continue
+            self.seen[source] = state
+            stats = summary.get("stats") or {}
+            brief = {k: stats[k] for k in _ROUND_NUMBERS if isinstance(stats.get(k), int | float)}
+            self(f"  {source}: {state} {brief if brief else ''}")
+
+
+_ROUND_NUMBERS = (
+    "samples",
+    "kept",
+    "rejected",
+    "train",
+    "predict",
+    "pulled_back",
+    "sampled",
+    "queued",
+    "decided",
+    "accepted",
+    "relabelled",
+    "flagged",
+    "junk",
+    "eval",
+)
+
+
+# --- the stack ----------------------------------------------------------------------------------
+
+
+@dataclass
+class LoopRun:
+    """What a pipeline run leaves for the numbers: its last status, the exported manifest rows,
+    the decisions of the simulated annotators, the export folder."""
+
+    status: dict[str, Any]
+    rows: list[dict[str, str]]
+    verdicts: Counter[str]
+    export: Path
+    seconds: float
+
+
+def _database(work: Path) -> tuple[str, sessionmaker[Session]]:
+    from app.db import create_db_engine, create_session_factory
+    from app.migrate import upgrade
+
+    url = f"sqlite:///{work / 'thresher.db'}"
+    upgrade(url)
+    return url, create_session_factory(create_db_engine(url))
+
+
+def _export(stack: Stack, dataset_id: int, out: Path, *, model: bool) -> list[dict[str, str]]:
+    from app.db import transaction
+    from app.models import Dataset
+    from app.pipeline import export, service
+
+    with transaction(stack.factory) as session:
+        dataset = session.get_one(Dataset, dataset_id)
+        export.export_dataset(
+            session,
+            pipeline=service.get_pipeline(session, dataset),
+            dataset=dataset,
+            out_dir=out,
+            data_dir=stack.server.data_dir,
+            require_model=model,
+        )
+    with (out / "manifest.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _post(stack: Stack, path: str, body: dict[str, Any], method: str = "POST") -> None:
+    response = stack.http.request(method, path, json=body)
+    if response.status_code >= 400:
+        raise SystemExit(f"{method} {path} failed: {response.status_code} {response.text}")
+
+
+def run_loop(
+    log: Log,
+    work: Path,
+    real: RealSet,
+    *,
+    name: str,
+    config: dict[str, Any],
+    label_stage: bool,
+    humans: bool,
+    error_rate: float,
+    timeout: float,
+    stop_after_junk: bool = False,
+) -> LoopRun:
+    """Imports ``real`` into a fresh stack under ``work``, runs the pipeline in auto mode
+    (from the label stage when ``label_stage``) with simulated annotators when ``humans``,
+    until it is done (or, ``stop_after_junk``, has left the junk stage), and exports it."""
+    clock = Timer()
+    log.seen.clear()
+    work.mkdir(parents=True, exist_ok=True)
+    url, factory = _database(work)
+    with running_stack(url, factory, work) as stack:
+        dataset_id = stack.import_dataset(name, real.manifest, root=real.root, timeout=900)
+        log(f"{name}: imported in {clock():.0f} s")
+        _post(stack, f"/api/pipelines/{dataset_id}", {"config": config, "auto": not label_stage})
+        if label_stage:
+            _post(stack, f"/api/pipelines/{dataset_id}", {"stage": "label", "auto": True}, "PATCH")
+        join = stack.simulate(name, real.truth, error_rate=error_rate) if humans else None
+        try:
+            if stop_after_junk:
+                status = stack.wait_until(
+                    dataset_id,
+                    lambda s: s["stage"] != "junk",
+                    timeout=timeout,
+                    on_poll=log.rounds,
+                )
+                _post(stack, f"/api/pipelines/{dataset_id}", {"auto": False}, "PATCH")
+                stack.worker.stop()  # the label stage's jobs are not part of this measurement
+            else:
+                status = stack.wait_done(dataset_id, timeout=timeout, on_poll=log.rounds)
+        finally:
+            if join is not None:
+                join()
+        status = stack.status(dataset_id)
+        seconds = clock()
+        out = work / "export"
+        rows = _export(stack, dataset_id, out, model=not stop_after_junk)
+        verdicts: Counter[str] = Counter()
+        for stats in stack.simulations:
+            verdicts.update(stats.decisions)
+    return LoopRun(status, rows, verdicts, out, seconds)
+
+
+def decisions_by_kind(status: dict[str, Any]) -> dict[str, int]:
+    """Tasks decided, by kind of task, from the pipeline's queues."""
+    return {q["kind"]: int(q["done"]) for q in status["queues"] if q["done"]}
+
+
+# --- CIFAR-10N ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Cifar:
+    """The class-balanced subset and the test set, decoded."""
+
+    real: RealSet
+    images: NDArray[np.uint8]
+    clean: NDArray[np.int64]
+    noisy: NDArray[np.int64]
+    test_images: NDArray[np.uint8]
+    test_labels: NDArray[np.int64]
+
+
+def load_cifar(settings: Settings, work: Path) -> Cifar:
+    """The subset (its labels from the ``worse`` column) as a labelled set to import; the
+    images stay in the benchmark cache, where the decoded arrays come from too."""
+    train, test = cifar_train(), cifar_test()
+    rows = stratified_subset(train.labels["clean"], settings.subset, seed=settings.seed)
+    root = WORK / "cifar10"
+    clean, noisy = train.labels["clean"][rows], train.labels["worse"][rows]
+    items = [
+        (
+            train.paths[row].relative_to(root).as_posix(),
+            CIFAR_CLASSES[int(noisy[i])],
+            CIFAR_CLASSES[int(clean[i])],
+        )
+        for i, row in enumerate(rows.tolist())
+    ]
+    real = write_labelled_set(work / "cifar-set", root, items)
+    images = np.asarray(decoded([train.paths[row] for row in rows.tolist()]))
+    return Cifar(real, images, clean, noisy, np.asarray(decoded(test.paths)), test.labels["label"])
+
+
+def final_recipe(settings: Settings) -> dict[str, Any]:
+    """The loop's default final recipe for small images, at the benchmark's budget."""
+    from app.pipeline.config import DEFAULT_RECIPES
+
+    [default] = DEFAULT_RECIPES[True]["final"]
+    return {
+        "name": default.name,
+        "set": {
+            **default.set,
+            "epochs": settings.final_epochs,
+            "balance.epoch_samples": settings.subset,
+        },
+    }
+
+
+def label_config(settings: Settings, *, humans: bool) -> dict[str, Any]:
+    """The pipeline config of the label loop: the default recipes and rules at the benchmark's
+    epochs; without humans, nothing is sent to review."""
+    config: dict[str, Any] = {
+        "seed": settings.seed,
+        "folds": settings.folds,
+        "max_pullback_rounds": settings.max_pullback_rounds,
+        "recipe_overrides": {"epochs": settings.fold_epochs},
+        "final_recipe": final_recipe(settings),
+        "final_teacher": "none",
+    }
+    if not humans:
+        config.update(human_fraction=0.0, min_class_size=0)
+    return config
+
+
+def test_accuracy(trained: Any, cifar: Cifar) -> float:
+    """Top-1 accuracy on the 10,000 test images; the model's classes mapped by name."""
+    from ml.predict import predict_logits
+
+    names = trained.class_names or list(CIFAR_CLASSES)
+    to_cifar = np.array([CIFAR_CLASSES.index(name) for name in names])
+    logits = predict_logits(trained, cifar.test_images, batch_size=1000, device="cpu")
+    predicted = to_cifar[logits.argmax(dim=1).numpy()]
+    return float((predicted == cifar.test_labels).mean())
+
+
+def label_part(
+    log: Log, settings: Settings, cifar: Cifar, work: Path, *, humans: bool
+) -> dict[str, Any]:
+    """Parts 1 and 2 (see the module docstring)."""
+    from ml.checkpoint import load_trained_model
+
+    name = "cifar10n-worse" + ("" if humans else "-auto")
+    run = run_loop(
+        log,
+        work,
+        cifar.real,
+        name=name,
+        config=label_config(settings, humans=humans),
+        label_stage=True,
+        humans=humans,
+        error_rate=settings.error_rate,
+        timeout=settings.timeout,
+    )
+    truth = cifar.real.rows()
+    final = [row for row in run.rows if row["final"] == "1"]
+    wrong = sum(row["label"] != truth[row["path"]]["clean"] for row in final)
+    statuses = Counter(row["status"] for row in run.rows)
+    kept_given = sum(row["label"] == row["given_label"] for row in final)
+    model = load_trained_model(run.export / "model")
+    accuracy = test_accuracy(model, cifar)
+    final_round = next(r for r in run.status["rounds"] if r["kind"] == "final_training")
+    log(f"{name}: {len(final)} exported, {wrong / max(len(final), 1):.3f} wrong; test {accuracy}")
+    return {
+        "imported": len(run.rows),
+        "input_noise": float((cifar.noisy != cifar.clean).mean()),
+        "final_size": len(final),
+        "final_noise": wrong / max(len(final), 1),
+        "final_relabelled": len(final) - kept_given,
+        "statuses": dict(statuses),
+        "decisions_by_kind": decisions_by_kind(run.status),
+        "verdicts": dict(run.verdicts),
+        "decisions": sum(run.verdicts.values()),
+        "rounds": [
+            {"source": r["source"], "kind": r["kind"], "stats": _brief(r.get("stats") or {})}
+            for r in run.status["rounds"]
+        ],
+        "estimates": run.status["estimates"],
+        "final_training": _brief(final_round.get("stats") or {}),
+        "test_accuracy": accuracy,
+        "recipe_yaml": (run.export / "model" / "recipe.yaml").read_text(),
+        "loop_seconds": run.seconds,
+    }
+
+
+def _brief(stats: dict[str, Any]) -> dict[str, Any]:
+    """A round's stats without the bulky ones (histograms, per-class maps)."""
+    bulky = {"histogram", "rejected_by_class", "sizes", "dropped"}
+    return {k: v for k, v in stats.items() if k not in bulky}
+
+
+def baselines(log: Log, cifar: Cifar, recipe_yamls: list[str], work: Path) -> dict[str, float]:
+    """Test accuracy of the loop's final recipe (the one every run exported with its model)
+    trained on (a) the noisy and (c) the clean labels of the whole subset."""
+    from ml.recipes import load_recipe
+    from ml.train import train_model
+
+    recipes = []
+    for number, text in enumerate(recipe_yamls):
+        path = work / f"final-recipe-{number}.yaml"
+        path.write_text(text)
+        recipes.append(load_recipe(path))
+    recipe = recipes[0]
+    if any(other != recipe for other in recipes[1:]):
+        raise SystemExit("the runs trained their final models with different recipes")
+    found = {}
+    for key, labels in (("a_noisy", cifar.noisy), ("c_clean", cifar.clean)):
+        result = train_model(
+            recipe,
+            cifar.images,
+            labels,
+            num_classes=len(CIFAR_CLASSES),
+            class_names=CIFAR_CLASSES,
+            device="cpu",
+        )
+        found[key] = test_accuracy(result.trained, cifar)
+        log(f"baseline {key}: test accuracy {found[key]:.4f}")
+    return found
+
+
+# --- Caltech-101 junk ---------------------------------------------------------------------------
+
+
+def junk_config(settings: Settings) -> dict[str, Any]:
+    """The junk stage's defaults, but the small network (at ``junk_image_size`` px) for the
+    junk model: the default junk recipe is a pretrained ResNet-50 at 224 px."""
+    return {
+        "seed": settings.seed,
+        "seed_random_samples": settings.seed_random_samples,
+        "audit_size": settings.audit_size,
+        "max_junk_iterations": settings.max_junk_iterations,
+        "junk_recipe": {
+            "name": "cifar-small",
+            "set": {
+                "name": f"cifar-junk-{settings.junk_image_size}",
+                "image_size": settings.junk_image_size,
+                "epochs": settings.junk_epochs,
+                "balance.min_fraction": 1.0,
+            },
+        },
+    }
+
+
+def junk_part(log: Log, settings: Settings, work: Path) -> dict[str, Any]:
+    archive = DATA / "caltech101" / "caltech101.tar"
+    if not archive.is_file():
+        raise DataMissing(archive)
+    real = caltech_junk_mix(
+        archive,
+        work / "caltech",
+        classes=None,
+        per_class=settings.caltech_per_class,
+        background=settings.caltech_background,
+    )
+    run = run_loop(
+        log,
+        work,
+        real,
+        name="caltech-junk",
+        config=junk_config(settings),
+        label_stage=False,
+        humans=True,
+        error_rate=settings.error_rate,
+        timeout=settings.timeout,
+        stop_after_junk=True,
+    )
+    truth = real.rows()
+    junk = {path for path, row in truth.items() if row["junk"] == "1"}
+    considered = [row for row in run.rows if row["status"] not in ("duplicate", "unusable")]
+    removed = {row["path"] for row in considered if row["status"] == "junk"}
+    left = [row["path"] for row in considered if row["status"] != "junk"]
+    found = len(removed & junk)
+    audits = [e for e in run.status["estimates"] if e["what"] == "junk_left"]
+    last = audits[-1] if audits else None
+    kinds = [r["kind"] for r in run.status["rounds"] if r["kind"] != "cross_validation"]
+    return {
+        "imported": len(run.rows),
+        "considered": len(considered),
+        "junk_in": len(junk & {row["path"] for row in considered}),
+        "input_junk_rate": len(junk) / len(truth),
+        "removed": len(removed),
+        "true_junk_removed": found,
+        "precision": found / len(removed) if removed else None,
+        "recall": found / len(junk) if junk else None,
+        "left": len(left),
+        "junk_left": sum(path in junk for path in left),
+        "junk_left_rate": sum(path in junk for path in left) / max(len(left), 1),
+        "audit": last,
+        "rounds": [
+            {"source": r["source"], "kind": r["kind"], "stats": _brief(r.get("stats") or {})}
+            for r in run.status["rounds"]
+            if r["kind"] != "cross_validation"
+        ],
+        "round_kinds": kinds,
+        "junk_iterations": kinds.count("junk_iteration"),
+        "decisions_by_kind": decisions_by_kind(run.status),
+        "verdicts": dict(run.verdicts),
+        "decisions": sum(run.verdicts.values()),
+        "loop_seconds": run.seconds,
+    }
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+def print_label_tables(parts: dict[str, dict[str, Any]], base: dict[str, float]) -> None:
+    print("\nCIFAR-10N worse through the loop (noise = labels that differ from the clean ones):")
+    rows = []
+    for name, part in parts.items():
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(part["decisions_by_kind"].items()))
+        rows.append(
+            [
+                name,
+                part["imported"],
+                part["input_noise"],
+                part["final_size"],
+                part["final_noise"],
+                part["final_relabelled"],
+                f"{part['decisions']} ({kinds or 'none'})",
+            ]
+        )
+    print(
+        table(
+            ["run", "imported", "noise in", "exported", "noise out", "relabelled", "decisions"],
+            rows,
+        )
+    )
+    print("\nCIFAR-10 test accuracy, same recipe and optimizer steps:")
+    rows = []
+    for name, part in parts.items():
+        rows.append(
+            [
+                name,
+                base["a_noisy"],
+                part["test_accuracy"],
+                base["c_clean"],
+                part["gap_closed"],
+            ]
+        )
+    print(table(["run", "(a) noisy", "(b) exported model", "(c) clean", "gap closed"], rows))
+
+
+def print_junk_table(part: dict[str, Any]) -> None:
+    audit = part["audit"]
+    print("\nCaltech-101 + BACKGROUND_Google, junk stage:")
+    print(
+        table(
+            [
+                "imported",
+                "junk in",
+                "removed",
+                "precision",
+                "recall",
+                "junk left",
+                "audit: junk/audited",
+                "95% upper (unverified)",
+                "95% upper (all kept)",
+                "iterations",
+                "decisions",
+            ],
+            [
+                [
+                    part["considered"],
+                    f"{part['junk_in']} ({part['input_junk_rate']:.3f})",
+                    part["removed"],
+                    part["precision"],
+                    part["recall"],
+                    f"{part['junk_left']} ({part['junk_left_rate']:.4f})",
+                    None
+                    if audit is None
+                    else f"{audit['estimate']['successes']}/{audit['estimate']['trials']}",
+                    None if audit is None else audit["estimate"]["high"],
+                    None if audit is None else (audit.get("overall") or {}).get("high"),
+                    part["junk_iterations"],
+                    part["decisions"],
+                ]
+            ],
+        )
+    )
+    print(
+        "decisions by kind: "
+        + ", ".join(f"{k} {n}" for k, n in sorted(part["decisions_by_kind"].items()))
+        + f"; rounds: {' → '.join(part['round_kinds'])}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a small smoke run (minutes)")
+    parser.add_argument(
+        "--parts", default="humans,no_humans,junk", help="which parts to run (comma-separated)"
+    )
+    parser.add_argument("--subset", type=int, help="CIFAR training images in the loop")
+    parser.add_argument("--fold-epochs", type=int, help="epochs of fold and pull-back models")
+    parser.add_argument("--final-epochs", type=int, help="epochs (of the subset) of final models")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, DBs)")
+    args = parser.parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    changes = {
+        key: value
+        for key, value in (
+            ("subset", args.subset),
+            ("fold_epochs", args.fold_epochs),
+            ("final_epochs", args.final_epochs),
+        )
+        if value is not None
+    }
+    settings = Settings(**{**asdict(settings), **changes})
+    parts = args.parts.split(",")
+    unknown = set(parts) - {"humans", "no_humans", "junk"}
+    if unknown:
+        parser.error(f"unknown parts {sorted(unknown)}")
+
+    env = environment()
+    log = Log()
+    print(f"settings: {asdict(settings)}", flush=True)
+    print(f"load average at start: {env['load_average_at_start']}", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="thresher-bench-pipeline-"))
+    results: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    try:
+        label_parts = [p for p in parts if p != "junk"]
+        if label_parts:
+            clock = Timer()
+            cifar = load_cifar(settings, work)
+            seconds["cifar_data"] = clock()
+            log(f"CIFAR ready: {settings.subset} training images, {cifar.test_labels.size} test")
+            for part in label_parts:
+                clock = Timer()
+                log(f"part {part}")
+                results[part] = label_part(
+                    log, settings, cifar, work / part, humans=part == "humans"
+                )
+                seconds[part] = clock()
+            clock = Timer()
+            base = baselines(log, cifar, [results[p]["recipe_yaml"] for p in label_parts], work)
+            seconds["baselines"] = clock()
+            for part in label_parts:
+                gap = base["c_clean"] - base["a_noisy"]
+                b = results[part]["test_accuracy"]
+                results[part]["gap_closed"] = (b - base["a_noisy"]) / gap if gap > 0 else None
+            results["baselines"] = base
+        if "junk" in parts:
+            clock = Timer()
+            log("part junk")
+            results["junk"] = junk_part(log, settings, work / "junk")
+            seconds["junk"] = clock()
+    finally:
+        if args.keep:
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    if label_parts:
+        print_label_tables({p: results[p] for p in label_parts}, results["baselines"])
+    if "junk" in results:
+        print_junk_table(results["junk"])
+    seconds["total"] = log.clock()
+    print(f"\nwall seconds: {', '.join(f'{k} {v:.0f}' for k, v in seconds.items())}")
+    load_end = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print(
+        f"load average at start {env['load_average_at_start']}, at the end {load_end} "
+        "(2 cores; other work on the machine inflates the wall times)"
+    )
+    name = "pipeline-quick" if args.quick else "pipeline"
+    path = write_results(
+        name,
+        {
+            "benchmark": name,
+            "settings": {
+                **asdict(settings),
+                "label_config": {
+                    "humans": label_config(settings, humans=True),
+                    "no_humans": label_config(settings, humans=False),
+                },
+                "junk_config": junk_config(settings),
+            },
+            "results": results,
+            "wall_seconds": seconds,
+            "environment": {**env, "load_average_at_end": load_end},
+        },
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

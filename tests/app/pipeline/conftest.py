@@ -1,0 +1,53 @@
+"""Fixtures of the pipeline tests: the toy dataset, its pipeline environment, a fake worker and
+a fake annotator. The app's background reconciler is off: tests reconcile when they choose."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import transaction
+from app.models import Role, User
+from app.pipeline.config import PipelineEnv
+from tests.app.pipeline.factories import JOB_CONFIG, FakeAnnotator, FakeWorker, Toy, make_toy
+from tests.app.review.factories import make_user
+
+
+@pytest.fixture(autouse=True)
+def _no_background_reconciler(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("THRESHER_PIPELINE_RECONCILE_SECONDS", "0")
+    yield
+
+
+@pytest.fixture
+def toy(session_factory: sessionmaker[Session], tmp_path: Path) -> Toy:
+    with transaction(session_factory) as session:
+        return make_toy(session, tmp_path / "toy", duplicates=2)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> PipelineEnv:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(exist_ok=True)
+    return PipelineEnv(data_dir=data_dir, jobs=JOB_CONFIG)
+
+
+@pytest.fixture
+def engineer(session_factory: sessionmaker[Session]) -> User:
+    with transaction(session_factory) as session:
+        return make_user(session, "eng", Role.ENGINEER)
+
+
+@pytest.fixture
+def worker(session_factory: sessionmaker[Session], env: PipelineEnv, toy: Toy) -> FakeWorker:
+    return FakeWorker(session_factory, env, toy)
+
+
+@pytest.fixture
+def annotator(session_factory: sessionmaker[Session], toy: Toy) -> FakeAnnotator:
+    with transaction(session_factory) as session:
+        user = make_user(session, "ann")
+    return FakeAnnotator(session_factory, toy, user)

@@ -1,0 +1,97 @@
+"""Simulated annotators over the HTTP API: they sign in, lease, and answer from the truth with
+the error rate asked for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from app.errors import Invalid
+from app.models import Role, SampleStatus
+from app.pipeline.simulate import Simulator, load_truth
+from tests.app.pipeline.factories import Toy
+from tests.conftest import MakeAccount
+
+
+def _truth_file(toy: Toy, path: Path) -> Path:
+    names = {cid: name for name, cid in toy.classes.items()}
+    lines = ["path,clean,junk"]
+    for sample_id, true in sorted(toy.true.items()):
+        label = names[true] if true else ""
+        lines.append(f"{toy.paths[sample_id]},{label},{1 if true is None else 0}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _simulator(app: FastAPI, token: str, truth: Path, **options: object) -> Simulator:
+    return Simulator(
+        client_factory=lambda: TestClient(app),
+        token=token,
+        dataset="toy",
+        truth=load_truth(truth, column="clean"),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize("error_rate", [0.0, 1.0])
+def test_simulated_annotators_answer_the_junk_queue_from_the_truth(
+    error_rate: float,
+    client: TestClient,
+    app: FastAPI,
+    toy: Toy,
+    make_account: MakeAccount,
+    tmp_path: Path,
+) -> None:
+    admin = make_account(Role.ADMIN)
+    base = f"/api/pipelines/{toy.dataset_id}"
+    client.post(base, json={"config": {"seed_random_samples": 0}}, headers=admin.headers)
+    client.post(f"{base}/steps", json={"kind": "junk_seed"}, headers=admin.headers)
+    simulator = _simulator(
+        app,
+        admin.token or "",
+        _truth_file(toy, tmp_path / "truth.csv"),
+        annotators=2,
+        error_rate=error_rate,
+    )
+    stats = simulator.run()
+    simulator.close()
+    assert stats.total == len(toy.non_rgb) and stats.unmatched == 0
+    assert stats.wrong == (len(toy.non_rgb) if error_rate else 0)
+    client.post(f"{base}/reconcile", headers=admin.headers)
+    statuses = client.get(base, headers=admin.headers).json()["funnel"]["statuses"]
+    junk = len(toy.non_rgb & toy.junk)
+    expected = junk if error_rate == 0 else len(toy.non_rgb) - junk
+    assert statuses.get(SampleStatus.JUNK.value, 0) == expected
+
+
+def test_simulated_annotators_relabel_to_the_true_class(
+    client: TestClient, app: FastAPI, toy: Toy, make_account: MakeAccount, tmp_path: Path
+) -> None:
+    admin = make_account(Role.ADMIN)
+    noisy = sorted(toy.noisy)[:3]
+    client.post(
+        "/api/review/tasks",
+        json={
+            "dataset_id": toy.dataset_id,
+            "kind": "label_check",
+            "items": [{"sample_id": sid} for sid in noisy],
+        },
+        headers=admin.headers,
+    )
+    simulator = _simulator(app, admin.token or "", _truth_file(toy, tmp_path / "truth.csv"))
+    stats = simulator.run()
+    simulator.close()
+    assert stats.decisions == {"relabel": 3}
+    for sample_id in noisy:
+        history = client.get(f"/api/review/samples/{sample_id}", headers=admin.headers).json()
+        assert history["current"]["class_id"] == toy.true[sample_id]
+
+
+def test_a_truth_file_without_the_label_column_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "truth.csv"
+    path.write_text("path,label\na.png,cat\n")
+    with pytest.raises(Invalid, match="no column 'clean'"):
+        load_truth(path, column="clean")
