@@ -157,6 +157,11 @@ def funnel(session: Session, dataset: Dataset) -> Funnel:
     def status(value: SampleStatus) -> int:
         return statuses.get(value, 0)
 
+    def by_status(value: SampleStatus, label: str) -> FunnelStep:
+        return FunnelStep(
+            key=value.value, label=label, count=status(value), filter={"status": value.value}
+        )
+
     steps = [
         FunnelStep(key="imported", label="imported files", count=imported, filter=None),
         FunnelStep(key="usable", label="usable images", count=in_pipeline, filter={}),
@@ -166,60 +171,20 @@ def funnel(session: Session, dataset: Dataset) -> Funnel:
             count=status(SampleStatus.DUPLICATE),
             filter={"status": "duplicate"},
         ),
-        FunnelStep(
-            key="junk",
-            label="junk removed",
-            count=status(SampleStatus.JUNK),
-            filter={"status": "junk"},
-        ),
+        by_status(SampleStatus.JUNK, "junk removed"),
         FunnelStep(
             key="junk_bulk",
             label="junk accepted in bulk",
             count=ever.get(EventKind.BULK_JUNK, 0),
             filter={"event": "bulk_junk"},
         ),
-        FunnelStep(
-            key="kept",
-            label="kept by the top-k rule",
-            count=status(SampleStatus.KEPT),
-            filter={"status": "kept"},
-        ),
-        FunnelStep(
-            key="rejected",
-            label="rejected",
-            count=status(SampleStatus.REJECTED),
-            filter={"status": "rejected"},
-        ),
-        FunnelStep(
-            key="pulled_back",
-            label="pulled back",
-            count=status(SampleStatus.PULLED_BACK),
-            filter={"status": "pulled_back"},
-        ),
-        FunnelStep(
-            key="confirmed",
-            label="human-confirmed",
-            count=status(SampleStatus.CONFIRMED),
-            filter={"status": "confirmed"},
-        ),
-        FunnelStep(
-            key="relabelled",
-            label="relabelled by humans",
-            count=status(SampleStatus.RELABELLED),
-            filter={"status": "relabelled"},
-        ),
-        FunnelStep(
-            key="dropped",
-            label="in dropped classes",
-            count=status(SampleStatus.DROPPED),
-            filter={"status": "dropped"},
-        ),
-        FunnelStep(
-            key="candidate",
-            label="not judged by a label rule",
-            count=status(SampleStatus.CANDIDATE),
-            filter={"status": "candidate"},
-        ),
+        by_status(SampleStatus.KEPT, "kept by the top-k rule"),
+        by_status(SampleStatus.REJECTED, "rejected"),
+        by_status(SampleStatus.PULLED_BACK, "pulled back"),
+        by_status(SampleStatus.CONFIRMED, "human-confirmed"),
+        by_status(SampleStatus.RELABELLED, "relabelled by humans"),
+        by_status(SampleStatus.DROPPED, "in dropped classes"),
+        by_status(SampleStatus.CANDIDATE, "not judged by a label rule"),
         FunnelStep(
             key="final",
             label="final set",
