@@ -13,12 +13,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -99,6 +101,19 @@ def live_server(
         started = dataset_service.start_import(session, name="pets", path=str(images))
     dataset_service.run_started_import(app.state.session_factory, started, settings=settings)
 
+    with serve_in_thread(app) as url:
+        yield LiveServer(
+            url=url,
+            username=ENGINEER,
+            password=TEST_PASSWORD,
+            dataset_id=started.dataset.id,
+            session_factory=app.state.session_factory,
+        )
+
+
+@contextmanager
+def serve_in_thread(app: FastAPI) -> Iterator[str]:
+    """Serves ``app`` with uvicorn in a thread on a free port of 127.0.0.1; yields its URL."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -115,13 +130,7 @@ def live_server(
             raise RuntimeError("the live server did not start")
         time.sleep(0.02)
     try:
-        yield LiveServer(
-            url=f"http://127.0.0.1:{port}",
-            username=ENGINEER,
-            password=TEST_PASSWORD,
-            dataset_id=started.dataset.id,
-            session_factory=app.state.session_factory,
-        )
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)

@@ -7,9 +7,6 @@ then reads the database: it must hold exactly the decisions the keys made.
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import count
@@ -17,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-import uvicorn
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,7 +23,7 @@ from app.main import create_app
 from app.models import ReviewDecision, Role, TaskKind, Verdict
 from app.settings import Settings
 from tests.app.review.factories import Pets, make_pets, queue
-from tests.browser.conftest import Browser
+from tests.browser.conftest import Browser, serve_in_thread
 from tests.conftest import TEST_PASSWORD, TEST_SECRET
 
 if TYPE_CHECKING:
@@ -56,32 +52,13 @@ def review_server(
         data_dir=tmp / "data", database_url=f"sqlite:///{database}", secret_key=TEST_SECRET
     )
     app = create_app(settings)
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_level="warning", lifespan="on", loop="asyncio", http="h11", ws="none"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the live server did not start")
-        time.sleep(0.02)
-    try:
+    with serve_in_thread(app) as url:
         yield ReviewServer(
-            url=f"http://127.0.0.1:{port}",
+            url=url,
             root=tmp / "images",
             factory=app.state.session_factory,
             names=count(1),
         )
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        listener.close()
 
 
 @dataclass(frozen=True)

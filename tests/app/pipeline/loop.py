@@ -4,6 +4,7 @@ or the reconciler would run it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -21,7 +22,7 @@ from app.models import (
     Stage,
     User,
 )
-from app.pipeline import service
+from app.pipeline import export, service
 from app.pipeline.config import PipelineEnv, RecipeChoice
 from app.pipeline.reconcile import ReconcileResult
 from app.pipeline.rounds import StepParams
@@ -130,3 +131,31 @@ class Loop:
             if not (ran or decided or result.changed):
                 raise AssertionError(f"the loop is stuck: {self.pipeline().note}")
         raise AssertionError("the loop did not finish")
+
+    def run_through_final(self, worker: FakeWorker, annotator: FakeAnnotator) -> None:
+        """By hand, from the label stage: cross-validation, a human sample of half the
+        rejected set, final training without a teacher."""
+        self.create(folds=3, human_fraction=0.5, final_teacher="none")
+        self.update(stage=Stage.LABEL)
+        self.start(RoundKind.CROSS_VALIDATION)
+        for _ in range(2):
+            worker.run_all()
+            self.reconcile()
+        self.start(RoundKind.HUMAN_SAMPLE)
+        annotator.review_all()
+        self.reconcile()
+        self.start(RoundKind.FINAL_TRAINING)
+        worker.run_all()
+        self.reconcile()
+
+    def export(self, out: Path, *, require_model: bool = False) -> export.ExportResult:
+        with transaction(self.factory) as session:
+            dataset = self.dataset(session)
+            return export.export_dataset(
+                session,
+                pipeline=service.get_pipeline(session, dataset),
+                dataset=dataset,
+                out_dir=out,
+                data_dir=self.env.data_dir,
+                require_model=require_model,
+            )

@@ -24,7 +24,6 @@ from app.models import (
     RoundState,
     Sample,
     SampleStatus,
-    Stage,
 )
 from app.pipeline.config import PipelineEnv
 from app.pipeline.views import rate_text
@@ -59,18 +58,7 @@ def finished(
 ) -> Loop:
     """The toy pipeline through cross-validation, a human sample and final training."""
     worker = FakeWorker(app.state.session_factory, env, toy)
-    loop.create(folds=3, human_fraction=0.5, final_teacher="none")
-    loop.update(stage=Stage.LABEL)
-    loop.start(RoundKind.CROSS_VALIDATION)
-    for _ in range(2):
-        worker.run_all()
-        loop.reconcile()
-    loop.start(RoundKind.HUMAN_SAMPLE)
-    annotator.review_all()
-    loop.reconcile()
-    loop.start(RoundKind.FINAL_TRAINING)
-    worker.run_all()
-    loop.reconcile()
+    loop.run_through_final(worker, annotator)
     return loop
 
 

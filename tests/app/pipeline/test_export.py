@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import transaction
-from app.models import Dataset, RoundKind, SampleStatus, Stage
-from app.pipeline import export, service
+from app.models import SampleStatus
 from app.pipeline.config import PipelineEnv
 from tests.app.pipeline.factories import FakeAnnotator, FakeWorker, Toy
 from tests.app.pipeline.loop import Loop
@@ -29,32 +27,8 @@ def finished(
 ) -> Loop:
     """A toy pipeline run through cross-validation, a human sample and final training."""
     loop = Loop(session_factory, env, toy)
-    loop.create(folds=3, human_fraction=0.5, final_teacher="none")
-    loop.update(stage=Stage.LABEL)
-    loop.start(RoundKind.CROSS_VALIDATION)
-    for _ in range(2):
-        worker.run_all()
-        loop.reconcile()
-    loop.start(RoundKind.HUMAN_SAMPLE)
-    annotator.review_all()
-    loop.reconcile()
-    loop.start(RoundKind.FINAL_TRAINING)
-    worker.run_all()
-    loop.reconcile()
+    loop.run_through_final(worker, annotator)
     return loop
-
-
-def _export(loop: Loop, out: Path) -> export.ExportResult:
-    with transaction(loop.factory) as session:
-        dataset = session.get_one(Dataset, loop.toy.dataset_id)
-        return export.export_dataset(
-            session,
-            pipeline=service.get_pipeline(session, dataset),
-            dataset=dataset,
-            out_dir=out,
-            data_dir=loop.env.data_dir,
-            require_model=True,
-        )
 
 
 def _files(root: Path) -> dict[str, bytes | str]:
@@ -68,16 +42,16 @@ def _files(root: Path) -> dict[str, bytes | str]:
 
 
 def test_exporting_twice_gives_identical_files(finished: Loop, tmp_path: Path) -> None:
-    _export(finished, tmp_path / "a")
-    _export(finished, tmp_path / "b")
-    _export(finished, tmp_path / "a")  # over a previous export
+    finished.export(tmp_path / "a", require_model=True)
+    finished.export(tmp_path / "b", require_model=True)
+    finished.export(tmp_path / "a", require_model=True)  # over a previous export
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
 
 
 def test_the_manifest_has_every_sample_with_its_label_status_reason_and_history(
     finished: Loop, toy: Toy, tmp_path: Path
 ) -> None:
-    result = _export(finished, tmp_path / "out")
+    result = finished.export(tmp_path / "out", require_model=True)
     text = (tmp_path / "out" / "manifest.csv").read_text()
     rows = list(csv.DictReader(text.splitlines()))
     assert len(rows) == result.samples == len(toy.given) + len(toy.duplicates) + 1
@@ -107,7 +81,7 @@ def test_the_manifest_has_every_sample_with_its_label_status_reason_and_history(
 def test_the_final_set_becomes_an_imagefolder_of_links_beside_the_model(
     finished: Loop, toy: Toy, tmp_path: Path
 ) -> None:
-    result = _export(finished, tmp_path / "out")
+    result = finished.export(tmp_path / "out", require_model=True)
     final = {sid for sid, status in finished.statuses().items() if status.trainable}
     links = sorted((tmp_path / "out" / "images").rglob("*.png"))
     assert len(links) == result.images == len(final)

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import transaction
-from app.models import TRAINABLE, Dataset, RoundKind, SampleStatus, Stage
-from app.pipeline import export, service
+from app.models import TRAINABLE, SampleStatus
+from app.pipeline import export
 from app.pipeline.config import PipelineEnv
 from tests.app.pipeline.factories import FakeAnnotator, FakeWorker, Toy
 from tests.app.pipeline.loop import Loop
@@ -30,35 +29,12 @@ def finished(
 ) -> Loop:
     """A toy pipeline run through cross-validation, a human sample and final training."""
     loop = Loop(session_factory, env, toy)
-    loop.create(folds=3, human_fraction=0.5, final_teacher="none")
-    loop.update(stage=Stage.LABEL)
-    loop.start(RoundKind.CROSS_VALIDATION)
-    for _ in range(2):
-        worker.run_all()
-        loop.reconcile()
-    loop.start(RoundKind.HUMAN_SAMPLE)
-    annotator.review_all()
-    loop.reconcile()
-    loop.start(RoundKind.FINAL_TRAINING)
-    worker.run_all()
-    loop.reconcile()
+    loop.run_through_final(worker, annotator)
     return loop
 
 
-def _export(loop: Loop, out: Path) -> export.ExportResult:
-    with transaction(loop.factory) as session:
-        dataset = session.get_one(Dataset, loop.toy.dataset_id)
-        return export.export_dataset(
-            session,
-            pipeline=service.get_pipeline(session, dataset),
-            dataset=dataset,
-            out_dir=out,
-            data_dir=loop.env.data_dir,
-        )
-
-
 def test_export_writes_report_html_beside_report_json(finished: Loop, tmp_path: Path) -> None:
-    result = _export(finished, tmp_path / "out")
+    result = finished.export(tmp_path / "out")
     assert result.report_html == tmp_path / "out" / "report.html"
     html = result.report_html.read_text(encoding="utf-8")
     assert html.startswith("<!doctype html>")
@@ -66,7 +42,7 @@ def test_export_writes_report_html_beside_report_json(finished: Loop, tmp_path: 
 
 
 def test_report_html_is_self_contained(finished: Loop, tmp_path: Path) -> None:
-    html = (_export(finished, tmp_path / "out").report_html or Path()).read_text()
+    html = (finished.export(tmp_path / "out").report_html or Path()).read_text()
     assert re.findall(r"""(?:src|href)\s*=\s*["']?\s*https?:""", html, re.IGNORECASE) == []
     assert "<script" not in html.lower()
     assert "<link" not in html.lower()
@@ -79,7 +55,7 @@ def test_report_html_is_self_contained(finished: Loop, tmp_path: Path) -> None:
 def test_report_html_shows_the_funnel_numbers_the_database_holds(
     finished: Loop, toy: Toy, tmp_path: Path
 ) -> None:
-    html = (_export(finished, tmp_path / "out").report_html or Path()).read_text()
+    html = (finished.export(tmp_path / "out").report_html or Path()).read_text()
     statuses = Counter(finished.statuses().values())
     shown = {
         key: int(count.replace(",", ""))
@@ -99,14 +75,14 @@ def test_report_html_shows_the_funnel_numbers_the_database_holds(
 
 
 def test_report_html_is_byte_identical_across_exports(finished: Loop, tmp_path: Path) -> None:
-    first = _export(finished, tmp_path / "a").report_html
-    second = _export(finished, tmp_path / "b").report_html
+    first = finished.export(tmp_path / "a").report_html
+    second = finished.export(tmp_path / "b").report_html
     assert first is not None and second is not None
     assert first.read_bytes() == second.read_bytes()
 
 
 def test_report_html_is_drawn_from_report_json_alone(finished: Loop, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    written = (_export(finished, out).report_html or Path()).read_bytes()
+    written = (finished.export(out).report_html or Path()).read_bytes()
     report = json.loads((out / "report.json").read_text())
     assert export.report_html(report) == written
