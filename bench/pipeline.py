@@ -20,10 +20,11 @@ Every final model (the loop's and the baselines) uses the loop's final recipe (`
 with class balance, the logit-adjusted loss and mixup) with a fixed number of draws per epoch
 (``balance.epoch_samples`` = the subset's size), so all get the same optimizer steps; the
 baselines train from the ``recipe.yaml`` exported with the loop's model. The loop's final
-training distils from nothing (``final_teacher: none``): the baselines have no teacher either.
+training distils from its fold models, as the loop does by default; the baselines are what a
+team would train without the loop: the same recipe on the noisy or the clean labels, no teacher.
 
-Run: ``.venv/bin/python bench/pipeline.py`` (about 30 minutes on 2 idle CPU cores, more when
-they are shared); ``--quick`` is a smoke run of a few minutes. Writes
+Run: ``.venv/bin/python bench/pipeline.py`` (about 15 minutes on 2 CPU cores shared with other
+work); ``--quick`` is a smoke run of about 2 minutes. Writes
 ``bench/results/pipeline.json`` (``pipeline-quick.json`` with ``--quick``).
 """
 
@@ -86,6 +87,7 @@ class Settings:
     caltech_background: int
     junk_image_size: int
     junk_epochs: int
+    junk_min_steps: int
     max_junk_iterations: int
     seed_random_samples: int
     audit_size: int
@@ -104,6 +106,7 @@ FULL = Settings(
     caltech_background=468,
     junk_image_size=64,
     junk_epochs=6,
+    junk_min_steps=300,  # as the loop's default junk recipes: a seed is a few steps an epoch
     max_junk_iterations=3,
     seed_random_samples=500,
     audit_size=300,
@@ -121,6 +124,7 @@ QUICK = Settings(
     caltech_background=120,
     junk_image_size=32,
     junk_epochs=2,
+    junk_min_steps=30,
     max_junk_iterations=1,
     seed_random_samples=100,
     audit_size=60,
@@ -243,7 +247,13 @@ def run_loop(
         _post(stack, f"/api/pipelines/{dataset_id}", {"config": config, "auto": not label_stage})
         if label_stage:
             _post(stack, f"/api/pipelines/{dataset_id}", {"stage": "label", "auto": True}, "PATCH")
-        join = stack.simulate(name, real.truth, error_rate=error_rate) if humans else None
+        # Per-image answers are wrong at the error rate; a whole class's keep/drop is taken as
+        # double-checked (one wrong drop would remove a tenth of CIFAR and swamp the comparison).
+        join = (
+            stack.simulate(name, real.truth, error_rate=error_rate, class_error_rate=0.0)
+            if humans
+            else None
+        )
         try:
             if stop_after_junk:
                 status = stack.wait_until(
@@ -333,7 +343,6 @@ def label_config(settings: Settings, *, humans: bool) -> dict[str, Any]:
         "max_pullback_rounds": settings.max_pullback_rounds,
         "recipe_overrides": {"epochs": settings.fold_epochs},
         "final_recipe": final_recipe(settings),
-        "final_teacher": "none",
     }
     if not humans:
         config.update(human_fraction=0.0, min_class_size=0)
@@ -389,26 +398,21 @@ def label_part(
         "verdicts": dict(run.verdicts),
         "decisions": sum(run.verdicts.values()),
         "rounds": [
-            {"source": r["source"], "kind": r["kind"], "stats": _brief(r.get("stats") or {})}
+            {"source": r["source"], "kind": r["kind"], "stats": r.get("stats") or {}}
             for r in run.status["rounds"]
         ],
         "estimates": run.status["estimates"],
-        "final_training": _brief(final_round.get("stats") or {}),
+        "final_training": final_round.get("stats") or {},
         "test_accuracy": accuracy,
         "recipe_yaml": (run.export / "model" / "recipe.yaml").read_text(),
         "loop_seconds": run.seconds,
     }
 
 
-def _brief(stats: dict[str, Any]) -> dict[str, Any]:
-    """A round's stats without the bulky ones (histograms, per-class maps)."""
-    bulky = {"histogram", "rejected_by_class", "sizes", "dropped"}
-    return {k: v for k, v in stats.items() if k not in bulky}
-
-
 def baselines(log: Log, cifar: Cifar, recipe_yamls: list[str], work: Path) -> dict[str, float]:
-    """Test accuracy of the loop's final recipe (the one every run exported with its model)
-    trained on (a) the noisy and (c) the clean labels of the whole subset."""
+    """Test accuracy of the loop's final recipe (the one every run exported with its model),
+    without distillation, trained on (a) the noisy and (c) the clean labels of the whole
+    subset."""
     from ml.recipes import load_recipe
     from ml.train import train_model
 
@@ -416,7 +420,8 @@ def baselines(log: Log, cifar: Cifar, recipe_yamls: list[str], work: Path) -> di
     for number, text in enumerate(recipe_yamls):
         path = work / f"final-recipe-{number}.yaml"
         path.write_text(text)
-        recipes.append(load_recipe(path))
+        # Without the loop's teachers (fold models of that run): plain training.
+        recipes.append(load_recipe(path).model_copy(update={"distillation": None}))
     recipe = recipes[0]
     if any(other != recipe for other in recipes[1:]):
         raise SystemExit("the runs trained their final models with different recipes")
@@ -452,6 +457,7 @@ def junk_config(settings: Settings) -> dict[str, Any]:
                 "name": f"cifar-junk-{settings.junk_image_size}",
                 "image_size": settings.junk_image_size,
                 "epochs": settings.junk_epochs,
+                "min_steps": settings.junk_min_steps,
                 "balance.min_fraction": 1.0,
             },
         },
@@ -504,7 +510,7 @@ def junk_part(log: Log, settings: Settings, work: Path) -> dict[str, Any]:
         "junk_left_rate": sum(path in junk for path in left) / max(len(left), 1),
         "audit": last,
         "rounds": [
-            {"source": r["source"], "kind": r["kind"], "stats": _brief(r.get("stats") or {})}
+            {"source": r["source"], "kind": r["kind"], "stats": r.get("stats") or {}}
             for r in run.status["rounds"]
             if r["kind"] != "cross_validation"
         ],

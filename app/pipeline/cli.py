@@ -330,6 +330,10 @@ def simulate_command(
     column: Annotated[str, typer.Option(help="The truth's label column, e.g. clean.")],
     annotators: Annotated[int, typer.Option(min=1, help="Simulated annotators.")] = 1,
     error_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Wrong answers.")] = 0.0,
+    class_error_rate: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Wrong keep/drop answers (default: --error-rate)."),
+    ] = None,
     server: Annotated[str | None, typer.Option(help="The server's URL.")] = None,
     token: Annotated[
         str | None,
@@ -374,6 +378,7 @@ def simulate_command(
             ),
             annotators=annotators,
             error_rate=error_rate,
+            class_error_rate=class_error_rate,
             seed=seed,
             accounts=accounts or None,
         )

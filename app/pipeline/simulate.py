@@ -10,8 +10,10 @@ path, else by its last two parts (``class/file``), else by file name, when that 
 Each simulated annotator signs in through the login form (a session cookie and the CSRF token),
 leases batches from every open queue of the dataset, and decides them in one request per batch.
 An engineer's (or, to create the accounts, an admin's) API token maps sample ids to paths.
-With probability ``error_rate`` an answer is wrong: a junk question flipped, a wrong class, a
-keep/drop flipped. The answers are reproducible for a given seed and order of work.
+With probability ``error_rate`` an answer is wrong: a junk question flipped, a wrong class; a
+keep/drop of a whole class is flipped with probability ``class_error_rate`` (default: the same),
+since a team may double-check those few, weighty decisions. The answers are reproducible for
+a given seed and order of work.
 """
 
 from __future__ import annotations
@@ -148,11 +150,14 @@ class Simulator:
         truth: Truth,
         annotators: int = 1,
         error_rate: float = 0.0,
+        class_error_rate: float | None = None,
         seed: int = 0,
         accounts: list[tuple[str, str]] | None = None,
     ) -> None:
         if not 0.0 <= error_rate <= 1.0:
             raise Invalid("the error rate must be between 0 and 1")
+        if class_error_rate is not None and not 0.0 <= class_error_rate <= 1.0:
+            raise Invalid("the class error rate must be between 0 and 1")
         if annotators < 1 and not accounts:
             raise Invalid("at least one annotator")
         self.client_factory = client_factory
@@ -160,6 +165,7 @@ class Simulator:
         self.engineer.headers["Authorization"] = f"Bearer {token}"
         self.truth = truth
         self.error_rate = error_rate
+        self.class_error_rate = error_rate if class_error_rate is None else class_error_rate
         self.rng = random.Random(seed)
         self.stats = SimulationStats()
         self.dataset_id = self._dataset_id(dataset)
@@ -231,8 +237,8 @@ class Simulator:
 
     # --- answers --------------------------------------------------------------------------------
 
-    def _wrong(self) -> bool:
-        wrong = self.rng.random() < self.error_rate
+    def _wrong(self, rate: float | None = None) -> bool:
+        wrong = self.rng.random() < (self.error_rate if rate is None else rate)
         self.stats.wrong += wrong
         return wrong
 
@@ -241,7 +247,7 @@ class Simulator:
         kind = task["kind"]
         if kind == "class_check":
             keep = self.classes.get(task["class_id"]) in self.real_classes
-            if self._wrong():
+            if self._wrong(self.class_error_rate):
                 keep = not keep
             return {"verdict": "keep" if keep else "drop"}
         sample_id = task["sample_id"]

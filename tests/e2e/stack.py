@@ -177,6 +177,9 @@ def start_cpu_worker(server: Server, token: str, tmp_path: Path) -> Worker:
                 str(tmp_path / "worker-cache"),
                 "--poll-max",
                 "0.5",
+                # Exit with this process, should it die without stopping the worker.
+                "--watch-parent",
+                str(os.getpid()),
             ],
             cwd=ROOT,
             env=env,
@@ -216,7 +219,13 @@ class Stack:
         return int(accepted["dataset"]["id"])
 
     def simulate(
-        self, dataset: str, truth: Path, *, error_rate: float, annotators: int = 2
+        self,
+        dataset: str,
+        truth: Path,
+        *,
+        error_rate: float,
+        class_error_rate: float | None = None,
+        annotators: int = 2,
     ) -> Callable[[], None]:
         """Starts simulated annotators following the pipeline in a thread; returns a join."""
         stop = threading.Event()
@@ -231,6 +240,7 @@ class Stack:
                     truth=load_truth(truth, column="clean"),
                     annotators=annotators,
                     error_rate=error_rate,
+                    class_error_rate=class_error_rate,
                     seed=1,
                 )
                 try:

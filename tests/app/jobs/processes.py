@@ -236,6 +236,9 @@ def start_worker(server: Server, token: str, tmp_path: Path, name: str, *extra: 
                 str(cache),
                 "--poll-max",
                 "0.5",
+                # Exit with this process, should it die without stopping the worker.
+                "--watch-parent",
+                str(os.getpid()),
                 *extra,
             ],
             cwd=ROOT,

@@ -95,3 +95,28 @@ def test_a_truth_file_without_the_label_column_is_refused(tmp_path: Path) -> Non
     path.write_text("path,label\na.png,cat\n")
     with pytest.raises(Invalid, match="no column 'clean'"):
         load_truth(path, column="clean")
+
+
+@pytest.mark.parametrize(("class_error_rate", "verdict"), [(None, "drop"), (0.0, "keep")])
+def test_class_decisions_have_their_own_error_rate(
+    class_error_rate: float | None,
+    verdict: str,
+    app: FastAPI,
+    toy: Toy,
+    make_account: MakeAccount,
+    tmp_path: Path,
+) -> None:
+    admin = make_account(Role.ADMIN)
+    simulator = _simulator(
+        app,
+        admin.token or "",
+        _truth_file(toy, tmp_path / "truth.csv"),
+        error_rate=1.0,
+        class_error_rate=class_error_rate,
+    )
+    real_class = next(iter(toy.classes.values()))
+    try:
+        answer = simulator.answer({"kind": "class_check", "class_id": real_class})
+    finally:
+        simulator.close()
+    assert answer == {"verdict": verdict}
