@@ -101,6 +101,7 @@ def test_a_truth_file_without_the_label_column_is_refused(tmp_path: Path) -> Non
 def test_class_decisions_have_their_own_error_rate(
     class_error_rate: float | None,
     verdict: str,
+    client: TestClient,  # runs the app's lifespan, which closes its database connections
     app: FastAPI,
     toy: Toy,
     make_account: MakeAccount,
