@@ -10,10 +10,7 @@ The callers check that the data in ``../shared/data`` is there before calling in
 from __future__ import annotations
 
 import csv
-import os
 import random
-import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -30,7 +27,7 @@ from app.auth import service as auth_service
 from app.db import transaction
 from app.models import Role, TokenScope
 from app.pipeline.simulate import SimulationStats, Simulator, load_truth
-from tests.app.jobs.processes import ROOT, Server, Worker, wait_for
+from tests.app.jobs.processes import Server, Worker, start_worker, wait_for
 from tests.conftest import TEST_PASSWORD
 
 # --- data ---------------------------------------------------------------------------------------
@@ -159,34 +156,7 @@ class PipelineServer(Server):
 
 def start_cpu_worker(server: Server, token: str, tmp_path: Path) -> Worker:
     """One worker process with both CPU cores."""
-    log_path = tmp_path / "worker.log"
-    env = {**os.environ, "THRESHER_WORKER_TOKEN": token, "OMP_NUM_THREADS": "2"}
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ml.worker",
-                "--server",
-                server.url,
-                "--device",
-                "cpu",
-                "--name",
-                "e2e",
-                "--cache-dir",
-                str(tmp_path / "worker-cache"),
-                "--poll-max",
-                "0.5",
-                # Exit with this process, should it die without stopping the worker.
-                "--watch-parent",
-                str(os.getpid()),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    return Worker(process, log_path)
+    return start_worker(server, token, tmp_path, "e2e", threads=2)
 
 
 @dataclass

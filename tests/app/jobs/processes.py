@@ -216,10 +216,13 @@ class Worker:
             self.process.wait()
 
 
-def start_worker(server: Server, token: str, tmp_path: Path, name: str, *extra: str) -> Worker:
+def start_worker(
+    server: Server, token: str, tmp_path: Path, name: str, *extra: str, threads: int = 1
+) -> Worker:
+    """A CPU worker process with ``threads`` torch threads, logging to worker-NAME.log."""
     cache = tmp_path / f"cache-{name}"
     log_path = tmp_path / f"worker-{name}.log"
-    env = {**os.environ, "THRESHER_WORKER_TOKEN": token, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "THRESHER_WORKER_TOKEN": token, "OMP_NUM_THREADS": str(threads)}
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [
