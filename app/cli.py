@@ -22,7 +22,7 @@ from app.models import Role, TokenScope
 from app.pipeline.cli import export_command, pipeline_cli, simulate_command
 from app.review.cli import queue_cli
 from app.settings import Settings, get_settings
-from ml.cli import augment_preview, ml_app
+from ml.cli import augment_preview, ml_app, weights_app
 from ml.worker.cli import worker as worker_command
 
 cli = typer.Typer(
@@ -49,6 +49,7 @@ cli.command("import")(import_command)
 cli.add_typer(queue_cli, name="queue")
 cli.command("worker")(worker_command)
 cli.add_typer(ml_app, name="ml")
+cli.add_typer(weights_app, name="weights")
 cli.command("augment-preview")(augment_preview)
 cli.add_typer(pipeline_cli, name="pipeline")
 cli.command("simulate")(simulate_command)

@@ -3,7 +3,9 @@ and the results file.
 
 The archives are read from ``../shared/data`` beside the repository (``THRESHER_DATA_DIR``
 overrides it) and extracted once to ``~/.cache/thresher/bench-data`` (``THRESHER_BENCH_CACHE``
-overrides it), never into the repository. Decoded caches go to ``<that>/decoded``.
+overrides it), never into the repository. Decoded caches go to ``<that>/decoded``; embeddings go
+to the project's embedding cache (``THRESHER_EMBEDDINGS_DIR``), so later runs, and the pipeline,
+reuse them.
 """
 
 from __future__ import annotations
@@ -111,6 +113,43 @@ def decoded(paths: list[Path], size: int = 32) -> NDArray[np.uint8]:
 
     cache = decoded_cache(paths, size=size, cache_dir=WORK / "decoded")
     return cache.images
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """Embeddings of some images and what computing the missing ones cost."""
+
+    features: NDArray[np.float16]
+    computed: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float | None:
+        return self.computed / self.seconds if self.computed else None
+
+
+def embedded(paths: list[Path], recipe_name: str = "pretrained-cpu") -> Embedded:
+    """The embeddings of ``paths`` in the space of a head recipe, from the embedding cache;
+    the rows it lacks are computed (and stored) first, with progress on stdout."""
+    from ml.cache import content_hashes
+    from ml.embed import Embedder, embed_missing
+    from ml.embeddings import EmbeddingStore, default_embeddings_dir
+    from ml.recipes import load_recipe
+
+    recipe = load_recipe(recipe_name)
+    hashes = content_hashes(paths)
+    embedder = Embedder(recipe.model, image_size=recipe.image_size, flip=recipe.tta_flip)
+    store = EmbeddingStore(default_embeddings_dir(), embedder.space)
+    clock = Timer()
+
+    def progress(done: int, total: int) -> bool:
+        if done % (20 * 512) < 512 or done == total:
+            print(f"  embedded {done}/{total} ({done / clock():.1f} img/s)", flush=True)
+        return False
+
+    stats = embed_missing(store, embedder, paths, hashes, progress=progress)
+    store.compact()
+    return Embedded(np.asarray(store.gather(hashes)), stats.computed, stats.seconds)
 
 
 def stratified_subset(labels: NDArray[np.int64], size: int, seed: int) -> NDArray[np.int64]:

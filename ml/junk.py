@@ -16,6 +16,7 @@ import torch
 from numpy.typing import NDArray
 
 from ml.checkpoint import TrainedModel
+from ml.heads import TrainedHead
 from ml.predict import predict
 from ml.recipes import Recipe
 from ml.train import EvalSet, ProgressCallback, TrainResult, train_model
@@ -84,7 +85,7 @@ def train_junk_classifier(
 
 
 def score_junk(
-    trained: TrainedModel,
+    trained: TrainedModel | TrainedHead,
     images: NDArray[np.uint8],
     *,
     indices: NDArray[np.integer] | Sequence[int] | None = None,

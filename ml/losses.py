@@ -103,26 +103,62 @@ def remove_log_prior(logits: Tensor, log_prior: Tensor, tau: float = 1.0) -> Ten
     return logits - tau * log_prior.to(logits)
 
 
-def soft_cross_entropy(logits: Tensor, soft_targets: Tensor) -> Tensor:
+def prediction_logits(
+    logits: Tensor, adjustment: str, log_prior: Tensor | None, tau: float = 1.0
+) -> Tensor:
+    """The logits predictions are made from, given a model's raw logits ``[B, C]`` and how it
+    was trained: ``adjustment`` ``none`` (as they are), ``remove_prior`` (the frozen log-prior
+    bias taken out) or ``posthoc`` (balanced after plain cross-entropy)."""
+    if adjustment == "none" or log_prior is None:
+        return logits
+    if adjustment == "remove_prior":
+        return remove_log_prior(logits, log_prior, tau)
+    return posthoc_adjust(logits, log_prior, tau)
+
+
+def _weighted_mean(values: Tensor, sample_weights: Tensor | None) -> Tensor:
+    if sample_weights is None:
+        return values.mean()
+    if sample_weights.shape != values.shape:
+        raise ValueError(
+            f"sample weights {tuple(sample_weights.shape)} do not match {tuple(values.shape)}"
+        )
+    weights = sample_weights.to(values)
+    return (values * weights).sum() / weights.sum().clamp_min(1e-12)
+
+
+def soft_cross_entropy(
+    logits: Tensor, soft_targets: Tensor, sample_weights: Tensor | None = None
+) -> Tensor:
     """Cross-entropy ``-sum_c t_c log softmax(logits)_c``, mean over the batch.
 
     Args:
         logits: ``[B, C]``.
         soft_targets: ``[B, C]`` rows summing to 1 (e.g. from CutMix/mixup), or int64 class ids
             ``[B]``.
+        sample_weights: ``[B]`` non-negative; the mean is then ``sum(w * loss) / sum(w)``.
     """
     if soft_targets.ndim == 1 and not soft_targets.is_floating_point():
-        return F.cross_entropy(logits, soft_targets)
+        if sample_weights is None:
+            return F.cross_entropy(logits, soft_targets)
+        return _weighted_mean(
+            F.cross_entropy(logits, soft_targets, reduction="none"), sample_weights
+        )
     if soft_targets.shape != logits.shape:
         raise ValueError(
             f"soft targets {tuple(soft_targets.shape)} do not match logits {tuple(logits.shape)}"
         )
     log_probs = F.log_softmax(logits.float(), dim=-1)
-    return -(soft_targets.to(log_probs) * log_probs).sum(dim=-1).mean()
+    per_sample = -(soft_targets.to(log_probs) * log_probs).sum(dim=-1)
+    return _weighted_mean(per_sample, sample_weights)
 
 
 def logit_adjusted_cross_entropy(
-    logits: Tensor, soft_targets: Tensor, log_prior: Tensor, tau: float = 1.0
+    logits: Tensor,
+    soft_targets: Tensor,
+    log_prior: Tensor,
+    tau: float = 1.0,
+    sample_weights: Tensor | None = None,
 ) -> Tensor:
     """Logit-adjusted loss: cross-entropy on ``logits + tau * log_prior``; scalar mean.
 
@@ -131,8 +167,9 @@ def logit_adjusted_cross_entropy(
         soft_targets: ``[B, C]`` soft targets or int64 ``[B]`` class ids.
         log_prior: ``[C]``, from :func:`log_prior`.
         tau: adjustment strength (1 in the paper).
+        sample_weights: ``[B]``, as for :func:`soft_cross_entropy`.
     """
-    return soft_cross_entropy(logits + tau * log_prior.to(logits), soft_targets)
+    return soft_cross_entropy(logits + tau * log_prior.to(logits), soft_targets, sample_weights)
 
 
 def flooding(loss: Tensor, b: float) -> Tensor:

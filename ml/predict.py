@@ -5,6 +5,10 @@ The fast path the GPU needs: contiguous rows are read from the memory map by a b
 (4x fewer bytes than float) and are normalised on the device. Rows are NHWC, so the tensor
 reaches the model already in the channels-last layout.
 
+A head on embeddings (:class:`~ml.heads.TrainedHead`) predicts the same way from the cached
+features of the same rows (an :class:`~ml.embeddings.EmbeddingArray` in the head's space) instead
+of pixels.
+
 Outputs per sample: the top-k class ids and probabilities, the probability of the given label,
 and, on request, the full probability matrix (cleanlab needs it; for thousands of classes and
 millions of images it is large, so it is off by default).
@@ -16,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +29,8 @@ from numpy.typing import NDArray
 from torch import Tensor
 
 from ml.checkpoint import TrainedModel
+from ml.embeddings import EmbeddingArray
+from ml.heads import TrainedHead, head_logits
 
 __all__ = [
     "Normaliser",
@@ -139,14 +146,20 @@ def _autocast(device: torch.device) -> torch.autocast | nullcontext[None]:
 
 @torch.no_grad()
 def _logit_batches(
-    trained: TrainedModel,
-    images: NDArray[np.uint8],
+    trained: TrainedModel | TrainedHead,
+    images: NDArray[Any],
     rows: NDArray[np.int64],
     *,
     batch_size: int,
     device: torch.device,
     channels_last: bool,
 ) -> Iterator[Tensor]:
+    if isinstance(trained, TrainedHead):
+        for start in range(0, rows.shape[0], batch_size):
+            yield head_logits(
+                trained, images, indices=rows[start : start + batch_size], device=device
+            )
+        return
     model = trained.model
     was_training = model.training
     model.eval()
@@ -163,11 +176,29 @@ def _logit_batches(
         model.train(was_training)
 
 
-def _rows(
-    images: NDArray[np.uint8], indices: Sequence[int] | NDArray[np.integer] | None
-) -> NDArray[np.int64]:
+def _check_inputs(trained: TrainedModel | TrainedHead, images: NDArray[Any]) -> None:
+    if isinstance(trained, TrainedHead):
+        if not isinstance(images, EmbeddingArray) or images.ndim != 2:
+            raise ValueError(
+                "a head on embeddings predicts from their features: give an EmbeddingArray "
+                f"[N, D], not {type(images).__name__} {images.shape}"
+            )
+        if images.space != trained.space:
+            raise ValueError(
+                f"the features are of embedding space {images.space.key}, the head reads "
+                f"{trained.space.key} ({trained.space.backbone} at {trained.space.image_size} px)"
+            )
+        return
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ValueError(f"expected uint8 images [N, H, W, 3], got {images.dtype} {images.shape}")
+
+
+def _rows(
+    trained: TrainedModel | TrainedHead,
+    images: NDArray[Any],
+    indices: Sequence[int] | NDArray[np.integer] | None,
+) -> NDArray[np.int64]:
+    _check_inputs(trained, images)
     if indices is None:
         return np.arange(images.shape[0], dtype=np.int64)
     rows = np.asarray(indices, dtype=np.int64)
@@ -177,8 +208,8 @@ def _rows(
 
 
 def predict_logits(
-    trained: TrainedModel,
-    images: NDArray[np.uint8],
+    trained: TrainedModel | TrainedHead,
+    images: NDArray[Any],
     *,
     indices: Sequence[int] | NDArray[np.integer] | None = None,
     batch_size: int = 256,
@@ -187,7 +218,7 @@ def predict_logits(
 ) -> Tensor:
     """Adjusted logits (see :meth:`TrainedModel.adjust_logits`) of ``images[indices]``,
     float32 ``[M, C]`` on the CPU."""
-    rows = _rows(images, indices)
+    rows = _rows(trained, images, indices)
     target = resolve_device(device)
     trained.model.to(target)
     chunks = [
@@ -231,8 +262,8 @@ def predictions_from_probs(
 
 
 def predict(
-    trained: TrainedModel,
-    images: NDArray[np.uint8],
+    trained: TrainedModel | TrainedHead,
+    images: NDArray[Any],
     *,
     indices: Sequence[int] | NDArray[np.integer] | None = None,
     labels: Sequence[int] | NDArray[np.integer] | None = None,
@@ -246,7 +277,8 @@ def predict(
 
     Args:
         trained: the model and how to use it.
-        images: uint8 ``[N, H, W, 3]``; resized on the device when ``H`` is not the model's size.
+        images: uint8 ``[N, H, W, 3]``, resized on the device when ``H`` is not the model's
+            size; for a head, the rows' features (an :class:`~ml.embeddings.EmbeddingArray`).
         indices: rows to predict, ``[M]``; outputs follow this order.
         labels: given label of each predicted sample, ``[M]`` (``-1``: unknown), for
             ``given_prob``.
@@ -257,7 +289,7 @@ def predict(
     Returns:
         :class:`Predictions` with ``M`` rows.
     """
-    rows = _rows(images, indices)
+    rows = _rows(trained, images, indices)
     if top_k < 1:
         raise ValueError(f"top_k must be positive, got {top_k}")
     label_array = None if labels is None else np.asarray(labels, dtype=np.int64)

@@ -59,6 +59,10 @@ At least one of ``topk_*`` and ``junk_score`` is present. Probabilities are fini
 ``path_bytes`` ``|u1`` (UTF-8), the classes as ``class_id`` ``<i8 [C]`` + ``class_name_offsets`` +
 ``class_name_bytes``.
 
+**Embeddings** (``type = "embeddings"``), one row per image: ``sha256`` ``|u1 [N, 32]`` (the
+image file's content hash, unique), ``features`` ``<f2 [N, D]`` (finite); ``meta.space`` is the
+embedding space (:class:`ml.embeddings.EmbeddingSpace` as a mapping).
+
 **Label issues** (``type = "label_issues"``), one row per judged sample: ``sample_id`` ``<i8 [N]``
 (unique), ``is_issue`` ``|u1 [N]`` (1 = cleanlab finds the given label wrong), ``label_quality``
 ``<f4 [N]`` (cleanlab's label-quality score in 0..1, lower = more likely mislabeled).
@@ -67,6 +71,7 @@ At least one of ``topk_*`` and ``junk_score`` is present. Probabilities are fini
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import re
 import struct
@@ -78,10 +83,12 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 __all__ = [
+    "EMBEDDINGS_FILE",
     "FENCE_HEADER",
+    "KNN_ISSUES_FILE",
     "LABEL_ISSUES_FILE",
     "MAX_RESULT_CHUNK_BYTES",
     "MODEL_FILES",
@@ -93,6 +100,9 @@ __all__ = [
     "Complete",
     "ConfidentLearningSpec",
     "DeviceKind",
+    "EmbedSpec",
+    "EmbeddingRequest",
+    "EmbeddingRows",
     "EpochMetrics",
     "EvaluateSpec",
     "Fail",
@@ -101,6 +111,7 @@ __all__ = [
     "JobKind",
     "JobManifest",
     "JobSpec",
+    "KnnSpec",
     "LabelIssues",
     "LeaseGrant",
     "LeaseRequest",
@@ -117,10 +128,12 @@ __all__ = [
     "TrainFoldSpec",
     "TrainJunkSpec",
     "TrainPredictSpec",
+    "decode_embeddings",
     "decode_label_issues",
     "decode_manifest",
     "decode_results",
     "device_kind",
+    "encode_embeddings",
     "encode_label_issues",
     "encode_manifest",
     "encode_results",
@@ -157,6 +170,8 @@ class JobKind(enum.StrEnum):
     TRAIN_FINAL = "train_final"  # the final training (balance, logit adjustment, distillation)
     EVALUATE = "evaluate"  # a model's accuracy on a labelled set
     CONFIDENT_LEARNING = "confident_learning"  # cleanlab over the fold jobs' probabilities
+    EMBED = "embed"  # a pretrained backbone's features of a set, into the embedding cache
+    KNN = "knn"  # kNN label agreement of a set in embedding space
 
 
 class DeviceKind(enum.StrEnum):
@@ -212,10 +227,71 @@ class ModelRef(_Message):
 Recipe = str | dict[str, Any]
 
 
-class _Spec(_Message):
-    """``seed``: replaces the recipe's seed when given."""
+class EmbeddingRequest(_Message):
+    """Which embeddings: a backbone (a recipe's ``model`` section: timm name, pretrained
+    weights), the input side and whether features average the image and its mirror. The worker
+    resolves it to an embedding space (which also names the weights' SHA-256); the server tracks
+    what is embedded by :attr:`key`."""
+
+    model: dict[str, Any]
+    image_size: Annotated[int, Field(ge=8, le=2048)]
+    flip: bool = True
+
+    @field_validator("model")
+    @classmethod
+    def _backbone_only(cls, model: dict[str, Any]) -> dict[str, Any]:
+        """Keep what changes the features, with defaults filled, so that the server (reading a
+        recipe's YAML) and the worker (a validated recipe) name the same request alike."""
+        name = model.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError("model needs a name")
+        weights = model.get("weights_file")
+        return {
+            "name": name,
+            "pretrained": bool(model.get("pretrained", False)),
+            "weights_file": None if weights is None else str(weights),
+            "kwargs": dict(model.get("kwargs") or {}),
+        }
+
+    @classmethod
+    def from_recipe(cls, document: Mapping[str, Any]) -> EmbeddingRequest | None:
+        """The request behind a recipe (a mapping, as its YAML) that trains a head on
+        embeddings; ``None`` for a recipe that trains the whole network."""
+        if not document.get("head"):
+            return None
+        return cls(
+            model=dict(document.get("model") or {}),
+            image_size=int(document.get("image_size", 0)),
+            flip=bool(document.get("tta_flip", False)),
+        )
+
+    @property
+    def key(self) -> str:
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(payload).hexdigest()[:32]
+
+
+class _EmbeddingsFrom(_Message):
+    """``embeddings``: stored embedding artifacts (``embeddings.thrb`` of embed jobs) the worker
+    may take rows from before it computes what is still missing itself."""
+
+    embeddings: list[ArtifactRef] = Field(default_factory=list)
+
+
+class _Spec(_EmbeddingsFrom):
+    """``seed``: replaces the recipe's seed when given. ``embeddings``: see
+    :class:`_EmbeddingsFrom` (used by recipes and models on embeddings)."""
 
     seed: int | None = None
+
+
+class ProbsRef(_Message):
+    """The full probabilities a job uploaded with ``keep_probs``: ``probs.npy`` (float16
+    ``[M, C]``) and its row order ``probs_sample_ids.npy`` (int64 ``[M]``)."""
+
+    job_id: int
+    probs: ArtifactRef
+    sample_ids: ArtifactRef
 
 
 class TrainJunkSpec(_Spec):
@@ -273,13 +349,24 @@ class PredictSpec(_Spec):
 class TrainFinalSpec(_Spec):
     """The final training on ``train``; evaluated on ``eval`` when given; distilled from
     ``teachers`` (an ensemble when several) when the recipe asks for it. Artifacts: the model;
-    summary: the evaluation metrics."""
+    summary: the evaluation metrics and how many samples each source contributed.
+
+    Samples of ``train`` without a label (-1) are the rejected ones: they contribute only as
+    ``rejects`` says, through the out-of-fold probabilities ``probs`` of the fold jobs (columns:
+    the classes ``probs_class_ids``), never through a given label: ``soft`` trains on those
+    probabilities at loss weight ``reject_weight`` (heads on embeddings), ``relabel`` takes the
+    top class where its probability reaches ``relabel_threshold``, ``drop`` ignores them."""
 
     kind: Literal[JobKind.TRAIN_FINAL] = JobKind.TRAIN_FINAL
     recipe: Recipe
     train: ManifestRef
     eval: ManifestRef | None = None
     teachers: list[ModelRef] = Field(default_factory=list)
+    rejects: Literal["drop", "soft", "relabel"] = "drop"
+    reject_weight: Annotated[float, Field(gt=0.0, le=10.0)] = 0.5
+    relabel_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.9
+    probs: list[ProbsRef] = Field(default_factory=list)
+    probs_class_ids: list[int] = Field(default_factory=list)
 
 
 class EvaluateSpec(_Spec):
@@ -292,15 +379,6 @@ class EvaluateSpec(_Spec):
     eval: ManifestRef
     train: ManifestRef | None = None
     top_k: Annotated[int, Field(ge=1, le=100)] = 5
-
-
-class ProbsRef(_Message):
-    """The full probabilities a job uploaded with ``keep_probs``: ``probs.npy`` (float16
-    ``[M, C]``) and its row order ``probs_sample_ids.npy`` (int64 ``[M]``)."""
-
-    job_id: int
-    probs: ArtifactRef
-    sample_ids: ArtifactRef
 
 
 class ConfidentLearningSpec(_Spec):
@@ -316,6 +394,31 @@ class ConfidentLearningSpec(_Spec):
     ] = "prune_by_noise_rate"
 
 
+class EmbedSpec(_Spec):
+    """Embed every image of ``samples`` (one shard of a dataset) into the worker's embedding
+    cache; rows already there are not computed again. Artifact: ``embeddings.thrb`` (an
+    :ref:`embeddings bundle <bundle>` of the shard's rows); summary: ``computed``, ``reused``,
+    ``images_per_second``."""
+
+    kind: Literal[JobKind.EMBED] = JobKind.EMBED
+    embedding: EmbeddingRequest
+    samples: ManifestRef
+
+
+class KnnSpec(_Spec):
+    """kNN label agreement of the labelled samples of ``train`` in the embedding space of
+    ``embedding``: each sample's ``k`` nearest neighbours (cosine) vote, and the sample is
+    flagged when its label is not among the ``top_k`` most voted classes. Artifact:
+    ``knn_issues.thrb`` (a label-issues bundle whose ``label_quality`` is the share of
+    neighbours carrying the sample's label: lower = more likely mislabeled)."""
+
+    kind: Literal[JobKind.KNN] = JobKind.KNN
+    train: ManifestRef
+    embedding: EmbeddingRequest
+    k: Annotated[int, Field(ge=1, le=1000)] = 10
+    top_k: Annotated[int, Field(ge=1, le=100)] = 1
+
+
 JobSpec = Annotated[
     TrainJunkSpec
     | ScoreJunkSpec
@@ -324,7 +427,9 @@ JobSpec = Annotated[
     | PredictSpec
     | TrainFinalSpec
     | EvaluateSpec
-    | ConfidentLearningSpec,
+    | ConfidentLearningSpec
+    | EmbedSpec
+    | KnnSpec,
     Field(discriminator="kind"),
 ]
 _SPEC_ADAPTER: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
@@ -335,6 +440,10 @@ _SPEC_ADAPTER: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
 MODEL_FILES = ("model.safetensors", "model_config.json")
 #: The artifact a confident_learning job uploads (a label-issues bundle).
 LABEL_ISSUES_FILE = "label_issues.thrb"
+#: The artifact a knn job uploads (a label-issues bundle of kNN agreement).
+KNN_ISSUES_FILE = "knn_issues.thrb"
+#: The artifact an embed job uploads (an embeddings bundle).
+EMBEDDINGS_FILE = "embeddings.thrb"
 
 
 def result_set(spec: JobSpec) -> tuple[ManifestRef, int | None] | None:
@@ -461,7 +570,7 @@ _MAGIC = b"THRB"
 _FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<4sHHII")
 _MAX_HEADER_BYTES = 1 << 20
-_ALLOWED_DTYPES = frozenset({"<i8", "<i4", "|i1", "|u1", "<f4", "<f8"})
+_ALLOWED_DTYPES = frozenset({"<i8", "<i4", "|i1", "|u1", "<f2", "<f4", "<f8"})
 
 
 class BundleError(ValueError):
@@ -847,3 +956,48 @@ def decode_label_issues(data: bytes | bytearray | memoryview) -> LabelIssues:
     quality = _expect(bundle.arrays, "label_quality", "<f4", (n,))
     _check_probabilities(quality, "label_quality", allow_nan=False)
     return LabelIssues(sample_id=sample_id, is_issue=flags.astype(bool), label_quality=quality)
+
+
+# --- embeddings ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmbeddingRows:
+    """Embeddings of some images by content hash (see the module docstring)."""
+
+    space: dict[str, Any]
+    sha256: NDArray[np.uint8]
+    features: NDArray[np.float16]
+
+    def __len__(self) -> int:
+        return int(self.sha256.shape[0])
+
+
+def encode_embeddings(rows: EmbeddingRows) -> bytes:
+    """The bundle of ``rows``; raises :class:`BundleError` when its arrays disagree."""
+    data = _encode_bundle(
+        "embeddings",
+        {"space": rows.space},
+        [
+            ("sha256", np.asarray(rows.sha256, "|u1")),
+            ("features", np.asarray(rows.features, "<f2")),
+        ],
+    )
+    decode_embeddings(data)
+    return data
+
+
+def decode_embeddings(data: bytes | bytearray | memoryview) -> EmbeddingRows:
+    """Reads and validates an embeddings bundle; raises :class:`BundleError` with the reason."""
+    bundle = _decode_bundle(data)
+    if bundle.kind != "embeddings":
+        raise BundleError(f"expected an embeddings bundle, got {bundle.kind!r}")
+    space = bundle.meta.get("space")
+    if not isinstance(space, dict):
+        raise BundleError("meta.space must be the embedding space")
+    digests = _expect(bundle.arrays, "sha256", "|u1", (None, 32))
+    n = int(digests.shape[0])
+    features = _expect(bundle.arrays, "features", "<f2", (n, None))
+    if not np.isfinite(features).all():
+        raise BundleError("features has values that are not finite")
+    return EmbeddingRows(space=space, sha256=digests, features=features)

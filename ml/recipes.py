@@ -23,6 +23,7 @@ __all__ = [
     "BalanceConfig",
     "DistillationConfig",
     "EmaConfig",
+    "HeadConfig",
     "LogitAdjustmentConfig",
     "ModelConfig",
     "OptimizerConfig",
@@ -114,6 +115,26 @@ class LogitAdjustmentConfig(_Strict):
     tau: float = Field(1.0, gt=0.0)
 
 
+class HeadConfig(_Strict):
+    """Train a head on the frozen backbone's cached embeddings instead of the whole network
+    (:mod:`ml.heads`). The recipe's ``model`` is then the backbone (pretrained weights
+    required), ``image_size`` the embedding's input size and ``tta_flip`` whether embeddings
+    average the image and its mirror; of the augmentations only mixup applies (in feature
+    space).
+
+    Attributes:
+        kind: ``linear`` (multinomial logistic), ``mlp`` (one hidden layer) or ``cosine``.
+        hidden: the MLP's hidden width.
+        dropout: dropout on the normalised features (and on the MLP's hidden layer).
+        scale: the cosine head's logit scale.
+    """
+
+    kind: Literal["linear", "mlp", "cosine"] = "linear"
+    hidden: int = Field(1024, ge=1, le=65536)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    scale: float = Field(16.0, gt=0.0)
+
+
 class DistillationConfig(_Strict):
     """Knowledge distillation from one teacher or the ensemble of several (checkpoint
     directories written by :func:`ml.train.train_model`, e.g. the K fold models).
@@ -143,6 +164,8 @@ class Recipe(_Strict):
         channels_last: use the channels-last memory format (faster for convolutions on CUDA and
             on x86 CPUs).
         seed: seeds initialisation, sampling and augmentation.
+        head: train a head on cached embeddings of ``model`` (:class:`HeadConfig`) instead of
+            the whole network.
     """
 
     name: str = Field(min_length=1)
@@ -163,6 +186,7 @@ class Recipe(_Strict):
     logit_adjustment: LogitAdjustmentConfig | None = None
     flooding: float | None = Field(None, ge=0.0)
     distillation: DistillationConfig | None = None
+    head: HeadConfig | None = None
     ema: EmaConfig | None = None
     tta_flip: bool = False
     loader_workers: int | None = Field(None, ge=0)
@@ -175,7 +199,33 @@ class Recipe(_Strict):
             raise ValueError(
                 f"schedule.warmup_epochs {self.schedule.warmup_epochs} exceeds epochs {self.epochs}"
             )
+        if self.head is not None:
+            self._check_head()
         return self
+
+    def _check_head(self) -> None:
+        if not self.model.pretrained and self.model.weights_file is None:
+            raise ValueError(
+                "a head on embeddings needs a pretrained backbone: set model.pretrained: true "
+                "or model.weights_file"
+            )
+        if self.test_image_size not in (None, self.image_size):
+            raise ValueError("a head on embeddings predicts at image_size: drop test_image_size")
+        pixel_level = sorted(
+            name
+            for name, value in self.augment
+            if value is not None and name not in {"mixup", "eval_crop_pct"}
+        )
+        if pixel_level:
+            raise ValueError(
+                f"augment.{pixel_level[0]} changes pixels, which a head on cached embeddings "
+                "never sees: only augment.mixup applies (in feature space)"
+            )
+
+    @property
+    def uses_embeddings(self) -> bool:
+        """Whether this recipe trains a head on cached embeddings."""
+        return self.head is not None
 
     def epochs_for(self, steps_per_epoch: int) -> int:
         """The epochs a run makes at ``steps_per_epoch``: ``epochs``, raised to reach

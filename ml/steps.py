@@ -25,16 +25,19 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from ml.cache import DecodedCache, decoded_cache
-from ml.checkpoint import load_trained_model
+from ml.cache import DecodedCache, content_hashes, decoded_cache
+from ml.checkpoint import TrainedModel
 from ml.cleaning import (
+    RejectUse,
     confident_learning,
+    final_training_targets,
+    knn_votes,
     label_quality,
     label_rank,
     pullback,
@@ -42,6 +45,9 @@ from ml.cleaning import (
 )
 from ml.crossval import out_of_fold_predictions
 from ml.data import stratified_folds
+from ml.embed import recipe_embeddings, space_embeddings
+from ml.embeddings import EmbeddingArray
+from ml.heads import HeadTargets, TrainedHead, load_model
 from ml.junk import JUNK_CLASSES, junk_review_queue, score_junk, train_junk_classifier
 from ml.manifest import Manifest
 from ml.predict import predict
@@ -76,6 +82,8 @@ DECISION_FIELDS = (
     "topk_kept",
     "cleanlab_issue",
     "cleanlab_quality",
+    "knn_agreement",
+    "knn_kept",
     "status",
     "pulled_back_round",
 )
@@ -83,6 +91,9 @@ DECISION_FIELDS = (
 
 class StepError(ValueError):
     """The inputs of a step do not fit together (e.g. decisions of another manifest)."""
+
+
+Rule = Literal["topk", "cleanlab", "knn"]
 
 
 def default_cache_dir() -> Path:
@@ -105,6 +116,40 @@ def _cache_size(recipe: Recipe) -> int:
     return max(recipe.image_size, recipe.eval_image_size)
 
 
+class _Inputs:
+    """What a step's models read for the samples of one manifest: decoded images for a recipe
+    that trains the whole network, cached embeddings for a recipe with a head (the content
+    hashes are computed once per step)."""
+
+    def __init__(self, manifest: Manifest, cache_dir: Path | None, device: str | None) -> None:
+        self.manifest = manifest
+        self.cache_dir = cache_dir
+        self.device = device
+        self._hashes: list[str] | None = None
+
+    @property
+    def hashes(self) -> list[str]:
+        if self._hashes is None:
+            self._hashes = content_hashes(self.manifest.paths)
+        return self._hashes
+
+    def for_recipe(self, recipe: Recipe) -> NDArray[Any]:
+        if recipe.uses_embeddings:
+            return recipe_embeddings(recipe, self.manifest.paths, self.hashes, device=self.device)
+        cache = decoded_cache(
+            self.manifest.paths,
+            size=_cache_size(recipe),
+            cache_dir=self.cache_dir or default_cache_dir(),
+            hashes=self.hashes,
+        )
+        return cache.images
+
+    def for_model(self, trained: TrainedModel | TrainedHead) -> NDArray[Any]:
+        if isinstance(trained, TrainedHead):
+            return space_embeddings(trained.space, self.manifest.paths, self.hashes)
+        return _cache(self.manifest, trained.image_size, self.cache_dir).images
+
+
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8")
 
@@ -122,6 +167,8 @@ class CrossvalSummary:
     cleanlab_issues: int
     both_reject: int
     oof_accuracy: float
+    rule: str = "topk"
+    knn_rejected: int | None = None
 
 
 def _format_topk(
@@ -167,27 +214,33 @@ def run_crossval(
     k: int | None = None,
     top_k: int = 5,
     seed: int = 0,
+    rule: Rule = "topk",
+    knn_k: int = 10,
     cache_dir: Path | None = None,
     device: str | None = None,
     callback: ProgressCallback | None = None,
 ) -> CrossvalSummary:
-    """Out-of-fold predictions, the top-k rule and confident learning on ``manifest``.
+    """Out-of-fold predictions, then three detectors side by side: the top-k rule, confident
+    learning, and (for a recipe on embeddings) kNN label agreement in embedding space.
 
     Args:
         folds: K.
-        k: the top-k rule's k (default :func:`default_k`).
+        k: the top-k rule's k (default :func:`default_k`); the kNN rule uses it too (kept when
+            the label is among the neighbours' ``k`` most voted classes).
         top_k: how many classes to record per sample (at least ``k``).
         seed: seeds the fold split.
+        rule: which detector sets ``status``: ``topk``, ``cleanlab`` or ``knn``.
+        knn_k: neighbours per sample of the kNN detector.
     """
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     k = k or default_k(manifest.num_classes)
-    cache = _cache(manifest, _cache_size(recipe), cache_dir)
+    inputs = _Inputs(manifest, cache_dir, device).for_recipe(recipe)
     labels = manifest.labels
     fold_array = stratified_folds(labels, folds, seed)
     oof = out_of_fold_predictions(
         recipe,
-        cache.images,
+        inputs,
         labels,
         fold_array,
         num_classes=manifest.num_classes,
@@ -197,10 +250,20 @@ def run_crossval(
         checkpoint_root=out_dir / "models",
         callback=(lambda _fold: callback) if callback is not None else None,
     )
-    kept = topk_keep(labels, oof.probs, k=k)
+    topk_kept = topk_keep(labels, oof.probs, k=k)
     ranks = label_rank(labels, oof.probs)
     issues = confident_learning(labels, oof.probs)
     quality = label_quality(labels, oof.probs)
+    knn_kept: NDArray[np.bool_] | None = None
+    agreement: NDArray[np.float32] | None = None
+    if isinstance(inputs, EmbeddingArray):
+        votes = knn_votes(inputs, labels, k=knn_k, num_classes=manifest.num_classes)
+        knn_kept = topk_keep(labels, votes, k=k)
+        agreement = votes[np.arange(labels.shape[0]), labels]
+    elif rule == "knn":
+        raise StepError(f"the kNN rule needs a recipe on embeddings; {recipe.name} is not one")
+    kept = {"topk": topk_kept, "cleanlab": ~issues, "knn": knn_kept}[rule]
+    assert kept is not None
     predictions = oof.predictions
     assert predictions.given_prob is not None
     np.savez_compressed(
@@ -227,9 +290,11 @@ def run_crossval(
                 "label_rank": int(ranks[i]),
                 "topk_classes": classes_text,
                 "topk_probs": probs_text,
-                "topk_kept": int(kept[i]),
+                "topk_kept": int(topk_kept[i]),
                 "cleanlab_issue": int(issues[i]),
                 "cleanlab_quality": f"{float(quality[i]):.4f}",
+                "knn_agreement": "" if agreement is None else f"{float(agreement[i]):.4f}",
+                "knn_kept": "" if knn_kept is None else int(knn_kept[i]),
                 "status": "kept" if kept[i] else "rejected",
                 "pulled_back_round": "",
             }
@@ -243,8 +308,10 @@ def run_crossval(
         kept=int(kept.sum()),
         rejected=int((~kept).sum()),
         cleanlab_issues=int(issues.sum()),
-        both_reject=int((~kept & issues).sum()),
+        both_reject=int((~topk_kept & issues).sum()),
         oof_accuracy=float((oof.probs.argmax(axis=1) == labels).mean()),
+        rule=rule,
+        knn_rejected=None if knn_kept is None else int((~knn_kept).sum()),
     )
     _write_json(
         out_dir / "summary.json",
@@ -291,16 +358,17 @@ def run_pullback(
     rows, kept = read_decisions(decisions, manifest)
     labels = manifest.labels
     k = k or default_k(manifest.num_classes)
-    cache = _cache(manifest, max(_cache_size(r) for r in recipes), cache_dir)
+    sources = _Inputs(manifest, cache_dir, device)
     history: list[PullbackRound] = []
     for number in range(rounds):
         recipe = recipes[number % len(recipes)]
         rejected = np.flatnonzero(~kept)
         if rejected.size == 0:
             break
+        inputs = sources.for_recipe(recipe)
         result = train_model(
             recipe,
-            cache.images,
+            inputs,
             labels,
             num_classes=manifest.num_classes,
             indices=np.flatnonzero(kept),
@@ -311,7 +379,7 @@ def run_pullback(
         )
         predicted = predict(
             result.trained,
-            cache.images,
+            inputs,
             indices=rejected,
             top_k=1,
             return_probs=True,
@@ -353,31 +421,51 @@ def run_train(
     out: str | Path,
     *,
     decisions: str | Path | None = None,
+    rejects: RejectUse = "drop",
+    oof: str | Path | None = None,
+    reject_weight: float = 0.5,
+    relabel_threshold: float = 0.9,
     val: Manifest | None = None,
     cache_dir: Path | None = None,
     device: str | None = None,
     resume: bool = True,
     callback: ProgressCallback | None = None,
 ) -> Path:
-    """Train on the manifest (only its kept samples when ``decisions`` is given); returns the
-    final checkpoint directory."""
+    """Train on the manifest; returns the final checkpoint directory.
+
+    With ``decisions``, kept samples train on their labels, and the rejected ones as
+    ``rejects`` says (:func:`ml.cleaning.final_training_targets`): dropped, learned from the
+    out-of-fold probabilities of ``oof`` (a crossval ``oof.npz``; default: the one beside
+    ``decisions``) as soft targets at ``reject_weight``, or relabelled where the out-of-fold
+    top class reaches ``relabel_threshold``. Their given labels are never used.
+    """
     out_dir = Path(out)
-    size = _cache_size(recipe)
-    cache = _cache(manifest, size, cache_dir)
-    indices = None
+    inputs = _Inputs(manifest, cache_dir, device).for_recipe(recipe)
+    labels, indices, targets = manifest.labels, None, None
+    sources: dict[str, int] = {"kept": len(manifest)}
     if decisions is not None:
         _, kept = read_decisions(decisions, manifest)
-        indices = np.flatnonzero(kept)
+        probs = None if rejects == "drop" else _oof_probs(oof or Path(decisions).parent / "oof.npz")
+        plan = final_training_targets(
+            manifest.labels,
+            kept,
+            probs,
+            use=rejects,
+            weight=reject_weight,
+            relabel_threshold=relabel_threshold,
+        )
+        labels, indices, sources = plan.labels, plan.rows, plan.sources
+        if plan.soft is not None:
+            targets = HeadTargets(soft=plan.soft, weights=plan.weights)
     val_set = None
     if val is not None:
         if val.classes != manifest.classes:
             val = _remap(val, manifest.classes)
-        val_cache = _cache(val, size, cache_dir)
-        val_set = EvalSet(val_cache.images, val.labels)
+        val_set = EvalSet(_Inputs(val, cache_dir, device).for_recipe(recipe), val.labels)
     result = train_model(
         recipe,
-        cache.images,
-        manifest.labels,
+        inputs,
+        labels,
         num_classes=manifest.num_classes,
         indices=indices,
         class_names=manifest.classes,
@@ -386,12 +474,26 @@ def run_train(
         checkpoint_dir=out_dir,
         resume=resume,
         callback=callback,
+        targets=targets,
     )
-    _write_json(out_dir / "history.json", {"epochs": [h.to_dict() for h in result.history]})
+    _write_json(
+        out_dir / "history.json",
+        {"epochs": [h.to_dict() for h in result.history], "sources": sources},
+    )
     (out_dir / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
     if result.checkpoint is None:
         raise StepError("training wrote no checkpoint")
     return result.checkpoint
+
+
+def _oof_probs(path: str | Path) -> NDArray[np.float32]:
+    """The out-of-fold probabilities ``[N, C]`` of a crossval ``oof.npz``."""
+    file = Path(path)
+    if not file.is_file():
+        raise StepError(f"{file} not found: give the crossval's oof.npz to use rejected samples")
+    with np.load(file, allow_pickle=False) as data:
+        probs: NDArray[np.float32] = np.asarray(data["probs"], dtype=np.float32)
+    return probs
 
 
 def _remap(manifest: Manifest, classes: Sequence[str]) -> Manifest:
@@ -431,12 +533,12 @@ def run_predict(
 ) -> int:
     """Predict every sample with a trained model; returns the number of rows written."""
     target = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    trained = load_trained_model(model_dir, device=target)
-    cache = _cache(manifest, trained.image_size, cache_dir)
+    trained = load_model(model_dir, device=target)
+    inputs = _Inputs(manifest, cache_dir, device).for_model(trained)
     labels = _labels_in(manifest, trained.class_names)
     result = predict(
         trained,
-        cache.images,
+        inputs,
         labels=labels,
         top_k=top_k,
         return_probs=probs_out is not None,
@@ -487,9 +589,9 @@ def run_junk_train(
     """Train the junk classifier on a manifest labelled ``junk`` / ``normal``; returns the
     checkpoint directory."""
     labels = _junk_labels(manifest)
-    cache = _cache(manifest, _cache_size(recipe), cache_dir)
+    inputs = _Inputs(manifest, cache_dir, device).for_recipe(recipe)
     result = train_junk_classifier(
-        recipe, cache.images, labels, device=device, checkpoint_dir=out, callback=callback
+        recipe, inputs, labels, device=device, checkpoint_dir=out, callback=callback
     )
     if result.checkpoint is None:
         raise StepError("training wrote no checkpoint")
@@ -508,9 +610,9 @@ def run_junk_score(
     """Score every sample with p(junk); writes ``sample_id,path,p_junk,queued`` and returns how
     many reach ``threshold`` (the review queue)."""
     target = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    trained = load_trained_model(model_dir, device=target)
-    cache = _cache(manifest, trained.image_size, cache_dir)
-    scores = score_junk(trained, cache.images, device=target)
+    trained = load_model(model_dir, device=target)
+    inputs = _Inputs(manifest, cache_dir, device).for_model(trained)
+    scores = score_junk(trained, inputs, device=target)
     queued = np.zeros(len(manifest), dtype=bool)
     queued[junk_review_queue(scores, threshold=threshold)] = True
     with Path(out).open("w", newline="", encoding="utf-8") as handle:

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -62,6 +62,8 @@ from ml.checkpoint import (
 )
 from ml.data import ArrayDataset
 from ml.ema import ModelEma
+from ml.embeddings import EmbeddingArray
+from ml.heads import HeadTargets, TrainedHead
 from ml.losses import (
     distillation_loss,
     ensemble_teacher_logits,
@@ -81,13 +83,18 @@ from ml.sampler import ClassBalancedSampler
 __all__ = [
     "Control",
     "EpochMetrics",
+    "EpochOrder",
     "EvalSet",
     "Progress",
     "ProgressCallback",
     "TrainResult",
     "TrainingError",
+    "build_optimizer",
     "lr_factor",
+    "set_scheduled_lr",
+    "setup_logit_adjustment",
     "train_model",
+    "training_fingerprint",
 ]
 
 log = logging.getLogger(__name__)
@@ -181,14 +188,15 @@ class TrainResult:
     """What :func:`train_model` returns.
 
     Attributes:
-        trained: the model for inference (EMA weights when EMA is on), on the training device.
+        trained: the model for inference (EMA weights when EMA is on), on the training device;
+            a :class:`~ml.heads.TrainedHead` for a recipe with a head.
         history: metrics of every completed epoch, resumed ones included.
         stopped: the callback stopped the run before its last epoch.
         checkpoint: the last checkpoint written, if any.
         class_counts: training samples per class ``[C]`` (before any resampling).
     """
 
-    trained: TrainedModel
+    trained: TrainedModel | TrainedHead
     history: list[EpochMetrics]
     stopped: bool
     checkpoint: Path | None
@@ -205,6 +213,28 @@ def lr_factor(
     span = max(1, total_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / span)
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_scheduled_lr(
+    optimizer: torch.optim.Optimizer,
+    recipe: Recipe,
+    step: int,
+    *,
+    total_steps: int,
+    warmup_steps: int,
+) -> float:
+    """Set every parameter group's learning rate for optimizer step ``step`` from the recipe's
+    schedule (:func:`lr_factor`); returns it."""
+    lr = recipe.optimizer.lr * lr_factor(
+        step,
+        total_steps=total_steps,
+        warmup_steps=warmup_steps,
+        warmup_start=recipe.schedule.warmup_start,
+        floor=recipe.schedule.min_lr_ratio,
+    )
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
 
 
 class _EpochBatches(Sampler[list[tuple[int, int]]]):
@@ -246,7 +276,9 @@ class _TrainSet(ArrayDataset):
         return image, int(self.labels[row])
 
 
-def _fingerprint(labels: NDArray[np.int64], rows: NDArray[np.int64], num_classes: int) -> str:
+def training_fingerprint(
+    labels: NDArray[np.int64], rows: NDArray[np.int64], num_classes: int
+) -> str:
     digest = hashlib.sha256(f"{num_classes}:".encode())
     digest.update(np.ascontiguousarray(rows).tobytes())
     digest.update(np.ascontiguousarray(labels[rows]).tobytes())
@@ -266,17 +298,21 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     ]
 
 
-def _optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
+    """The recipe's optimizer over ``model``'s trainable parameters (no weight decay on biases
+    and normalisation parameters)."""
     config = recipe.optimizer
     groups = _param_groups(model, config.weight_decay)
+    # The multi-tensor implementations: far fewer kernel launches per step, on any device.
     if config.name == "sgd":
         return torch.optim.SGD(
             groups,
             lr=config.lr,
             momentum=config.momentum,
             nesterov=config.nesterov and config.momentum > 0,
+            foreach=True,
         )
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, foreach=True)
 
 
 def _autocast(device: torch.device) -> torch.autocast | nullcontext[None]:
@@ -381,7 +417,7 @@ def _check_inputs(
         raise TrainingError(f"training labels must lie in [0, {num_classes})")
 
 
-class _Sampling:
+class EpochOrder:
     """The order of an epoch: a seeded shuffle of the training rows, or class-balanced draws.
 
     ``order(epoch)`` gives positions into the training rows; ``prior_counts`` ``[C]`` is the
@@ -413,6 +449,26 @@ class _Sampling:
         return rng.permutation(self.epoch_length).astype(np.int64)
 
 
+def setup_logit_adjustment(
+    recipe: Recipe, prior_counts: NDArray[Any], model: nn.Module
+) -> tuple[Tensor | None, InferenceAdjustment, float]:
+    """The recipe's logit adjustment for a model about to train: the log prior of
+    ``prior_counts`` ``[C]`` (``None`` without adjustment), what inference does with it, and
+    ``tau``. The ``frozen_bias`` form sets and freezes the classifier's bias here."""
+    adjustment = recipe.logit_adjustment
+    if adjustment is None:
+        return None, "none", 1.0
+    # A class with no training sample gets a tiny prior instead of -inf.
+    prior = log_prior(prior_counts, pseudo_count=1e-3 if (prior_counts == 0).any() else 0.0)
+    inference: InferenceAdjustment = "none"
+    if adjustment.mode == "frozen_bias":
+        init_frozen_log_prior_bias(classifier_of(model), adjustment.tau * prior)
+        inference = "remove_prior"
+    elif adjustment.mode == "posthoc":
+        inference = "posthoc"
+    return prior, inference, adjustment.tau
+
+
 @dataclass
 class _BuiltModel:
     model: nn.Module
@@ -438,19 +494,7 @@ def _build_model(
         weights_file=recipe.model.weights_file,
         **model_kwargs,
     )
-    adjustment = recipe.logit_adjustment
-    prior: Tensor | None = None
-    inference: InferenceAdjustment = "none"
-    tau = 1.0
-    if adjustment is not None:
-        # A class with no training sample gets a tiny prior instead of -inf.
-        prior = log_prior(prior_counts, pseudo_count=1e-3 if (prior_counts == 0).any() else 0.0)
-        tau = adjustment.tau
-        if adjustment.mode == "frozen_bias":
-            init_frozen_log_prior_bias(classifier_of(model), tau * prior)
-            inference = "remove_prior"
-        elif adjustment.mode == "posthoc":
-            inference = "posthoc"
+    prior, inference, tau = setup_logit_adjustment(recipe, prior_counts, model)
     model.to(device)
     if recipe.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -500,8 +544,12 @@ def train_model(
     checkpoint_dir: str | Path | None = None,
     resume: bool = True,
     callback: ProgressCallback | None = None,
+    targets: HeadTargets | None = None,
 ) -> TrainResult:
     """Train a classifier on ``images[indices]`` with ``labels`` following ``recipe``.
+
+    A recipe with a ``head`` trains only the head, on cached embeddings: ``images`` is then an
+    :class:`~ml.embeddings.EmbeddingArray` of the same rows (see :mod:`ml.head_training`).
 
     Args:
         recipe: the training recipe.
@@ -516,10 +564,31 @@ def train_model(
         checkpoint_dir: where to save checkpoints; enables resuming.
         resume: continue from the newest checkpoint in ``checkpoint_dir`` if there is one.
         callback: progress reports and the stop signal (see the module docstring).
+        targets: soft targets for unlabelled rows and sample weights (heads only).
 
     Raises:
         TrainingError: bad inputs, too few samples, or a checkpoint of another run.
     """
+    if recipe.head is not None:
+        # ml.head_training builds on this module's pieces, so it is imported here.
+        from ml.head_training import train_head
+
+        return train_head(
+            recipe,
+            cast(EmbeddingArray, images),
+            labels,
+            num_classes=num_classes,
+            indices=indices,
+            class_names=class_names,
+            val=val,
+            device=device,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            callback=callback,
+            targets=targets,
+        )
+    if targets is not None:
+        raise TrainingError("soft targets and sample weights are for heads on embeddings only")
     label_array = np.asarray(labels, dtype=np.int64)
     rows = (
         np.arange(images.shape[0], dtype=np.int64)
@@ -529,10 +598,10 @@ def train_model(
     _check_inputs(images, label_array, rows, num_classes)
     target = resolve_device(device)
     recipe_yaml = dump_recipe(recipe)
-    fingerprint = _fingerprint(label_array, rows, num_classes)
+    fingerprint = training_fingerprint(label_array, rows, num_classes)
     class_counts = np.bincount(label_array[rows], minlength=num_classes).astype(np.int64)
 
-    sampling = _Sampling(recipe, label_array[rows], num_classes)
+    sampling = EpochOrder(recipe, label_array[rows], num_classes)
     batch_size = min(recipe.batch_size, sampling.epoch_length)
     steps_per_epoch = sampling.epoch_length // batch_size
     epochs = recipe.epochs_for(steps_per_epoch)
@@ -541,7 +610,7 @@ def train_model(
     built = _build_model(recipe, num_classes, sampling.prior_counts, target)
     model, prior = built.model, built.prior
     ema = ModelEma(model, decay=recipe.ema.decay, warmup=recipe.ema.warmup) if recipe.ema else None
-    optimizer = _optimizer(recipe, model)
+    optimizer = build_optimizer(recipe, model)
     normalisation = data_config(model)
     teachers = (
         _Teachers(recipe.distillation.teachers, target, num_classes)
@@ -627,20 +696,14 @@ def train_model(
         step = start_step
         lr = recipe.optimizer.lr
         loss_value = float("nan")
-        for pixels, targets in loader:
+        for pixels, batch_labels in loader:
             # Dropout and other global-RNG users: seeded per step, so a resumed run matches.
             torch.manual_seed(_seed_from(recipe.seed, 2, epoch, step))
-            lr = recipe.optimizer.lr * lr_factor(
-                global_step,
-                total_steps=total_steps,
-                warmup_steps=warmup_steps,
-                warmup_start=recipe.schedule.warmup_start,
-                floor=recipe.schedule.min_lr_ratio,
+            lr = set_scheduled_lr(
+                optimizer, recipe, global_step, total_steps=total_steps, warmup_steps=warmup_steps
             )
-            for group in optimizer.param_groups:
-                group["lr"] = lr
             raw = pixels.to(target, non_blocking=True).float()
-            hard = targets.to(target, non_blocking=True)
+            hard = batch_labels.to(target, non_blocking=True)
             raw, soft = mixer(raw, hard, sample_generator(recipe.seed, 1, epoch, step))
             x = normalise(raw)
             if recipe.channels_last:

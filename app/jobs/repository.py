@@ -22,7 +22,7 @@ from app.models import (
     Sample,
     utcnow,
 )
-from ml.protocol import DeviceKind, JobKind
+from ml.protocol import ArtifactRef, DeviceKind, JobKind
 
 
 def get_job(session: Session, job_id: int, *, for_update: bool = False) -> Job | None:
@@ -118,6 +118,17 @@ def list_artifacts(session: Session, job_id: int) -> list[JobArtifact]:
 
 def get_artifact(session: Session, artifact_id: int) -> JobArtifact | None:
     return session.get(JobArtifact, artifact_id)
+
+
+def artifact_ref(artifact: JobArtifact) -> ArtifactRef:
+    """A stored job file as a job spec names it."""
+    return ArtifactRef(
+        id=artifact.id,
+        job_id=artifact.job_id,
+        name=artifact.name,
+        sha256=artifact.sha256,
+        byte_size=artifact.byte_size,
+    )
 
 
 def get_artifact_by_name(session: Session, job_id: int, name: str) -> JobArtifact | None:
@@ -226,3 +237,9 @@ def revoke_tokens(session: Session, token_ids: Sequence[int]) -> None:
 def count_active_tokens_named(session: Session, name: str) -> int:
     query = select(func.count()).where(ApiToken.name == name, ApiToken.revoked_at.is_(None))
     return int(session.scalar(query) or 0)
+
+
+def jobs_of_kind(session: Session, *, kind: JobKind, dataset_id: int, state: JobState) -> list[Job]:
+    """Every job of a kind and state for a dataset, newest first."""
+    query = select(Job).where(Job.kind == kind, Job.dataset_id == dataset_id, Job.state == state)
+    return list(session.scalars(query.order_by(Job.id.desc())))

@@ -43,7 +43,6 @@ from app.logging import get_logger
 from app.models import Job, JobArtifact, JobMetric, JobResultChunk, JobState, User, utcnow
 from ml.protocol import (
     MODEL_FILES,
-    ArtifactRef,
     BundleError,
     Complete,
     DeviceKind,
@@ -385,13 +384,7 @@ def model_ref(session: Session, job_id: int) -> ModelRef:
     if job.state is not JobState.SUCCEEDED:
         raise Invalid(f"job {job_id} is {job.state.value}: only a succeeded job's model is usable")
     files = [
-        ArtifactRef(
-            id=artifact.id,
-            job_id=job.id,
-            name=artifact.name,
-            sha256=artifact.sha256,
-            byte_size=artifact.byte_size,
-        )
+        repository.artifact_ref(artifact)
         for artifact in repository.list_artifacts(session, job.id)
         if artifact.name in MODEL_FILES
     ]

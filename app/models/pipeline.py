@@ -204,6 +204,8 @@ class PipelineSample(Base):
     -1 = not in the predicted top-k), from the job ``pred_job_id`` whose top-k also gives the
     label_check suggestions. ``cl_issue``/``cl_quality``: confident learning's verdict and
     label-quality score (lower = more likely mislabeled) from the latest cross-validation.
+    ``knn_issue``/``knn_agreement``: the kNN detector's verdict and the share of the sample's
+    nearest neighbours in embedding space that carry its label (lower = more likely mislabeled).
     """
 
     __tablename__ = "pipeline_samples"
@@ -227,6 +229,8 @@ class PipelineSample(Base):
     pred_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     cl_issue: Mapped[bool | None]
     cl_quality: Mapped[float | None] = mapped_column(REAL)
+    knn_issue: Mapped[bool | None]
+    knn_agreement: Mapped[float | None] = mapped_column(REAL)
     round_id: Mapped[int | None] = mapped_column(
         ForeignKey("pipeline_rounds.id", ondelete="SET NULL"),
         doc="The round whose rule last set ``model_status``.",

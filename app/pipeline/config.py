@@ -25,9 +25,6 @@ from app.settings import PROJECT_ROOT
 
 RECIPES_DIR = PROJECT_ROOT / "ml" / "recipes"
 
-#: Datasets whose typical image side is at most this many pixels get the small (CIFAR) recipes.
-SMALL_IMAGE_SIDE = 64
-
 Step = Literal["junk", "fold", "pullback", "final"]
 
 
@@ -74,13 +71,20 @@ class RecipeChoice(BaseModel):
 
 
 class PipelineConfig(BaseModel):
-    """Every knob of the loop. ``None`` recipes and ``top_k`` are chosen from the data: the
-    small 32-px recipes for datasets of small images, the default ones otherwise; k = 1 under
-    100 classes, else 5."""
+    """Every knob of the loop. ``None`` recipes are the defaults: heads on the bundled
+    pretrained backbone's embeddings for every step (the ``pretrained-cpu`` family), and with
+    ``hardware: gpu`` the fine-tuned ``finetune-final`` for the final training. ``None``
+    ``top_k``: k = 1 under 100 classes, else 5."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = Field(0, description="Seeds folds, random samples and audits.")
+    hardware: Literal["cpu", "gpu"] = Field(
+        "cpu", description="What the workers have; gpu fine-tunes the final model by default."
+    )
+    embed_shard_size: int = Field(
+        4096, ge=1, le=1_000_000, description="Images per embed job (shards run in parallel)."
+    )
     # --- junk stage ---
     junk_threshold: float = Field(0.9, gt=0.0, le=1.0, description="Queue p(junk) ≥ this.")
     bulk_threshold: float = Field(0.98, gt=0.0, le=1.0, description="Bulk-accept p(junk) ≥ this.")
@@ -118,6 +122,10 @@ class PipelineConfig(BaseModel):
     filter_by: Literal[
         "prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given"
     ] = "prune_by_noise_rate"
+    rule: Literal["topk", "cleanlab", "knn"] = Field(
+        "topk", description="The detector whose verdicts set kept / rejected."
+    )
+    knn_k: int = Field(10, ge=1, le=1000, description="Neighbours of the kNN detector.")
     # --- class stage ---
     min_class_size: int = Field(50, ge=0, description="Classes with fewer kept samples: review.")
     # --- final training ---
@@ -127,6 +135,15 @@ class PipelineConfig(BaseModel):
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Else: a held-out split.")
     final_teacher: Literal["folds", "none"] | int = Field(
         "folds", description="Distil from the fold models, nothing, or a job's model."
+    )
+    final_rejects: Literal["drop", "soft", "relabel"] = Field(
+        "drop",
+        description="What rejected samples give the final training: nothing, the folds' "
+        "out-of-fold probabilities as soft targets, or their confident top class.",
+    )
+    reject_weight: float = Field(0.5, gt=0.0, le=10.0, description="Loss weight of soft rejects.")
+    relabel_threshold: float = Field(
+        0.9, ge=0.0, le=1.0, description="Relabel a reject when its top class is this likely."
     )
     # --- recipes ---
     junk_recipe: RecipeChoice | None = None
@@ -149,37 +166,17 @@ class PipelineConfig(BaseModel):
         return max(1, min(k, num_classes))
 
 
-DEFAULT_RECIPES: dict[bool, dict[Step, list[RecipeChoice]]] = {
-    # small images: the 32-px network; the junk and final recipes derived from cifar-small
-    True: {
-        "junk": [
-            RecipeChoice(
-                name="cifar-small",
-                set={"name": "cifar-junk", "balance.min_fraction": 1.0, "min_steps": 300},
-            )
-        ],
-        "fold": [RecipeChoice(name="cifar-small")],
-        "pullback": [RecipeChoice(name="cifar-pullback-a"), RecipeChoice(name="cifar-pullback-b")],
-        "final": [
-            RecipeChoice(
-                name="cifar-small",
-                set={
-                    "name": "cifar-final",
-                    "balance.min_fraction": 1 / 3,
-                    "logit_adjustment.mode": "loss",
-                    "augment.mixup.alpha": 0.2,
-                    "augment.mixup.p": 0.2,
-                },
-            )
-        ],
-    },
-    False: {
-        "junk": [RecipeChoice(name="junk-binary")],
-        "fold": [RecipeChoice(name="default")],
-        "pullback": [RecipeChoice(name="pullback-a"), RecipeChoice(name="pullback-b")],
-        "final": [RecipeChoice(name="final-balanced")],
-    },
+DEFAULT_RECIPES: dict[Step, list[RecipeChoice]] = {
+    "junk": [RecipeChoice(name="pretrained-cpu-junk")],
+    "fold": [RecipeChoice(name="pretrained-cpu")],
+    "pullback": [
+        RecipeChoice(name="pretrained-cpu-pullback-a"),
+        RecipeChoice(name="pretrained-cpu-pullback-b"),
+    ],
+    "final": [RecipeChoice(name="pretrained-cpu-final")],
 }
+#: The final training's default on GPU workers: the whole backbone fine-tuned.
+GPU_FINAL_RECIPE = RecipeChoice(name="finetune-final")
 
 
 def parse_config(data: dict[str, Any]) -> PipelineConfig:
@@ -205,19 +202,19 @@ def config_json(config: PipelineConfig) -> dict[str, Any]:
     return data
 
 
-def is_small(typical_side: int | None) -> bool:
-    return typical_side is not None and typical_side <= SMALL_IMAGE_SIDE
-
-
-def recipes_for(config: PipelineConfig, step: Step, *, small: bool) -> list[RecipeChoice]:
-    """The recipe(s) of a step: the configured ones, else the defaults for the image size."""
+def recipes_for(config: PipelineConfig, step: Step) -> list[RecipeChoice]:
+    """The recipe(s) of a step: the configured ones, else the defaults."""
     configured: dict[Step, list[RecipeChoice] | None] = {
         "junk": [config.junk_recipe] if config.junk_recipe else None,
         "fold": [config.fold_recipe] if config.fold_recipe else None,
         "pullback": config.pullback_recipes,
         "final": [config.final_recipe] if config.final_recipe else None,
     }
-    return configured[step] or DEFAULT_RECIPES[small][step]
+    if configured[step]:
+        return configured[step] or []
+    if step == "final" and config.hardware == "gpu":
+        return [GPU_FINAL_RECIPE]
+    return DEFAULT_RECIPES[step]
 
 
 def spec_recipe(choice: RecipeChoice, overrides: dict[str, Any]) -> str | dict[str, Any]:
@@ -245,6 +242,15 @@ def _set_dotted(document: dict[str, Any], dotted: str, value: Any) -> None:
             raise Invalid(f"recipe override {dotted!r}: {part!r} is not a section")
         node = child
     node[parts[-1]] = value
+
+
+def recipe_document(recipe: str | dict[str, Any]) -> dict[str, Any]:
+    """A spec's recipe as a mapping: the shipped YAML for a name (empty when unknown)."""
+    if isinstance(recipe, dict):
+        return recipe
+    path = RECIPES_DIR / f"{recipe}.yaml"
+    document = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return document if isinstance(document, dict) else {}
 
 
 def recipe_label(recipe: str | dict[str, Any]) -> str:

@@ -62,6 +62,8 @@ MANIFEST_FIELDS = (
     "label_rank",
     "cleanlab_issue",
     "cleanlab_quality",
+    "knn_issue",
+    "knn_agreement",
     "training_jobs",
     "history",
 )
@@ -195,6 +197,8 @@ def manifest_rows(
                 "label_rank": row.label_rank,
                 "cleanlab_issue": row.cl_issue,
                 "cleanlab_quality": _round(row.cl_quality),
+                "knn_issue": row.knn_issue,
+                "knn_agreement": _round(row.knn_agreement),
                 "training_jobs": used,
                 "history": history,
             }
@@ -215,6 +219,7 @@ def manifest_csv(rows: list[dict[str, Any]]) -> str:
                 "cleanlab_issue": ""
                 if row["cleanlab_issue"] is None
                 else int(row["cleanlab_issue"]),
+                "knn_issue": "" if row["knn_issue"] is None else int(row["knn_issue"]),
                 "training_jobs": " ".join(str(j) for j in row["training_jobs"]),
                 "history": json.dumps(row["history"], sort_keys=True, separators=(",", ":")),
             }

@@ -7,11 +7,13 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
+from app.jobs import repository as jobs_repository
 from app.jobs import service as jobs
 from app.models import (
     TRAINABLE,
     ClassState,
     Job,
+    JobState,
     RoundKind,
     SampleStatus,
     Stage,
@@ -26,6 +28,7 @@ from app.pipeline.repository import SampleState
 from app.pipeline.rounds import (
     Ctx,
     StepRefused,
+    build_manifest,
     classes_of,
     finish,
     labelled_manifest,
@@ -38,6 +41,7 @@ from app.pipeline.rounds import (
 from app.review.schemas import TaskItem
 from ml.protocol import (
     ModelRef,
+    ProbsRef,
     TrainFinalSpec,
 )
 
@@ -118,14 +122,30 @@ def start_final_training(ctx: Ctx) -> None:
     classes = classes_of(train)
     if len(classes) < 2:
         raise StepRefused(f"the final set has {len(classes)} class(es): nothing to train")
-    train_ref = labelled_manifest(ctx, train, classes)
+    rejects, probs, probs_classes = _rejects(ctx)
+    index = {cid: i for i, cid in enumerate(classes)}
+    train_ref = build_manifest(
+        ctx,
+        [s.sample_id for s in train] + [s.sample_id for s in rejects],
+        [index.get(s.label_class_id, -1) for s in train] + [-1] * len(rejects),
+        classes,
+    )
     eval_ref = labelled_manifest(ctx, evaluation, classes) if evaluation else None
     teachers, teacher_note = _teachers(ctx, classes)
     recipe = recipe_for(ctx, "final")
     job = queue_job(
         ctx,
         TrainFinalSpec(
-            recipe=recipe, train=train_ref, eval=eval_ref, teachers=teachers, seed=config.seed
+            recipe=recipe,
+            train=train_ref,
+            eval=eval_ref,
+            teachers=teachers,
+            seed=config.seed,
+            rejects=config.final_rejects if probs else "drop",
+            reject_weight=config.reject_weight,
+            relabel_threshold=config.relabel_threshold,
+            probs=probs,
+            probs_class_ids=probs_classes,
         ),
         "final",
     )
@@ -144,7 +164,37 @@ def start_final_training(ctx: Ctx) -> None:
         teachers=[t.job_id for t in teachers],
         teacher_note=teacher_note,
         recipe=recipe_label(recipe),
+        rejects=config.final_rejects if probs else "drop",
+        rejected_offered=len(rejects),
     )
+
+
+def _rejects(ctx: Ctx) -> tuple[list[SampleState], list[ProbsRef], list[int]]:
+    """The rejected samples the final training may learn from (never by their given label:
+    the manifest carries them unlabelled), with the last cross-validation's out-of-fold
+    probabilities and the classes of their columns; nothing when the config drops them or no
+    cross-validation left probabilities."""
+    if ctx.config.final_rejects == "drop":
+        return [], [], []
+    cv = repository.latest_round(ctx.session, ctx.pipeline.id, [RoundKind.CROSS_VALIDATION])
+    if cv is None:
+        return [], [], []
+    refs = []
+    for job, role in repository.round_jobs(ctx.session, cv.id):
+        if not role.startswith("fold") or job.state is not JobState.SUCCEEDED:
+            continue
+        artifacts = {a.name: a for a in jobs.job_detail(ctx.session, job).artifacts}
+        probs, ids = artifacts.get("probs.npy"), artifacts.get("probs_sample_ids.npy")
+        if probs is None or ids is None:
+            return [], [], []
+        probs_ref, ids_ref = jobs_repository.artifact_ref(probs), jobs_repository.artifact_ref(ids)
+        refs.append(ProbsRef(job_id=job.id, probs=probs_ref, sample_ids=ids_ref))
+    if not refs:
+        return [], [], []
+    rejected = repository.states_where(
+        ctx.session, ctx.dataset.id, statuses={SampleStatus.REJECTED}
+    )
+    return rejected, refs, [int(cid) for cid in cv.params.get("classes", [])]
 
 
 def evaluation_set(
@@ -197,7 +247,10 @@ def final_training_done(ctx: Ctx, done: list[Job]) -> None:
     [job] = done
     summary = job.summary or {}
     ctx.stats(
-        job_id=job.id, metrics=summary.get("eval"), train_samples=summary.get("train_samples")
+        job_id=job.id,
+        metrics=summary.get("eval"),
+        train_samples=summary.get("train_samples"),
+        sources=summary.get("sources"),
     )
     ctx.pipeline.stage = Stage.DONE
     finish(ctx)

@@ -4,22 +4,27 @@ it), pull-back rounds, and the human sample of the rejected set."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import numpy as np
 
 from app.errors import Invalid
 from app.jobs import manifests as job_manifests
+from app.jobs import repository as jobs_repository
 from app.jobs import service as jobs
 from app.models import (
     TRAINABLE,
     EventKind,
     Job,
+    JobState,
+    RoundState,
     SampleStatus,
     TaskKind,
     Verdict,
 )
 from app.pipeline import repository
 from app.pipeline.config import (
+    recipe_document,
     recipe_label,
     sample_count,
 )
@@ -45,9 +50,13 @@ from app.pipeline.rounds import (
 from app.pipeline.rules import label_rank, stratified_folds
 from app.review.schemas import Suggestion, TaskItem
 from ml.protocol import (
+    KNN_ISSUES_FILE,
     LABEL_ISSUES_FILE,
-    ArtifactRef,
     ConfidentLearningSpec,
+    EmbeddingRequest,
+    JobKind,
+    KnnSpec,
+    LabelIssues,
     ManifestRef,
     ProbsRef,
     TrainFoldSpec,
@@ -159,8 +168,10 @@ _EVENT_STATUSES = {SampleStatus.KEPT, SampleStatus.REJECTED, SampleStatus.PULLED
 
 
 def cross_validation_done(ctx: Ctx, done: list[Job]) -> None:
+    """The fold jobs are done: apply the top-k rule (unless another detector is the rule), then
+    run the other detectors on the same out-of-fold probabilities and embeddings."""
     if ctx.round.phase == "cleanlab":
-        _cleanlab_done(ctx, done)
+        detectors_done(ctx, done, [])
         return
     labels = _manifest_labels(ctx)
     k = int(ctx.round.params["k"])
@@ -181,103 +192,170 @@ def cross_validation_done(ctx: Ctx, done: list[Job]) -> None:
         value = (job.summary or {}).get("heldout_accuracy")
         accuracies.append(float(value) if isinstance(value, int | float) else None)
     kept = sum(1 for c in changes.values() if c.model_status is SampleStatus.KEPT)
-    counts = apply_model_changes(ctx, changes)
-    rejected_by_class = Counter(
-        labels[sid] for sid, c in changes.items() if c.model_status is SampleStatus.REJECTED
-    )
+    if ctx.config.rule == "topk":
+        counts = apply_model_changes(ctx, changes)
+        rejected_by_class = Counter(
+            labels[sid] for sid, c in changes.items() if c.model_status is SampleStatus.REJECTED
+        )
+        ctx.stats(
+            statuses={status.value: n for status, n in sorted(counts.items())},
+            rejected_by_class={str(cid): n for cid, n in sorted(rejected_by_class.items())},
+        )
+    else:
+        # Another detector decides: record the predictions now, the verdicts when it is done.
+        repository.update_samples(
+            ctx.session, [{"sample_id": sid, **c.columns} for sid, c in changes.items()]
+        )
     ctx.stats(
         predicted=len(changes),
         kept=kept,
         rejected=len(changes) - kept,
-        statuses={status.value: n for status, n in sorted(counts.items())},
-        rejected_by_class={str(cid): n for cid, n in sorted(rejected_by_class.items())},
         fold_accuracy=accuracies,
+        rule=ctx.config.rule,
     )
-    _queue_cleanlab(ctx, done)
+    _queue_detectors(ctx, done)
 
 
-def _queue_cleanlab(ctx: Ctx, folds: list[Job]) -> None:
+def _queue_detectors(ctx: Ctx, folds: list[Job]) -> None:
+    """Queue confident learning (on the fold jobs' probabilities) and, when the fold models
+    read embeddings, kNN label agreement, side by side."""
+    manifest = ManifestRef.model_validate(ctx.round.params["manifest"])
     refs: list[ProbsRef] = []
     for job in folds:
         artifacts = {a.name: a for a in jobs.job_detail(ctx.session, job).artifacts}
         probs, ids = artifacts.get("probs.npy"), artifacts.get("probs_sample_ids.npy")
         if probs is None or ids is None:
             ctx.stats(confident_learning={"error": f"job {job.id} uploaded no probabilities"})
-            finish(ctx)
-            return
+            refs = []
+            break
         refs.append(
             ProbsRef(
                 job_id=job.id,
-                probs=ArtifactRef(
-                    id=probs.id,
-                    job_id=job.id,
-                    name=probs.name,
-                    sha256=probs.sha256,
-                    byte_size=probs.byte_size,
-                ),
-                sample_ids=ArtifactRef(
-                    id=ids.id,
-                    job_id=job.id,
-                    name=ids.name,
-                    sha256=ids.sha256,
-                    byte_size=ids.byte_size,
-                ),
+                probs=jobs_repository.artifact_ref(probs),
+                sample_ids=jobs_repository.artifact_ref(ids),
             )
         )
-    manifest = ManifestRef.model_validate(ctx.round.params["manifest"])
-    job = queue_job(
-        ctx,
-        ConfidentLearningSpec(train=manifest, probs=refs, filter_by=ctx.config.filter_by),
-        "cleanlab",
-    )
-    set_phase(ctx, "cleanlab", [job.id])
+    job_ids = []
+    if refs:
+        spec = ConfidentLearningSpec(train=manifest, probs=refs, filter_by=ctx.config.filter_by)
+        job_ids.append(queue_job(ctx, spec, "cleanlab").id)
+    request = EmbeddingRequest.from_recipe(recipe_document(recipe_for(ctx, "fold")))
+    if request is not None:
+        spec_knn = KnnSpec(
+            train=manifest,
+            embedding=request,
+            k=ctx.config.knn_k,
+            top_k=int(ctx.round.params["k"]),
+        )
+        job_ids.append(queue_job(ctx, spec_knn, "knn").id)
+    else:
+        ctx.stats(knn={"error": "not run: the fold recipe does not read embeddings"})
+    if not job_ids:
+        _detectors_finished(ctx, {})
+        return
+    set_phase(ctx, "cleanlab", job_ids)
 
 
-def _cleanlab_done(ctx: Ctx, done: list[Job]) -> None:
-    [job] = done
-    _, path = jobs.artifact_by_name(
-        ctx.session, ctx.env.data_dir, job_id=job.id, name=LABEL_ISSUES_FILE
-    )
-    issues = decode_label_issues(path.read_bytes())
+def _issues_of(ctx: Ctx, job: Job) -> LabelIssues:
+    name = LABEL_ISSUES_FILE if job.kind is JobKind.CONFIDENT_LEARNING else KNN_ISSUES_FILE
+    _, path = jobs.artifact_by_name(ctx.session, ctx.env.data_dir, job_id=job.id, name=name)
+    return decode_label_issues(path.read_bytes())
+
+
+def _detector_stats(ctx: Ctx, job: Job, issues: LabelIssues) -> dict[str, Any]:
+    """How a detector's verdicts compare with the top-k rule's."""
     ids = issues.sample_id.tolist()
-    repository.update_samples(
-        ctx.session,
-        [
-            {"sample_id": sid, "cl_issue": bool(flag), "cl_quality": float(q)}
-            for sid, flag, q in zip(
-                ids, issues.is_issue.tolist(), issues.label_quality.tolist(), strict=True
-            )
-        ],
-    )
-    rejected = {
-        s.sample_id
-        for s in repository.sample_states(ctx.session, ids).values()
-        if s.model_status is SampleStatus.REJECTED
+    flags = issues.is_issue.tolist()
+    k = int(ctx.round.params["k"])
+    ranks = repository.label_ranks(ctx.session, ids)
+    rejected = {sid for sid, rank in ranks.items() if rank is None or rank < 0 or rank >= k}
+    flagged = {sid for sid, flag in zip(ids, flags, strict=True) if flag}
+    return {
+        "job_id": job.id,
+        "flagged": len(flagged),
+        "both": len(flagged & rejected),
+        "only_detector": len(flagged - rejected),
+        "only_topk": len(rejected - flagged),
+        "agreement": (
+            sum(1 for sid in ids if (sid in flagged) == (sid in rejected)) / len(ids)
+            if ids
+            else None
+        ),
     }
-    flagged = {sid for sid, flag in zip(ids, issues.is_issue.tolist(), strict=True) if flag}
-    ctx.stats(
-        confident_learning={
-            "job_id": job.id,
-            "flagged": len(flagged),
-            "both": len(flagged & rejected),
-            "only_cleanlab": len(flagged - rejected),
-            "only_topk": len(rejected - flagged),
-            "agreement": (
-                sum(1 for sid in ids if (sid in flagged) == (sid in rejected)) / len(ids)
-                if ids
-                else None
-            ),
-            "filter_by": ctx.config.filter_by,
-        }
-    )
+
+
+def detectors_done(ctx: Ctx, done: list[Job], failed: list[Job]) -> None:
+    """Store what each detector found (its columns on every sample, its numbers in the round's
+    stats) and, when it is the pipeline's rule, apply its verdicts. A detector that failed is
+    reported; the round fails only when it was the rule."""
+    found: dict[JobKind, LabelIssues] = {}
+    for job in done:
+        issues = _issues_of(ctx, job)
+        found[job.kind] = issues
+        if job.kind is JobKind.CONFIDENT_LEARNING:
+            columns = ("cl_issue", "cl_quality")
+            extra: dict[str, Any] = {"filter_by": ctx.config.filter_by}
+            key = "confident_learning"
+        else:
+            columns = ("knn_issue", "knn_agreement")
+            extra = {"k": ctx.config.knn_k}
+            key = "knn"
+        repository.update_samples(
+            ctx.session,
+            [
+                {"sample_id": sid, columns[0]: bool(flag), columns[1]: float(q)}
+                for sid, flag, q in zip(
+                    issues.sample_id.tolist(),
+                    issues.is_issue.tolist(),
+                    issues.label_quality.tolist(),
+                    strict=True,
+                )
+            ],
+        )
+        ctx.stats(**{key: {**_detector_stats(ctx, job, issues), **extra}})
+    for job in failed:
+        key = "confident_learning" if job.kind is JobKind.CONFIDENT_LEARNING else "knn"
+        ctx.stats(**{key: {"job_id": job.id, "error": (job.error or "failed")[-2000:]}})
+    _detectors_finished(ctx, found)
+
+
+_RULE_KINDS = {"cleanlab": JobKind.CONFIDENT_LEARNING, "knn": JobKind.KNN}
+
+
+def _detectors_finished(ctx: Ctx, found: dict[JobKind, LabelIssues]) -> None:
+    rule = ctx.config.rule
+    if rule == "topk":
+        finish(ctx)
+        return
+    issues = found.get(_RULE_KINDS[rule])
+    if issues is None:
+        ctx.round.error = f"the {rule} detector did not run, and it is the pipeline's rule"
+        finish(ctx, RoundState.FAILED)
+        return
+    what = "confident learning" if rule == "cleanlab" else f"kNN ({ctx.config.knn_k} neighbours)"
+    changes = {
+        sid: ModelChange(
+            SampleStatus.REJECTED if flag else SampleStatus.KEPT,
+            EventKind.REJECTED if flag else EventKind.KEPT,
+            score=float(quality),
+            detail=f"{ctx.round.source}: {what} {'flags' if flag else 'keeps'} the label",
+        )
+        for sid, flag, quality in zip(
+            issues.sample_id.tolist(),
+            issues.is_issue.tolist(),
+            issues.label_quality.tolist(),
+            strict=True,
+        )
+    }
+    counts = apply_model_changes(ctx, changes)
+    ctx.stats(statuses={status.value: n for status, n in sorted(counts.items())})
     finish(ctx)
 
 
-def cleanlab_failed(ctx: Ctx, job: Job) -> None:
-    """Confident learning is reported beside the top-k rule, not needed by it: its failure
-    ends the round with the reason recorded."""
-    ctx.stats(confident_learning={"job_id": job.id, "error": (job.error or "failed")[-2000:]})
-    finish(ctx)
+def cleanlab_failed(ctx: Ctx, failed: list[Job], succeeded: list[Job]) -> None:
+    """A detector job failed for good: the others' results still count (see
+    :func:`detectors_done`)."""
+    detectors_done(ctx, [job for job in succeeded if job.state is JobState.SUCCEEDED], failed)
 
 
 def start_pull_back(ctx: Ctx) -> None:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from sqlalchemy.orm import Session
 
 from app.jobs import manifests as job_manifests
@@ -30,8 +29,7 @@ from app.models import (
     SampleStatus,
 )
 from app.pipeline import repository
-from app.pipeline.config import RECIPES_DIR, is_small, parse_config, recipes_for, spec_recipe
-from app.pipeline.rounds import typical_side
+from app.pipeline.config import parse_config, recipe_document, recipes_for, spec_recipe
 from app.pipeline.schemas import (
     ClassSize,
     DecisionRead,
@@ -251,25 +249,16 @@ def estimates(session: Session, pipeline: Pipeline) -> list[EstimateRecord]:
 # --- classes ------------------------------------------------------------------------------------
 
 
-def _recipe_document(recipe: str | dict[str, Any]) -> dict[str, Any]:
-    if isinstance(recipe, dict):
-        return recipe
-    path = RECIPES_DIR / f"{recipe}.yaml"
-    document = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    return document if isinstance(document, dict) else {}
-
-
 def _final_recipe(session: Session, pipeline: Pipeline, dataset: Dataset) -> dict[str, Any]:
     """The final training's recipe: the one the last final round used, else the one it would."""
     final = repository.latest_round(session, pipeline.id, [RoundKind.FINAL_TRAINING], done=False)
     if final is not None:
         for job, role in repository.round_jobs(session, final.id):
             if role == "final":
-                return _recipe_document(job.spec.get("recipe", {}))
+                return recipe_document(job.spec.get("recipe", {}))
     config = parse_config(pipeline.config)
-    small = is_small(typical_side(session, dataset.id))
-    choice = recipes_for(config, "final", small=small)[0]
-    return _recipe_document(spec_recipe(choice, config.recipe_overrides))
+    choice = recipes_for(config, "final")[0]
+    return recipe_document(spec_recipe(choice, config.recipe_overrides))
 
 
 def balanced_draws(counts: dict[int, int], min_fraction: float | None) -> dict[int, float]:
@@ -564,6 +553,8 @@ def sample_history(
         label_rank=state.label_rank,
         cl_issue=state.cl_issue,
         cl_quality=state.cl_quality,
+        knn_issue=state.knn_issue,
+        knn_agreement=state.knn_agreement,
         events=events,
         decisions=decisions,
         training=training,

@@ -304,6 +304,19 @@ def states_where(
     return [SampleState._make(row) for row in session.execute(query.order_by(Sample.id))]
 
 
+def label_ranks(session: Session, sample_ids: Collection[int]) -> dict[int, int | None]:
+    """The rank of each sample's label in its last prediction (-1: not among the recorded)."""
+    result: dict[int, int | None] = {}
+    for part in chunks(sorted(sample_ids)):
+        rows = session.execute(
+            select(PipelineSample.sample_id, PipelineSample.label_rank).where(
+                PipelineSample.sample_id.in_(part)
+            )
+        )
+        result.update({int(sid): rank for sid, rank in rows})
+    return result
+
+
 def human_sample_pool(session: Session, dataset_id: int) -> list[int]:
     """Rejected samples no human has judged the label of, with no label_check task open."""
     open_task = exists().where(
@@ -430,17 +443,6 @@ def sample_files(session: Session, sample_ids: Collection[int]) -> dict[int, tup
     return result
 
 
-def image_sides(session: Session, dataset_id: int, *, limit: int = 5_000) -> list[int]:
-    """The longer side of up to ``limit`` usable images (the first by id)."""
-    rows = session.execute(
-        select(Sample.width, Sample.height)
-        .where(Sample.dataset_id == dataset_id, _usable())
-        .order_by(Sample.id)
-        .limit(limit)
-    )
-    return [max(int(w or 0), int(h or 0)) for w, h in rows]
-
-
 # --- events -------------------------------------------------------------------------------------
 
 
@@ -562,6 +564,8 @@ class ExportRow(NamedTuple):
     label_rank: int | None
     cl_issue: bool | None
     cl_quality: float | None
+    knn_issue: bool | None
+    knn_agreement: float | None
 
 
 def export_rows(session: Session, dataset_id: int) -> list[ExportRow]:
@@ -582,6 +586,8 @@ def export_rows(session: Session, dataset_id: int) -> list[ExportRow]:
             PipelineSample.label_rank,
             PipelineSample.cl_issue,
             PipelineSample.cl_quality,
+            PipelineSample.knn_issue,
+            PipelineSample.knn_agreement,
         )
         .outerjoin(PipelineSample, PipelineSample.sample_id == Sample.id)
         .where(Sample.dataset_id == dataset_id)
@@ -603,6 +609,8 @@ def export_rows(session: Session, dataset_id: int) -> list[ExportRow]:
             label_rank=row[11],
             cl_issue=row[12],
             cl_quality=row[13],
+            knn_issue=row[14],
+            knn_agreement=row[15],
         )
         for row in rows
     ]

@@ -13,7 +13,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from statistics import median
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -22,6 +21,7 @@ from sqlalchemy.orm import Session
 from app.errors import Conflict
 from app.jobs import manifests as job_manifests
 from app.jobs import service as jobs
+from app.jobs.embeddings import embedding_artifacts
 from app.logging import get_logger
 from app.models import (
     TRAINABLE,
@@ -44,7 +44,7 @@ from app.pipeline.config import (
     PipelineEnv,
     RecipeChoice,
     Step,
-    is_small,
+    recipe_document,
     recipes_for,
     spec_recipe,
 )
@@ -53,8 +53,10 @@ from app.pipeline.rules import HumanVerdict, resolve_status
 from app.review import service as review
 from app.review.schemas import TaskItem
 from ml.protocol import (
+    EmbeddingRequest,
     JobManifest,
     JobSpec,
+    KnnSpec,
     ManifestRef,
 )
 
@@ -276,19 +278,13 @@ def histogram(scores: Sequence[float] | np.ndarray[Any, Any]) -> list[int]:
     return [int(c) for c in counts]
 
 
-def typical_side(session: Session, dataset_id: int) -> int | None:
-    sides = repository.image_sides(session, dataset_id)
-    return int(median(sides)) if sides else None
-
-
 def recipe_for(ctx: Ctx, step: Step, *, index: int = 0) -> str | dict[str, Any]:
     """The recipe a job of this step trains with (the step's own, else the config's, else the
-    default for the dataset's image size), as the spec carries it."""
+    default), as the spec carries it."""
     if ctx.params.recipe is not None:
         choice = ctx.params.recipe
     else:
-        small = is_small(typical_side(ctx.session, ctx.dataset.id))
-        choices = recipes_for(ctx.config, step, small=small)
+        choices = recipes_for(ctx.config, step)
         choice = choices[index % len(choices)]
     return spec_recipe(choice, ctx.config.recipe_overrides)
 
@@ -339,6 +335,12 @@ def labelled_manifest(
 
 
 def queue_job(ctx: Ctx, spec: JobSpec, role: str) -> Job:
+    """Queues a job of this round. A job whose models read embeddings names the dataset's
+    stored embedding artifacts, for a worker that lacks the rows in its own cache."""
+    request = _embedding_request(spec)
+    if request is not None:
+        refs = embedding_artifacts(ctx.session, ctx.dataset.id, request)
+        spec = spec.model_copy(update={"embeddings": refs})
     job = jobs.create_job(
         ctx.session,
         spec=spec,
@@ -348,6 +350,15 @@ def queue_job(ctx: Ctx, spec: JobSpec, role: str) -> Job:
     )
     repository.add_round_job(ctx.session, round_id=ctx.round.id, job_id=job.id, role=role)
     return job
+
+
+def _embedding_request(spec: JobSpec) -> EmbeddingRequest | None:
+    if isinstance(spec, KnnSpec):
+        return spec.embedding
+    recipe = getattr(spec, "recipe", None)
+    if recipe is None:
+        return None
+    return EmbeddingRequest.from_recipe(recipe_document(recipe))
 
 
 def set_phase(ctx: Ctx, phase: str, job_ids: Sequence[int]) -> None:

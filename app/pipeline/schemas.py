@@ -306,6 +306,8 @@ class SampleHistory(_Read):
     label_rank: int | None
     cl_issue: bool | None
     cl_quality: float | None
+    knn_issue: bool | None = None
+    knn_agreement: float | None = None
     events: list[EventRead]
     decisions: list[DecisionRead]
     training: list[TrainingUse]

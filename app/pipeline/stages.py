@@ -36,6 +36,7 @@ from app.pipeline.config import (
     RecipeChoice,
     parse_config,
 )
+from app.pipeline.embeddings import queue_embedding
 from app.pipeline.final import (
     final_training_done,
     finish_class_review,
@@ -66,6 +67,7 @@ from app.pipeline.rounds import (
     STAGE_ORDER,
     Ctx,
     StepParams,
+    StepRefused,
     finish,
     round_source,
 )
@@ -170,7 +172,8 @@ def start_round(
         )
         if STAGE_ORDER.index(kind.stage) > STAGE_ORDER.index(pipeline.stage):
             pipeline.stage = kind.stage
-        RULES[kind].start(ctx)
+        if not queue_embedding(ctx):
+            RULES[kind].start(ctx)
         session.flush()
     log.info(
         "pipeline.round.started",
@@ -196,17 +199,32 @@ def advance_running(ctx: Ctx) -> bool:
         return False
     if failed:
         if ctx.round.kind is RoundKind.CROSS_VALIDATION and ctx.round.phase == "cleanlab":
-            cleanlab_failed(ctx, failed[0])
+            cleanlab_failed(ctx, failed, [job for job in current if job not in failed])
             return True
         ctx.round.error = "; ".join(
             f"job {job.id} {job.state.value}: {_last_line(job.error)}" for job in failed
         )
         finish(ctx, RoundState.FAILED)
         return True
+    if ctx.round.params.get("embedding_pending"):
+        _start_embedded(ctx)
+        return True
     handler = RULES[ctx.round.kind].jobs_done
     assert handler is not None
     handler(ctx, current)
     return True
+
+
+def _start_embedded(ctx: Ctx) -> None:
+    """The round's own start, once its embed jobs have all succeeded."""
+    ctx.round.phase = ""
+    ctx.round.params = {**ctx.round.params, "phase_jobs": [], "embedding_pending": False}
+    try:
+        with ctx.session.begin_nested():
+            RULES[ctx.round.kind].start(ctx)
+    except StepRefused as refused:
+        ctx.round.error = str(refused)
+        finish(ctx, RoundState.FAILED)
 
 
 def _last_line(text: str | None) -> str:

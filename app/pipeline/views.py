@@ -304,13 +304,32 @@ def _key_stats(stats: dict[str, Any]) -> list[Fact]:
         text = _stat_value(stats.get(key))
         if text is not None:
             facts.append(Fact(label, text))
-    cleanlab = stats.get("confident_learning")
-    if isinstance(cleanlab, dict):
-        if "flagged" in cleanlab:
-            facts.append(Fact("cleanlab flagged", number(int(cleanlab["flagged"]))))
-            facts.append(Fact("flagged by both rules", number(int(cleanlab.get("both", 0)))))
-        elif "error" in cleanlab:
-            facts.append(Fact("cleanlab", "failed", tone="bad"))
+    for key, name in (("confident_learning", "cleanlab"), ("knn", "kNN")):
+        detector = stats.get(key)
+        if not isinstance(detector, dict):
+            continue
+        if "flagged" in detector:
+            facts.append(Fact(f"{name} flagged", number(int(detector["flagged"]))))
+            facts.append(Fact(f"{name} and top-k both", number(int(detector.get("both", 0)))))
+        elif "error" in detector:
+            skipped = "not run" in str(detector["error"])
+            facts.append(
+                Fact(name, "not run" if skipped else "failed", tone="" if skipped else "bad")
+            )
+    embedding = stats.get("embedding")
+    if isinstance(embedding, dict) and "missing" in embedding:
+        facts.append(
+            Fact(
+                "embedded",
+                f"{number(int(embedding['missing']))} images in "
+                f"{number(int(embedding.get('shards', 1)))} shards",
+            )
+        )
+    sources = stats.get("sources")
+    if isinstance(sources, dict):
+        for key in ("kept", "soft", "relabelled"):
+            if sources.get(key):
+                facts.append(Fact(f"trained on {key}", number(int(sources[key]))))
     return facts
 
 

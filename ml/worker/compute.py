@@ -28,7 +28,9 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from ml.checkpoint import TrainedModel, load_trained_model
+from ml.checkpoint import TrainedModel
+from ml.cleaning import final_training_targets
+from ml.heads import HeadTargets, TrainedHead, load_model
 from ml.junk import JUNK_CLASSES
 from ml.metrics import evaluate
 from ml.predict import Predictions, predict
@@ -84,11 +86,13 @@ class Runtime(Protocol):
 
 @dataclass
 class SampleSet:
-    """A manifest with its decoded images. ``labels`` index ``class_names``/``class_ids``.
-    The paths (when known) let another process load the same set."""
+    """A manifest with its decoded images (uint8 ``[N, H, W, 3]``), or their embeddings (an
+    :class:`~ml.embeddings.EmbeddingArray`) for a head. ``labels`` index
+    ``class_names``/``class_ids``. The paths (when known) let another process load the same
+    set."""
 
     manifest: JobManifest
-    images: NDArray[np.uint8]
+    images: NDArray[Any]
     manifest_path: Path | None = None
     images_path: Path | None = None
 
@@ -117,6 +121,9 @@ class Task:
     eval: SampleSet | None = None
     model_dir: Path | None = None
     teacher_dirs: list[Path] = field(default_factory=list)
+    #: Out-of-fold probabilities ``[N, C]`` of the train set's rows (columns: its classes; NaN
+    #: rows: none known), for the final training's rejected samples.
+    reject_probs: NDArray[np.float32] | None = None
 
 
 @dataclass
@@ -149,7 +156,7 @@ def run_task(task: Task, runtime: Runtime) -> Outcome:
     if isinstance(spec, PredictSpec):
         return _predict(task, spec, runtime)
     if isinstance(spec, TrainFinalSpec):
-        return _train_final(task, runtime)
+        return _train_final(task, spec, runtime)
     assert isinstance(spec, EvaluateSpec)
     return _evaluate(task, spec, runtime)
 
@@ -235,6 +242,7 @@ def train(
     runtime: Runtime,
     checkpoint_dir: Path,
     val: EvalSet | None = None,
+    targets: HeadTargets | None = None,
 ) -> TrainResult:
     """:func:`ml.train.train_model` on ``rows``, reporting to ``runtime``; on several ranks,
     data-parallel (see the module docstring). Raises JobStopped when told to stop."""
@@ -265,6 +273,7 @@ def train(
             # Several ranks must start from the same step: only a single process resumes.
             resume=world == 1,
             callback=callback,
+            targets=targets,
         )
     if result.stopped:
         raise JobStopped(runtime.stop_reason())
@@ -279,7 +288,7 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def predict_rows(
-    trained: TrainedModel,
+    trained: TrainedModel | TrainedHead,
     images: NDArray[np.uint8],
     rows: NDArray[np.int64],
     labels: NDArray[np.int64] | None,
@@ -391,7 +400,7 @@ def _relabel(data: SampleSet, target_ids: NDArray[np.int64]) -> NDArray[np.int64
     return mapping[np.where(labels >= 0, labels, mapping.shape[0] - 1)]
 
 
-def _model_classes(trained: TrainedModel, data: SampleSet) -> NDArray[np.int64]:
+def _model_classes(trained: TrainedModel | TrainedHead, data: SampleSet) -> NDArray[np.int64]:
     """The server class id of each output of a loaded model, matched by class name."""
     names = trained.class_names or [str(i) for i in range(trained.num_classes)]
     by_name = {name: int(cid) for name, cid in zip(data.class_names, data.class_ids, strict=True)}
@@ -440,7 +449,7 @@ def _train_junk(task: Task, spec: TrainJunkSpec, runtime: Runtime) -> Outcome:
 
 
 def _junk_scores(
-    trained: TrainedModel, data: SampleSet, batch_size: int, runtime: Runtime
+    trained: TrainedModel | TrainedHead, data: SampleSet, batch_size: int, runtime: Runtime
 ) -> NDArray[np.float32] | None:
     if trained.num_classes != 2:
         raise ValueError(f"a junk model has 2 classes, this one has {trained.num_classes}")
@@ -464,7 +473,7 @@ def _junk_scores(
 
 def _score_junk(task: Task, runtime: Runtime) -> Outcome:
     assert task.model_dir is not None and task.predict is not None
-    trained = load_trained_model(task.model_dir, device=runtime.device)
+    trained = load_model(task.model_dir, device=runtime.device)
     scores = _junk_scores(trained, task.predict, 256, runtime)
     if scores is None:
         return Outcome()
@@ -550,7 +559,7 @@ def _train_predict(task: Task, spec: TrainPredictSpec, runtime: Runtime) -> Outc
 
 def _predict(task: Task, spec: PredictSpec, runtime: Runtime) -> Outcome:
     assert task.model_dir is not None and task.predict is not None
-    trained = load_trained_model(task.model_dir, device=runtime.device)
+    trained = load_model(task.model_dir, device=runtime.device)
     target = task.predict
     outputs = _model_classes(trained, target)
     predicted = predict_rows(
@@ -571,7 +580,42 @@ def _predict(task: Task, spec: PredictSpec, runtime: Runtime) -> Outcome:
     )
 
 
-def _train_final(task: Task, runtime: Runtime) -> Outcome:
+def _final_targets(
+    task: Task, spec: TrainFinalSpec
+) -> tuple[NDArray[np.int64], NDArray[np.int64], HeadTargets | None, dict[str, int]]:
+    """The final training's labels, rows, soft targets and sources: samples with a label train
+    on it; the unlabelled (rejected) ones as ``spec.rejects`` says, from their out-of-fold
+    probabilities (rows without any probability mass on the final classes are left out)."""
+    assert task.train is not None
+    labels = task.train.labels
+    kept = labels >= 0
+    probs = task.reject_probs
+    if spec.rejects == "drop" or probs is None:
+        rows = np.flatnonzero(kept).astype(np.int64)
+        return labels, rows, None, {"kept": int(rows.size), "soft": 0, "relabelled": 0}
+    usable = np.flatnonzero(kept | (np.nan_to_num(probs).sum(axis=1) > 0))
+    plan = final_training_targets(
+        labels[usable],
+        kept[usable],
+        np.nan_to_num(probs[usable]),
+        use=spec.rejects,
+        weight=spec.reject_weight,
+        relabel_threshold=spec.relabel_threshold,
+    )
+    train_labels = np.full(labels.shape, -1, dtype=np.int64)
+    train_labels[usable] = plan.labels
+    targets = None
+    if plan.soft is not None:
+        soft = np.zeros(probs.shape, dtype=np.float32)
+        soft[usable] = plan.soft
+        weights = np.ones(labels.shape, dtype=np.float32)
+        if plan.weights is not None:
+            weights[usable] = plan.weights
+        targets = HeadTargets(soft=soft, weights=weights)
+    return train_labels, usable[plan.rows].astype(np.int64), targets, plan.sources
+
+
+def _train_final(task: Task, spec: TrainFinalSpec, runtime: Runtime) -> Outcome:
     assert task.recipe is not None and task.train is not None
     recipe = task.recipe
     if task.teacher_dirs:
@@ -580,8 +624,7 @@ def _train_final(task: Task, runtime: Runtime) -> Outcome:
             update={"distillation": distillation.model_copy(update={"teachers": task.teacher_dirs})}
         )
     data = task.train
-    labels = data.labels
-    rows = np.flatnonzero(labels >= 0).astype(np.int64)
+    labels, rows, targets, sources = _final_targets(task, spec)
     val = None
     if task.eval is not None:
         eval_labels = _relabel(task.eval, data.class_ids)
@@ -598,8 +641,14 @@ def _train_final(task: Task, runtime: Runtime) -> Outcome:
         runtime=runtime,
         checkpoint_dir=task.out_dir / "model",
         val=val,
+        targets=targets,
     )
-    summary: dict[str, Any] = {"history": _history(result), "train_samples": int(rows.size)}
+    summary: dict[str, Any] = {
+        "history": _history(result),
+        "train_samples": int(rows.size),
+        "sources": sources,
+        "rejects": spec.rejects,
+    }
     last = result.history[-1] if result.history else None
     if last is not None and last.val is not None:
         summary["eval"] = last.val.to_dict()
@@ -608,7 +657,7 @@ def _train_final(task: Task, runtime: Runtime) -> Outcome:
 
 def _evaluate(task: Task, spec: EvaluateSpec, runtime: Runtime) -> Outcome:
     assert task.model_dir is not None and task.eval is not None
-    trained = load_trained_model(task.model_dir, device=runtime.device)
+    trained = load_model(task.model_dir, device=runtime.device)
     target = task.eval
     outputs = _model_classes(trained, target)
     labels = _relabel(target, outputs)

@@ -18,23 +18,31 @@ from typing import TypeVar, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from ml.cleaning import FilterBy, confident_learning, label_quality
+from ml.cleaning import FilterBy, confident_learning, knn_votes, label_quality, topk_keep
 from ml.protocol import (
+    EMBEDDINGS_FILE,
+    KNN_ISSUES_FILE,
     LABEL_ISSUES_FILE,
     ArtifactRef,
     ConfidentLearningSpec,
+    EmbeddingRequest,
+    EmbeddingRows,
+    EmbedSpec,
     EvaluateSpec,
     JobKind,
     JobManifest,
+    KnnSpec,
     LabelIssues,
     ManifestRef,
     PredictSpec,
+    ProbsRef,
     Progress,
     ScoreJunkSpec,
     TrainFinalSpec,
     TrainFoldSpec,
     TrainJunkSpec,
     TrainPredictSpec,
+    encode_embeddings,
     encode_label_issues,
 )
 from ml.recipes import Recipe
@@ -99,8 +107,10 @@ class LocalRuntime:
 
 
 def execute(context: JobContext, task: Task) -> Outcome:
-    """Runs ``task`` here, or with one process per GPU (``--gpus``) / CPU process (``--procs``)."""
-    if context.procs > 1:
+    """Runs ``task`` here, or with one process per GPU (``--gpus``) / CPU process (``--procs``).
+    A head on embeddings always runs here: it trains in seconds on one device."""
+    on_embeddings = task.recipe is not None and task.recipe.uses_embeddings
+    if context.procs > 1 and not on_embeddings:
         from ml.worker import ddp
 
         return ddp.launch(context, task)
@@ -133,13 +143,61 @@ def _sample_set(context: JobContext, inputs: Inputs, ref: ManifestRef, size: int
     )
 
 
+def _embedding_progress(context: JobContext) -> Callable[[int, int], bool]:
+    """Reports embedding progress; raises JobStopped (after the chunk is stored) on a stop."""
+
+    def report(done: int, total: int) -> bool:
+        context.report(Progress(phase="embed", step=done, steps=total))
+        return False
+
+    return report
+
+
+def _embedded_set(
+    context: JobContext, inputs: Inputs, ref: ManifestRef, request: EmbeddingRequest
+) -> SampleSet:
+    """A manifest with its embeddings in place of images (see :meth:`Inputs.embeddings`)."""
+    _preparing(context, "fetching")
+    manifest_file = inputs.manifest_file(ref)
+    manifest = inputs.manifest(ref)
+    spec = context.spec
+    features, _ = inputs.embeddings(
+        manifest,
+        request,
+        spec.embeddings,
+        device=context.device,
+        progress=_embedding_progress(context),
+    )
+    return SampleSet(manifest=manifest, images=features, manifest_path=manifest_file)
+
+
+def _recipe_set(
+    context: JobContext, inputs: Inputs, ref: ManifestRef, recipe: Recipe, size: int
+) -> SampleSet:
+    """What ``recipe`` trains or predicts on: embeddings for a head, else decoded images."""
+    request = EmbeddingRequest.from_recipe(recipe.model_dump(mode="json"))
+    if request is not None:
+        return _embedded_set(context, inputs, ref, request)
+    return _sample_set(context, inputs, ref, size)
+
+
+def _model_set(context: JobContext, inputs: Inputs, ref: ManifestRef, model_dir: Path) -> SampleSet:
+    """What a trained model predicts from: its embedding space's features, or decoded images
+    at its input size."""
+    config = json.loads((model_dir / "model_config.json").read_text(encoding="utf-8"))
+    space = config.get("embedding")
+    if isinstance(space, dict):
+        request = EmbeddingRequest(
+            model={"name": space["backbone"], "pretrained": True},
+            image_size=int(space["image_size"]),
+            flip=bool(space["flip"]),
+        )
+        return _embedded_set(context, inputs, ref, request)
+    return _sample_set(context, inputs, ref, int(config["input_size"][-1]))
+
+
 def _train_size(recipe: Recipe) -> int:
     return max(recipe.image_size, recipe.eval_image_size)
-
-
-def _model_image_size(model_dir: Path) -> int:
-    config = json.loads((model_dir / "model_config.json").read_text(encoding="utf-8"))
-    return int(config["input_size"][-1])
 
 
 def _out_dir(context: JobContext) -> Path:
@@ -155,9 +213,9 @@ def run_train_junk(context: JobContext, inputs: Inputs) -> Outcome:
     spec = _spec(context, TrainJunkSpec)
     recipe = resolve_recipe(spec.recipe, seed=spec.seed)
     task = Task(spec, _out_dir(context), recipe=recipe)
-    task.train = _sample_set(context, inputs, spec.train, _train_size(recipe))
+    task.train = _recipe_set(context, inputs, spec.train, recipe, _train_size(recipe))
     if spec.predict is not None:
-        task.predict = _sample_set(context, inputs, spec.predict, recipe.eval_image_size)
+        task.predict = _recipe_set(context, inputs, spec.predict, recipe, recipe.eval_image_size)
     return execute(context, task)
 
 
@@ -165,7 +223,7 @@ def run_score_junk(context: JobContext, inputs: Inputs) -> Outcome:
     spec = _spec(context, ScoreJunkSpec)
     model_dir = inputs.model(spec.model)
     task = Task(spec, _out_dir(context), model_dir=model_dir)
-    task.predict = _sample_set(context, inputs, spec.predict, _model_image_size(model_dir))
+    task.predict = _model_set(context, inputs, spec.predict, model_dir)
     return execute(context, task)
 
 
@@ -173,7 +231,7 @@ def run_train_fold(context: JobContext, inputs: Inputs) -> Outcome:
     spec = _spec(context, TrainFoldSpec)
     recipe = resolve_recipe(spec.recipe, seed=spec.seed)
     task = Task(spec, _out_dir(context), recipe=recipe)
-    task.train = _sample_set(context, inputs, spec.train, _train_size(recipe))
+    task.train = _recipe_set(context, inputs, spec.train, recipe, _train_size(recipe))
     return execute(context, task)
 
 
@@ -181,8 +239,8 @@ def run_train_predict(context: JobContext, inputs: Inputs) -> Outcome:
     spec = _spec(context, TrainPredictSpec)
     recipe = resolve_recipe(spec.recipe, seed=spec.seed)
     task = Task(spec, _out_dir(context), recipe=recipe)
-    task.train = _sample_set(context, inputs, spec.train, _train_size(recipe))
-    task.predict = _sample_set(context, inputs, spec.predict, recipe.eval_image_size)
+    task.train = _recipe_set(context, inputs, spec.train, recipe, _train_size(recipe))
+    task.predict = _recipe_set(context, inputs, spec.predict, recipe, recipe.eval_image_size)
     return execute(context, task)
 
 
@@ -190,7 +248,7 @@ def run_predict(context: JobContext, inputs: Inputs) -> Outcome:
     spec = _spec(context, PredictSpec)
     model_dir = inputs.model(spec.model)
     task = Task(spec, _out_dir(context), model_dir=model_dir)
-    task.predict = _sample_set(context, inputs, spec.predict, _model_image_size(model_dir))
+    task.predict = _model_set(context, inputs, spec.predict, model_dir)
     return execute(context, task)
 
 
@@ -199,18 +257,57 @@ def run_train_final(context: JobContext, inputs: Inputs) -> Outcome:
     recipe = resolve_recipe(spec.recipe, seed=spec.seed)
     task = Task(spec, _out_dir(context), recipe=recipe)
     task.teacher_dirs = [inputs.model(teacher) for teacher in spec.teachers]
-    task.train = _sample_set(context, inputs, spec.train, _train_size(recipe))
+    task.train = _recipe_set(context, inputs, spec.train, recipe, _train_size(recipe))
+    if spec.rejects != "drop" and spec.probs:
+        task.reject_probs = _probs_matrix(
+            inputs, spec.probs, task.train.manifest, spec.probs_class_ids
+        )
     if spec.eval is not None:
-        task.eval = _sample_set(context, inputs, spec.eval, recipe.eval_image_size)
+        task.eval = _recipe_set(context, inputs, spec.eval, recipe, recipe.eval_image_size)
     return execute(context, task)
+
+
+def _probs_matrix(
+    inputs: Inputs,
+    refs: list[ProbsRef],
+    manifest: JobManifest,
+    class_ids: list[int] | None = None,
+    *,
+    strict: bool = False,
+) -> NDArray[np.float32]:
+    """The uploaded probabilities of ``refs`` as ``[N, C]`` in the rows and classes of
+    ``manifest`` (NaN rows: no job predicted the sample). ``class_ids``: the server class of
+    each column of the uploaded matrices (default: the manifest's own classes); columns of
+    other classes are dropped. ``strict``: a sample outside the manifest is an error."""
+    probs = np.full((len(manifest), manifest.num_classes), np.nan, dtype=np.float32)
+    row_of = {int(sid): row for row, sid in enumerate(manifest.sample_ids)}
+    column_of = {int(cid): i for i, cid in enumerate(manifest.class_ids)}
+    source_ids = class_ids if class_ids else list(manifest.class_ids)
+    columns = np.asarray([column_of.get(int(cid), -1) for cid in source_ids])
+    for ref in refs:
+        part = np.load(_artifact(inputs, ref.probs), allow_pickle=False)
+        ids = np.load(_artifact(inputs, ref.sample_ids), allow_pickle=False)
+        if part.ndim != 2 or part.shape != (ids.shape[0], len(source_ids)):
+            raise ValueError(
+                f"job {ref.job_id}'s probabilities {part.shape} do not fit "
+                f"{ids.shape[0]} samples and {len(source_ids)} classes"
+            )
+        rows = np.asarray([row_of.get(int(sid), -1) for sid in ids])
+        inside = rows >= 0
+        if strict and not inside.all():
+            raise ValueError(f"job {ref.job_id} has probabilities of samples outside the manifest")
+        mapped = np.zeros((int(inside.sum()), manifest.num_classes), dtype=np.float32)
+        present = columns >= 0
+        mapped[:, columns[present]] = part[inside][:, present]
+        probs[rows[inside]] = mapped
+    return probs
 
 
 def run_evaluate(context: JobContext, inputs: Inputs) -> Outcome:
     spec = _spec(context, EvaluateSpec)
     model_dir = inputs.model(spec.model)
     task = Task(spec, _out_dir(context), model_dir=model_dir)
-    size = _model_image_size(model_dir)
-    task.eval = _sample_set(context, inputs, spec.eval, size)
+    task.eval = _model_set(context, inputs, spec.eval, model_dir)
     if spec.train is not None:
         # Only the labels are needed (class counts for many/medium/few-shot accuracy).
         task.train = SampleSet(
@@ -225,20 +322,7 @@ def run_confident_learning(context: JobContext, inputs: Inputs) -> Outcome:
     spec = _spec(context, ConfidentLearningSpec)
     _preparing(context, "fetching")
     manifest = inputs.manifest(spec.train)
-    probs = np.full((len(manifest), manifest.num_classes), np.nan, dtype=np.float32)
-    row_of = {int(sid): row for row, sid in enumerate(manifest.sample_ids)}
-    for ref in spec.probs:
-        part = np.load(_artifact(inputs, ref.probs), allow_pickle=False)
-        ids = np.load(_artifact(inputs, ref.sample_ids), allow_pickle=False)
-        if part.ndim != 2 or part.shape != (ids.shape[0], manifest.num_classes):
-            raise ValueError(
-                f"job {ref.job_id}'s probabilities {part.shape} do not fit "
-                f"{ids.shape[0]} samples and {manifest.num_classes} classes"
-            )
-        rows = [row_of.get(int(sid), -1) for sid in ids]
-        if min(rows, default=0) < 0:
-            raise ValueError(f"job {ref.job_id} has probabilities of samples outside the manifest")
-        probs[rows] = part
+    probs = _probs_matrix(inputs, spec.probs, manifest, strict=True)
     context.report(Progress(phase="cleanlab"))
     issues = label_issues(manifest, probs, filter_by=spec.filter_by)
     path = _out_dir(context) / LABEL_ISSUES_FILE
@@ -250,6 +334,68 @@ def run_confident_learning(context: JobContext, inputs: Inputs) -> Outcome:
             "issues": int(issues.is_issue.sum()),
             "filter_by": spec.filter_by,
         },
+    )
+
+
+def run_embed(context: JobContext, inputs: Inputs) -> Outcome:
+    """Embed a shard into this worker's cache and upload the shard's rows for other workers."""
+    spec = _spec(context, EmbedSpec)
+    _preparing(context, "fetching")
+    manifest = inputs.manifest(spec.samples)
+    features, stats = inputs.embeddings(
+        manifest,
+        spec.embedding,
+        spec.embeddings,
+        device=context.device,
+        progress=_embedding_progress(context),
+    )
+    path = _out_dir(context) / EMBEDDINGS_FILE
+    path.write_bytes(
+        encode_embeddings(
+            EmbeddingRows(
+                space=features.space.to_dict(),
+                sha256=np.asarray(manifest.sha256, dtype=np.uint8),
+                features=np.asarray(features, dtype=np.float16),
+            )
+        )
+    )
+    return Outcome(
+        files={EMBEDDINGS_FILE: path},
+        summary={
+            "samples": len(manifest),
+            "computed": stats.computed,
+            "reused": stats.reused,
+            "images_per_second": round(stats.images_per_second, 2),
+            "space": features.space.key,
+        },
+    )
+
+
+def run_knn(context: JobContext, inputs: Inputs) -> Outcome:
+    """kNN label agreement of the labelled samples of a manifest, in embedding space."""
+    spec = _spec(context, KnnSpec)
+    data = _embedded_set(context, inputs, spec.train, spec.embedding)
+    context.report(Progress(phase="knn"))
+    labelled = np.flatnonzero(data.labels >= 0)
+    labels = data.labels[labelled]
+    votes = knn_votes(
+        np.asarray(data.images, dtype=np.float32)[labelled],
+        labels,
+        k=spec.k,
+        num_classes=data.manifest.num_classes,
+    )
+    kept = topk_keep(labels, votes, k=min(spec.top_k, data.manifest.num_classes))
+    agreement = votes[np.arange(labels.shape[0]), labels]
+    issues = LabelIssues(
+        sample_id=data.manifest.sample_ids[labelled].astype(np.int64),
+        is_issue=~kept,
+        label_quality=np.clip(agreement, 0.0, 1.0).astype(np.float32),
+    )
+    path = _out_dir(context) / KNN_ISSUES_FILE
+    path.write_bytes(encode_label_issues(issues))
+    return Outcome(
+        files={KNN_ISSUES_FILE: path},
+        summary={"samples": len(issues), "issues": int((~kept).sum()), "k": spec.k},
     )
 
 
@@ -301,6 +447,8 @@ HANDLERS: dict[str, Handler] = {
     JobKind.TRAIN_FINAL: run_train_final,
     JobKind.EVALUATE: run_evaluate,
     JobKind.CONFIDENT_LEARNING: run_confident_learning,
+    JobKind.EMBED: run_embed,
+    JobKind.KNN: run_knn,
 }
 
 

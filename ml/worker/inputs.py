@@ -1,4 +1,5 @@
-"""A job's inputs on the worker: manifests, image files, decoded caches and model checkpoints.
+"""A job's inputs on the worker: manifests, image files, decoded caches, embeddings and model
+checkpoints.
 
 Images are read where the manifest says they are (the dataset root joined with the sample's
 path), after the worker's prefix map (``--path-map /srv/images=/mnt/images`` when the two
@@ -15,8 +16,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+from numpy.typing import NDArray
+
 from ml.cache import DecodedCache, decoded_cache
-from ml.protocol import JobManifest, ManifestRef, ModelRef, decode_manifest
+from ml.embed import Embedder, EmbedProgress, EmbedStats, embed_missing
+from ml.embeddings import EmbeddingArray, EmbeddingSpace, EmbeddingStore
+from ml.protocol import (
+    ArtifactRef,
+    EmbeddingRequest,
+    JobManifest,
+    ManifestRef,
+    ModelRef,
+    decode_embeddings,
+    decode_manifest,
+)
+from ml.recipes import ModelConfig
 from ml.worker.client import ServerClient
 
 __all__ = ["Inputs", "PathMap", "parse_path_map"]
@@ -69,17 +84,24 @@ class Inputs:
     def manifest(self, ref: ManifestRef) -> JobManifest:
         return decode_manifest(self.manifest_file(ref).read_bytes())
 
-    def image_paths(self, manifest: JobManifest) -> list[Path]:
-        """A readable local path for every sample, fetching from the server what is not here."""
+    def image_paths(self, manifest: JobManifest, rows: Sequence[int] | None = None) -> list[Path]:
+        """A readable local path for every sample (or the samples ``rows``), fetching from the
+        server what is not here."""
         digests = manifest.hex_digests()
+        chosen = range(len(manifest)) if rows is None else [int(r) for r in rows]
         paths: list[Path] = []
         missing: list[int] = []
-        for index, relative in enumerate(manifest.paths):
+        sample_ids: list[int] = []
+        hashes: list[str] = []
+        for index, row in enumerate(chosen):
+            relative = manifest.paths[row]
+            sample_ids.append(int(manifest.sample_ids[row]))
+            hashes.append(digests[row])
             local = Path(self.path_map.apply(str(PurePosixPath(manifest.root) / relative)))
             if local.is_file():
                 paths.append(local)
             else:
-                paths.append(self._original(digests[index]))
+                paths.append(self._original(hashes[index]))
                 missing.append(index)
         to_fetch = [i for i in missing if not paths[i].is_file()]
         if missing:
@@ -92,12 +114,7 @@ class Inputs:
         if to_fetch:
             with ThreadPoolExecutor(max_workers=_FETCH_THREADS) as pool:
                 futures = [
-                    pool.submit(
-                        self.client.download_sample,
-                        int(manifest.sample_ids[i]),
-                        digests[i],
-                        paths[i],
-                    )
+                    pool.submit(self.client.download_sample, sample_ids[i], hashes[i], paths[i])
                     for i in to_fetch
                 ]
                 for future in futures:
@@ -115,6 +132,72 @@ class Inputs:
             cache_dir=self.cache_dir / "decoded",
             hashes=manifest.hex_digests(),
         )
+
+    def embeddings(
+        self,
+        manifest: JobManifest,
+        request: EmbeddingRequest,
+        artifacts: Sequence[ArtifactRef],
+        *,
+        device: str,
+        progress: EmbedProgress | None = None,
+    ) -> tuple[EmbeddingArray, EmbedStats]:
+        """The manifest's embeddings in the space of ``request`` (row ``i`` = sample ``i``),
+        from this worker's embedding cache, then from ``artifacts`` (other workers' embed jobs),
+        and what is still missing computed here.
+
+        Raises:
+            EmbeddingsMissing: ``progress`` asked to stop before every row was embedded.
+        """
+        embedder = Embedder(
+            ModelConfig.model_validate(request.model),
+            image_size=request.image_size,
+            flip=request.flip,
+            device=device,
+        )
+        store = EmbeddingStore(self.cache_dir / "embeddings", embedder.space)
+        digests = np.asarray(manifest.sha256, dtype=np.uint8)
+        for artifact in artifacts:
+            if store.missing(digests).size == 0:
+                break
+            self._import_embeddings(store, artifact, digests)
+        missing = store.missing(digests)
+        stats = EmbedStats(computed=0, reused=len(manifest), seconds=0.0)
+        if missing.size:
+            hexes = manifest.hex_digests()
+            paths = self.image_paths(manifest, missing.tolist())
+            computed = embed_missing(
+                store,
+                embedder,
+                paths,
+                [hexes[i] for i in missing],
+                progress=progress,
+            )
+            stats = EmbedStats(
+                computed=computed.computed,
+                reused=len(manifest) - computed.computed,
+                seconds=computed.seconds,
+                stopped=computed.stopped,
+            )
+        store.compact()
+        return store.gather(digests), stats
+
+    def _import_embeddings(
+        self, store: EmbeddingStore, artifact: ArtifactRef, wanted: NDArray[np.uint8]
+    ) -> None:
+        """Add the rows of a stored embeddings artifact that ``store`` lacks and ``wanted``
+        names; an artifact of another space (other weights) is skipped."""
+        target = self.cache_dir / "artifacts" / artifact.sha256[:2] / artifact.sha256
+        if not target.is_file() or target.stat().st_size != artifact.byte_size:
+            self.client.download_artifact(artifact, target)
+        rows = decode_embeddings(target.read_bytes())
+        if EmbeddingSpace.from_dict(rows.space) != store.space:
+            log.warning("worker.embeddings.other_space artifact=%d", artifact.id)
+            return
+        lacking = {bytes(d) for d in wanted[store.missing(wanted)]}
+        take = [i for i, digest in enumerate(rows.sha256) if bytes(digest) in lacking]
+        if take:
+            store.put(rows.sha256[take], rows.features[take])
 
     def model(self, ref: ModelRef) -> Path:
         """A local checkpoint directory holding the model's files."""

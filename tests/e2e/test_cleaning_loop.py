@@ -100,7 +100,7 @@ def test_cifar10n_loses_label_noise_through_the_loop(
     assert sum(s.total for s in stack.simulations) > 0
     cleanlab = status["rounds"][0]["stats"]["confident_learning"]
     assert "error" not in cleanlab, cleanlab  # confident learning ran on the worker
-    assert cleanlab["both"] + cleanlab["only_cleanlab"] == cleanlab["flagged"]
+    assert cleanlab["both"] + cleanlab["only_detector"] == cleanlab["flagged"]
 
 
 @POSTGRES

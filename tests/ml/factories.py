@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from ml.embeddings import EmbeddingArray, EmbeddingSpace
 from ml.recipes import Recipe, recipe_from_dict
 
 PALETTE = np.array(
@@ -93,3 +94,36 @@ def image_folder(
     for i, (pixels, label) in enumerate(zip(images, labels, strict=True)):
         write_image(root / classes[int(label)] / f"{i:04d}.png", pixels)
     return root
+
+
+def synthetic_space(**overrides: Any) -> EmbeddingSpace:
+    """An embedding space for synthetic features (no backbone behind it)."""
+    values: dict[str, Any] = {"backbone": "synthetic", "weights_sha256": "0" * 64, "image_size": 32}
+    return EmbeddingSpace(**{**values, **overrides})
+
+
+def cluster_features(
+    labels: NDArray[np.int64], *, dim: int = 32, spread: float = 0.6, seed: int = 0
+) -> EmbeddingArray:
+    """Synthetic embeddings ``[N, dim]``: class ``c`` is a Gaussian cloud around its own random
+    direction, shifted by a common offset (as real embeddings are)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(int(labels.max()) + 1, dim))
+    values = 3.0 + centres[labels] + rng.normal(scale=spread, size=(labels.shape[0], dim))
+    return EmbeddingArray(values.astype(np.float16), synthetic_space())
+
+
+def head_recipe(**overrides: Any) -> Recipe:
+    """A linear head on embeddings that trains in a fraction of a second."""
+    document: dict[str, Any] = {
+        "name": "tiny-head",
+        "model": {"name": "efficientnet_lite0", "pretrained": True},
+        "image_size": 32,
+        "tta_flip": True,
+        "head": {"kind": "linear"},
+        "epochs": 15,
+        "batch_size": 32,
+        "optimizer": {"name": "adamw", "lr": 0.01, "weight_decay": 1e-4},
+        "seed": 0,
+    }
+    return recipe_from_dict(document, overrides=overrides)

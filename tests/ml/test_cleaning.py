@@ -8,6 +8,9 @@ from numpy.typing import NDArray
 
 from ml.cleaning import (
     confident_learning,
+    final_training_targets,
+    knn_agreement,
+    knn_votes,
     label_quality,
     label_rank,
     pullback,
@@ -151,3 +154,77 @@ def test_rejection_quality_counts() -> None:
 def test_labels_outside_the_predicted_classes_are_refused() -> None:
     with pytest.raises(ValueError, match="outside the 3 predicted classes"):
         topk_keep([0, 5, 0, 0], PROBS)
+
+
+# --- kNN label agreement ---------------------------------------------------------------------
+
+
+def _two_clusters() -> tuple[np.ndarray, np.ndarray]:
+    """Four points around (+1, 0) labelled 0 except the last, four around (-1, 0) labelled 1."""
+    features = np.array(
+        [[1.0, 0.1], [1.0, -0.1], [1.0, 0.2], [1.0, -0.2], [-1.0, 0.1], [-1.0, -0.1],
+         [-1.0, 0.2], [-1.0, -0.2]]
+    )  # fmt: skip
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    return features, labels
+
+
+def test_knn_agreement_is_the_share_of_neighbours_with_the_same_label() -> None:
+    features, labels = _two_clusters()
+
+    agreement = knn_agreement(features, labels, k=3)
+
+    # The mislabeled point's three neighbours all say 0; each other point of the first
+    # cluster sees the mislabeled one among its three neighbours.
+    np.testing.assert_allclose(agreement, [2 / 3, 2 / 3, 2 / 3, 0.0, 1.0, 1.0, 1.0, 1.0])
+
+
+def test_knn_votes_rank_like_probabilities_in_the_top_k_rule() -> None:
+    features, labels = _two_clusters()
+
+    votes = knn_votes(features, labels, k=3)
+
+    np.testing.assert_allclose(votes.sum(axis=1), 1.0)
+    assert topk_keep(labels, votes, k=1).tolist() == [True, True, True, False] + [True] * 4
+
+
+def test_knn_excludes_the_sample_itself_and_caps_k() -> None:
+    features = np.array([[1.0, 0.0], [0.9, 0.1]])
+
+    agreement = knn_agreement(features, np.array([0, 1]), k=10)
+
+    assert agreement.tolist() == [0.0, 0.0]
+
+
+# --- final training targets ------------------------------------------------------------------
+
+
+def test_final_targets_by_use() -> None:
+    labels = np.array([0, 1, 2, 0])
+    kept = np.array([True, True, False, False])
+    probs = np.array([[0.9, 0.1, 0.0], [0.1, 0.9, 0.0], [0.05, 0.95, 0.0], [0.5, 0.1, 0.4]])
+
+    dropped = final_training_targets(labels, kept, None, use="drop")
+    soft = final_training_targets(labels, kept, probs, use="soft", weight=0.3)
+    relabelled = final_training_targets(labels, kept, probs, use="relabel", relabel_threshold=0.9)
+
+    assert dropped.rows.tolist() == [0, 1] and dropped.soft is None
+    assert soft.rows.tolist() == [0, 1, 2, 3] and soft.labels.tolist() == [0, 1, -1, -1]
+    assert soft.weights is not None and soft.weights.tolist() == pytest.approx([1, 1, 0.3, 0.3])
+    assert relabelled.labels.tolist() == [0, 1, 1, -1] and relabelled.rows.tolist() == [0, 1, 2]
+    assert relabelled.sources == {"kept": 2, "soft": 0, "relabelled": 1}
+
+
+def test_final_targets_never_read_the_given_labels_of_rejected_samples() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, size=50)
+    kept = rng.random(50) < 0.6
+    probs = rng.dirichlet(np.ones(5), size=50)
+    scrambled = labels.copy()
+    scrambled[~kept] = rng.integers(0, 5, size=int((~kept).sum()))
+
+    for use in ("drop", "soft", "relabel"):
+        first = final_training_targets(labels, kept, probs, use=use, relabel_threshold=0.5)  # type: ignore[arg-type]
+        second = final_training_targets(scrambled, kept, probs, use=use, relabel_threshold=0.5)  # type: ignore[arg-type]
+        assert first.labels.tolist() == second.labels.tolist()
+        assert first.rows.tolist() == second.rows.tolist()

@@ -55,7 +55,7 @@ def test_recipes_lists_the_shipped_recipes() -> None:
     output = _run("recipes")
 
     assert "cifar-small" in output.split()
-    assert "name: final-balanced" in _run("recipes", "final-balanced")
+    assert "name: pretrained-cpu-final" in _run("recipes", "pretrained-cpu-final")
 
 
 def test_crossval_pullback_train_predict_on_an_image_folder(

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ml.models import ModelError, classifier_of, create_model, data_config, resolve_weights
+from ml.models import ModelError, classifier_of, create_model, data_config
 
 
 @pytest.fixture(autouse=True)
@@ -58,17 +58,6 @@ def test_weights_file_for_another_class_count_keeps_the_backbone(tmp_path: Path)
 
     assert loaded.get_classifier().out_features == 4
     assert torch.equal(loaded.stem[0].weight, source.stem[0].weight)
-
-
-def test_pretrained_without_local_weights_falls_back_to_random_init(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    assert resolve_weights("cifar_resnet8", pretrained=True) is None
-
-    model = create_model("cifar_resnet8", num_classes=2, pretrained=True)
-
-    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 2)
-    assert "no_cached_weights" in caplog.text
 
 
 def test_missing_weights_file_is_an_error(tmp_path: Path) -> None:

@@ -21,11 +21,16 @@ def test_shipped_recipe_validates_and_round_trips(name: str) -> None:
 def test_the_documented_recipes_are_shipped() -> None:
     expected = {
         "cifar-small",
-        "default",
-        "pullback-a",
-        "pullback-b",
-        "final-balanced",
-        "junk-binary",
+        "pretrained-cpu",
+        "pretrained-cpu-final",
+        "pretrained-cpu-junk",
+        "pretrained-cpu-pullback-a",
+        "pretrained-cpu-pullback-b",
+        "finetune",
+        "finetune-final",
+        "finetune-junk",
+        "finetune-pullback-a",
+        "finetune-pullback-b",
     }
     assert expected <= set(list_recipes())
 

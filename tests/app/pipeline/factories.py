@@ -37,10 +37,15 @@ from app.pipeline.config import PipelineEnv
 from app.review import service as review
 from app.review.schemas import DecisionInput
 from ml.protocol import (
+    EMBEDDINGS_FILE,
+    KNN_ISSUES_FILE,
     LABEL_ISSUES_FILE,
     Complete,
     ConfidentLearningSpec,
+    EmbeddingRows,
+    EmbedSpec,
     JobManifest,
+    KnnSpec,
     LabelIssues,
     LeaseRequest,
     ResultChunk,
@@ -48,12 +53,22 @@ from ml.protocol import (
     TrainFoldSpec,
     TrainJunkSpec,
     TrainPredictSpec,
+    encode_embeddings,
     encode_label_issues,
     encode_results,
     parse_spec,
 )
 
 JOB_CONFIG = JobSettings(lease_seconds=600, retry_backoff_seconds=0, max_attempts=2)
+#: Recipes that train the whole network, so a step queues its jobs at once: the stage tests are
+#: about the stages. The embedding phase and the kNN detector of the default recipes (heads on
+#: embeddings) have their own tests (test_embedding.py).
+WHOLE_NETWORK_RECIPES = {
+    "junk_recipe": "cifar-small",
+    "fold_recipe": "cifar-small",
+    "pullback_recipes": ["cifar-pullback-a", "cifar-pullback-b"],
+    "final_recipe": "cifar-small",
+}
 CLASSES = ("ant", "bee", "cat")
 
 
@@ -357,6 +372,30 @@ class FakeWorker:
                 {LABEL_ISSUES_FILE: encode_label_issues(issues)},
                 {"issues": int(wrong.sum())},
             )
+        if isinstance(spec, EmbedSpec):
+            manifest = self._manifest(spec.samples.sha256)
+            rows = EmbeddingRows(
+                space=FAKE_SPACE,
+                sha256=np.asarray(manifest.sha256, np.uint8),
+                features=np.random.default_rng(0)
+                .normal(size=(len(manifest), 8))
+                .astype(np.float16),
+            )
+            summary = {"computed": len(manifest), "reused": 0}
+            return None, {EMBEDDINGS_FILE: encode_embeddings(rows)}, summary
+        if isinstance(spec, KnnSpec):
+            manifest = self._manifest(spec.train.sha256)
+            ids = manifest.sample_ids[manifest.labels >= 0].astype(np.int64)
+            wrong = np.asarray(
+                [self.toy.true.get(int(s)) not in (None, self.toy.given[int(s)]) for s in ids],
+                dtype=bool,
+            )
+            issues = LabelIssues(ids, wrong, np.where(wrong, 0.2, 0.8).astype(np.float32))
+            return (
+                None,
+                {KNN_ISSUES_FILE: encode_label_issues(issues)},
+                {"issues": int(wrong.sum())},
+            )
         if isinstance(spec, TrainFinalSpec):
             evaluation = {
                 "top1": 0.8,
@@ -377,7 +416,22 @@ class FakeWorker:
         raise AssertionError(f"no fake outputs for {spec!r}")
 
 
-_KINDS = ("train_junk", "train_fold", "train_predict", "confident_learning", "train_final")
+_KINDS = (
+    "train_junk",
+    "train_fold",
+    "train_predict",
+    "confident_learning",
+    "train_final",
+    "embed",
+    "knn",
+)
+#: The embedding space the fake worker's embed jobs report.
+FAKE_SPACE = {
+    "backbone": "efficientnet_lite0",
+    "weights_sha256": "0" * 64,
+    "image_size": 160,
+    "flip": True,
+}
 
 
 # --- fake annotators ----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from app.pipeline import export, service
 from app.pipeline.config import PipelineEnv, RecipeChoice
 from app.pipeline.reconcile import ReconcileResult
 from app.pipeline.rounds import StepParams
-from tests.app.pipeline.factories import FakeAnnotator, FakeWorker, Toy
+from tests.app.pipeline.factories import WHOLE_NETWORK_RECIPES, FakeAnnotator, FakeWorker, Toy
 
 
 @dataclass
@@ -40,9 +40,14 @@ class Loop:
         return session.get_one(Dataset, self.toy.dataset_id)
 
     def create(self, *, auto: bool = False, **config: Any) -> Pipeline:
+        """A pipeline with ``config`` over :data:`WHOLE_NETWORK_RECIPES`."""
         with transaction(self.factory) as session:
             pipeline, _ = service.create_pipeline(
-                session, dataset=self.dataset(session), config=config, auto=auto, user=self.user
+                session,
+                dataset=self.dataset(session),
+                config={**WHOLE_NETWORK_RECIPES, **config},
+                auto=auto,
+                user=self.user,
             )
             return pipeline
 

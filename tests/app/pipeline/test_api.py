@@ -16,7 +16,13 @@ from fastapi.testclient import TestClient
 from app.models import Role
 from app.pipeline.config import PipelineEnv
 from app.settings import Settings
-from tests.app.pipeline.factories import JOB_CONFIG, FakeAnnotator, FakeWorker, Toy
+from tests.app.pipeline.factories import (
+    JOB_CONFIG,
+    WHOLE_NETWORK_RECIPES,
+    FakeAnnotator,
+    FakeWorker,
+    Toy,
+)
 from tests.conftest import MakeAccount, browser_login
 
 
@@ -34,7 +40,9 @@ def headers(make_account: MakeAccount) -> dict[str, str]:
 
 def _create(client: TestClient, toy: Toy, headers: dict[str, str], **config: object) -> dict:  # type: ignore[type-arg]
     response = client.post(
-        f"/api/pipelines/{toy.dataset_id}", json={"config": config}, headers=headers
+        f"/api/pipelines/{toy.dataset_id}",
+        json={"config": {**WHOLE_NETWORK_RECIPES, **config}},
+        headers=headers,
     )
     assert response.status_code == 201, response.text
     body: dict = response.json()  # type: ignore[type-arg]

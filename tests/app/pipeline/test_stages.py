@@ -92,7 +92,7 @@ def test_creating_a_pipeline_again_returns_it_unchanged(loop: Loop, toy: Toy) ->
         again, created = service.create_pipeline(
             session, dataset=loop.dataset(session), config={"audit_size": 9}
         )
-    assert not created and again.id == first.id and again.config == {"audit_size": 7}
+    assert not created and again.id == first.id and again.config["audit_size"] == 7
 
 
 def test_an_invalid_config_is_refused_with_the_field_named(loop: Loop) -> None:

@@ -176,7 +176,7 @@ def test_every_job_kind_has_a_handler() -> None:
 
 
 def test_an_unknown_kind_names_the_valid_ones() -> None:
-    valid = "valid kinds: confident_learning, evaluate, predict, score_junk"
+    valid = "valid kinds: confident_learning, embed, evaluate, knn, predict, score_junk"
     with pytest.raises(UnknownKind, match=valid):
         handler_for("train_everything")
 
