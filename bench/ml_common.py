@@ -20,10 +20,13 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from ml.embeddings import EmbeddingArray
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -119,7 +122,7 @@ def decoded(paths: list[Path], size: int = 32) -> NDArray[np.uint8]:
 class Embedded:
     """Embeddings of some images and what computing the missing ones cost."""
 
-    features: NDArray[np.float16]
+    features: EmbeddingArray
     computed: int
     seconds: float
 
@@ -149,7 +152,25 @@ def embedded(paths: list[Path], recipe_name: str = "pretrained-cpu") -> Embedded
 
     stats = embed_missing(store, embedder, paths, hashes, progress=progress)
     store.compact()
-    return Embedded(np.asarray(store.gather(hashes)), stats.computed, stats.seconds)
+    return Embedded(store.gather(hashes), stats.computed, stats.seconds)
+
+
+def embedding_throughput(paths: list[Path], recipe_name: str = "pretrained-cpu") -> float:
+    """Images per second of embedding ``paths`` from their files (decode included) into a
+    throwaway cache, so nothing cached makes it look faster."""
+    import tempfile
+
+    from ml.cache import content_hashes
+    from ml.embed import Embedder, embed_missing
+    from ml.embeddings import EmbeddingStore
+    from ml.recipes import load_recipe
+
+    recipe = load_recipe(recipe_name)
+    embedder = Embedder(recipe.model, image_size=recipe.image_size, flip=recipe.tta_flip)
+    with tempfile.TemporaryDirectory() as scratch:
+        store = EmbeddingStore(scratch, embedder.space)
+        stats = embed_missing(store, embedder, paths, content_hashes(paths))
+    return stats.images_per_second
 
 
 def stratified_subset(labels: NDArray[np.int64], size: int, seed: int) -> NDArray[np.int64]:

@@ -74,6 +74,10 @@ from ml.protocol import (
 
 log = get_logger(__name__)
 
+#: Kinds whose specs only the pipeline builds (from its rounds' state); engineers create the rest.
+PIPELINE_ONLY_KINDS = frozenset({JobKind.EMBED, JobKind.KNN, JobKind.CONFIDENT_LEARNING})
+ENGINEER_KINDS = frozenset(JobKind) - PIPELINE_ONLY_KINDS
+
 MAX_PAGE = 500
 ARTIFACT_DIR = "jobs/artifacts"
 UPLOAD_DIR = "jobs/uploads"
@@ -289,6 +293,11 @@ def build_spec(session: Session, *, body: JobCreate, data_dir: Path) -> JobSpec:
 
     common: dict[str, Any] = {"seed": body.seed}
     kind = body.kind
+    if kind in PIPELINE_ONLY_KINDS:
+        raise Invalid(
+            f"{kind.value} jobs are queued by the pipeline's rounds (embed: also `thresher ml "
+            "embed`); create one of: " + ", ".join(sorted(k.value for k in ENGINEER_KINDS))
+        )
     spec: JobSpec
     if kind is JobKind.TRAIN_JUNK:
         spec = TrainJunkSpec(
@@ -336,6 +345,7 @@ def build_spec(session: Session, *, body: JobCreate, data_dir: Path) -> JobSpec:
             **common,
         )
     else:
+        assert kind is JobKind.EVALUATE, kind
         spec = EvaluateSpec(
             model=model(),
             eval=manifest("eval", body.eval),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ml.cli import ml_app
+from ml.cli import ml_app, weights_app
 from ml.recipes import dump_recipe
 from tests.ml.factories import balanced_labels, colour_images, image_folder, tiny_recipe
 
@@ -216,3 +216,51 @@ def test_bad_recipe_override_names_the_field(folder: Path, tmp_path: Path) -> No
 
     assert result.exit_code != 0
     assert "optimizer.lr" in result.output
+
+
+def test_weights_list_shows_every_backbone_and_what_is_converted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("THRESHER_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv("COLUMNS", "240")
+    runner = CliRunner()
+
+    before = runner.invoke(weights_app, ["list"])
+    prepared = runner.invoke(weights_app, ["prepare", "efficientnet_lite0"])
+    after = runner.invoke(weights_app, ["list"])
+
+    assert before.exit_code == prepared.exit_code == after.exit_code == 0, prepared.output
+    lite0 = next(line for line in before.output.splitlines() if "efficientnet_lite0 " in line)
+    assert "yes (installed)" in lite0
+    assert "efficientnet_lite1" in before.output and "efficientnet_lite2" in before.output
+    assert "yes (converted)" in next(
+        line for line in after.output.splitlines() if "efficientnet_lite0 " in line
+    )
+    assert list((tmp_path / "weights").iterdir())
+
+
+def test_embed_fills_the_cache_once_and_crossval_reads_it(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "embeddings"
+    monkeypatch.setenv("THRESHER_EMBEDDINGS_DIR", str(store))
+    small = ["--set", "image_size=32"]
+
+    first = _run("embed", folder, *small)
+    files = sorted(p.relative_to(store) for p in store.rglob("*") if p.is_file())
+    second = _run("embed", folder, *small)
+    _run("crossval", folder, "--out", tmp_path / "cv", "--folds", "3", *small)
+
+    assert first.startswith("45 embedded")
+    assert second.startswith("0 embedded") and "45 reused" in second
+    assert sorted(p.relative_to(store) for p in store.rglob("*") if p.is_file()) == files
+    assert len(_rows(tmp_path / "cv" / "decisions.csv")) == 45
+
+
+def test_embed_refuses_a_recipe_without_a_head(folder: Path, recipe_file: Path) -> None:
+    result = CliRunner().invoke(
+        ml_app, ["embed", str(folder), "--recipe", str(recipe_file)], env={"COLUMNS": "200"}
+    )
+
+    assert result.exit_code == 2
+    assert "trains the whole network: name one with a head" in result.output

@@ -236,3 +236,38 @@ def test_head_recipes_refuse_pixel_augmentations_and_random_backbones() -> None:
         head_recipe(**{"augment.hflip.p": 0.5})
     with pytest.raises(RecipeError, match="pretrained backbone"):
         head_recipe(**{"model.pretrained": False})
+
+
+@pytest.mark.parametrize("use", ["drop", "soft", "relabel"])
+def test_final_training_never_reads_a_rejected_samples_given_label(
+    use: str, data: tuple[EmbeddingArray, np.ndarray]
+) -> None:
+    """Two runs whose given labels differ only on rejected rows train identical weights."""
+    from ml.cleaning import final_training_targets
+
+    features, labels = data
+    kept = np.ones(labels.size, dtype=bool)
+    kept[::3] = False
+    other = labels.copy()
+    other[~kept] = (labels[~kept] + 1) % 4
+    probs = np.full((labels.size, 4), 0.02, dtype=np.float32)
+    probs[np.arange(labels.size), labels] = 0.94
+
+    def weights(given: np.ndarray) -> dict[str, torch.Tensor]:
+        plan = final_training_targets(given, kept, probs, use=use, relabel_threshold=0.9)  # type: ignore[arg-type]
+        targets = None if plan.soft is None else HeadTargets(soft=plan.soft, weights=plan.weights)
+        result = train_model(
+            head_recipe(), features, plan.labels, num_classes=4, indices=plan.rows, targets=targets
+        )
+        assert isinstance(result.trained, TrainedHead)
+        return result.trained.model.state_dict()
+
+    first, second = weights(labels), weights(other)
+
+    assert first.keys() == second.keys()
+    for name in first:
+        torch.testing.assert_close(first[name], second[name], rtol=0, atol=0)
+    # The comparison can fail: the same training on the rejected rows' given labels differs.
+    changed = train_model(head_recipe(), features, other, num_classes=4).trained
+    assert isinstance(changed, TrainedHead)
+    assert any(not torch.equal(first[name], changed.model.state_dict()[name]) for name in first)

@@ -299,6 +299,18 @@ def test_a_job_missing_a_part_of_its_spec_is_refused(
     assert "needs 'fold'" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("kind", ["embed", "knn", "confident_learning"])
+def test_kinds_only_the_pipeline_builds_are_refused_with_the_ones_to_use(
+    client: TestClient, engineer: dict[str, str], kind: str
+) -> None:
+    response = client.post("/api/jobs", json={"kind": kind, "recipe": "x"}, headers=engineer)
+
+    assert response.status_code == 422
+    message = response.json()["error"]["message"]
+    assert f"{kind} jobs are queued by the pipeline" in message
+    assert "train_predict" in message and "embed," not in message
+
+
 def test_the_jobs_pages_render(
     client: TestClient, engineer: dict[str, str], worker: dict[str, str], make_account: MakeAccount
 ) -> None:
