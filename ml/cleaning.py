@@ -16,6 +16,9 @@ Rules:
   out-of-fold probabilities (:func:`topk_keep_from_ids` for uploaded top-k ids);
 * :func:`pullback`: after training on the kept set, move back every rejected sample whose given
   label is now in its top-k (never the other way);
+* :func:`calibrated_pullback`: after people checked a random sample of the rejected set, move
+  back the unchecked rejects in the score band where their verdicts say rejects are more often
+  right than wrong;
 * :func:`confident_learning`: cleanlab's ``find_label_issues`` on the same probabilities;
 * :func:`knn_votes` / :func:`knn_agreement`: the labels of each sample's k nearest neighbours in
   embedding space (cosine), a third detector that needs no trained model; as a rule, the
@@ -40,6 +43,7 @@ __all__ = [
     "PullbackResult",
     "RejectUse",
     "RejectionQuality",
+    "calibrated_pullback",
     "confident_learning",
     "final_training_targets",
     "knn_agreement",
@@ -262,6 +266,83 @@ def pullback_from_ids(
     if not 1 <= use <= ids.shape[1]:
         raise ValueError(f"k must be between 1 and the {ids.shape[1]} ids given, got {use}")
     return _pullback(mask, chosen, _in_topk_ids(label_array[chosen], ids, use))
+
+
+def _decreasing_fit(
+    scores: NDArray[np.float64], wrong: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Isotonic regression of ``wrong`` on ``scores``, non-increasing (pool adjacent
+    violators): the sorted scores and the fitted value at each."""
+    order = np.argsort(scores, kind="stable")
+    x, y = scores[order], wrong[order]
+    # Blocks of (sum, count); a later block may not have a larger mean than an earlier one.
+    sums: list[float] = []
+    counts: list[int] = []
+    for value in y.tolist():
+        sums.append(value)
+        counts.append(1)
+        while len(sums) > 1 and sums[-1] / counts[-1] > sums[-2] / counts[-2]:
+            total, count = sums.pop(), counts.pop()
+            sums[-1] += total
+            counts[-1] += count
+    fitted = np.repeat(np.array(sums) / np.array(counts), counts)
+    return x, fitted
+
+
+def calibrated_pullback(
+    judged_scores: NDArray[np.floating],
+    judged_wrong: NDArray[np.bool_],
+    scores: NDArray[np.floating],
+    *,
+    max_wrong: float = 0.5,
+    min_judged: int = 20,
+    min_band: int = 10,
+) -> NDArray[np.bool_]:
+    """Which rejected samples to move back, from people's verdicts on a random sample of the
+    rejected set.
+
+    ``score`` is a model's probability of the sample's given label (higher = the label more
+    likely right). The share of rejects whose label is wrong is fitted against it on the judged
+    sample (isotonic, non-increasing), and the unjudged rejects whose fitted share is under
+    ``max_wrong`` come back: where rejects are mostly right, rejecting them costs more clean
+    samples than it removes wrong ones. With low noise that band is wide; with high noise it is
+    usually empty, so the rule adapts to the noise level the people measured.
+
+    Args:
+        judged_scores: ``[J]`` scores of the rejects people checked.
+        judged_wrong: ``[J]`` their verdict: ``True`` = the given label was wrong (relabelled
+            or junk), ``False`` = it was right.
+        scores: ``[M]`` scores of the unjudged rejects.
+        max_wrong: move back where the fitted share of wrong labels is below this.
+        min_judged: with fewer judged samples (or verdicts of one kind only, which say nothing
+            about where the share changes), nothing moves.
+        min_band: nothing moves unless at least this many judged samples lie in the band that
+            would: a fit's last few points say little.
+
+    Returns:
+        ``[M]`` bool, ``True`` = move back.
+    """
+    judged = np.asarray(judged_scores, dtype=np.float64)
+    wrong = np.asarray(judged_wrong)
+    rest = np.asarray(scores, dtype=np.float64)
+    if judged.ndim != 1 or wrong.shape != judged.shape or wrong.dtype != np.bool_:
+        raise ValueError(f"judged scores {judged.shape} and bool verdicts must be equal [J]")
+    if rest.ndim != 1:
+        raise ValueError(f"scores must be [M], got {rest.shape}")
+    if not (np.isfinite(judged).all() and np.isfinite(rest).all()):
+        raise ValueError("scores must be finite")
+    if not 0.0 < max_wrong <= 1.0:
+        raise ValueError(f"max_wrong must be in (0, 1], got {max_wrong}")
+    if judged.size < min_judged or wrong.all() or not wrong.any():
+        return np.zeros(rest.shape, dtype=bool)
+    x, fitted = _decreasing_fit(judged, wrong.astype(np.float64))
+    if int((fitted < max_wrong).sum()) < min_band:
+        return np.zeros(rest.shape, dtype=bool)
+    # A step function: each score takes the fit of the largest judged score not above it
+    # (below the smallest judged score, the smallest's).
+    at = np.clip(np.searchsorted(x, rest, side="right") - 1, 0, x.size - 1)
+    result: NDArray[np.bool_] = fitted[at] < max_wrong
+    return result
 
 
 # --------------------------------------------------------------------------------------------

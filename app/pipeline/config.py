@@ -122,6 +122,14 @@ class PipelineConfig(BaseModel):
     filter_by: Literal[
         "prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given"
     ] = "prune_by_noise_rate"
+    human_pullback: float | None = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="After the human sample, pull back the unchecked rejects in the band of "
+        "the model's probability of their label where people found rejects wrong less often "
+        "than this; null: off.",
+    )
     rule: Literal["topk", "cleanlab", "knn"] = Field(
         "topk", description="The detector whose verdicts set kept / rejected."
     )
@@ -133,8 +141,11 @@ class PipelineConfig(BaseModel):
         100, ge=1, description="Human-verified samples needed to evaluate on them."
     )
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Else: a held-out split.")
-    final_teacher: Literal["folds", "none"] | int = Field(
-        "folds", description="Distil from the fold models, nothing, or a job's model."
+    final_teacher: Literal["auto", "folds", "none"] | int = Field(
+        "auto",
+        description="Distil from the fold models, nothing, or a job's model; auto: the fold "
+        "models with hardware gpu, nothing with cpu (heads on embeddings lost accuracy to it "
+        "in the label-cleaning benchmark).",
     )
     final_rejects: Literal["drop", "soft", "relabel"] = Field(
         "drop",
@@ -159,6 +170,12 @@ class PipelineConfig(BaseModel):
         if self.bulk_threshold < self.junk_threshold:
             raise ValueError("bulk_threshold must be at least junk_threshold")
         return self
+
+    def teacher(self) -> Literal["folds", "none"] | int:
+        """What the final training distils from, ``auto`` resolved by ``hardware``."""
+        if self.final_teacher == "auto":
+            return "folds" if self.hardware == "gpu" else "none"
+        return self.final_teacher
 
     def k_for(self, num_classes: int) -> int:
         """The top-k rule's k for ``num_classes`` classes."""

@@ -227,7 +227,7 @@ def evaluation_set(
 
 
 def _teachers(ctx: Ctx, classes: list[int]) -> tuple[list[ModelRef], str]:
-    choice = ctx.config.final_teacher
+    choice = ctx.config.teacher()
     if choice == "none":
         return [], "no distillation"
     if isinstance(choice, int):

@@ -47,8 +47,9 @@ from app.pipeline.rounds import (
     set_phase,
     stats_int,
 )
-from app.pipeline.rules import label_rank, stratified_folds
+from app.pipeline.rules import HumanVerdict, label_rank, stratified_folds
 from app.review.schemas import Suggestion, TaskItem
+from ml.cleaning import calibrated_pullback
 from ml.protocol import (
     KNN_ISSUES_FILE,
     LABEL_ISSUES_FILE,
@@ -470,4 +471,60 @@ def finish_human_sample(ctx: Ctx) -> None:
         unsure=counts[Verdict.UNSURE],
         estimate=estimate(right, judged, population=remaining).to_dict(),
         usable=estimate(usable, judged, population=remaining).to_dict(),
+        human_pullback=_pull_back_by_verdicts(ctx, verdicts),
     )
+
+
+def _pull_back_by_verdicts(ctx: Ctx, verdicts: dict[int, HumanVerdict]) -> dict[str, Any]:
+    """The calibrated pull-back (:func:`ml.cleaning.calibrated_pullback`): the annotators'
+    verdicts on the random sample say, as a function of the latest model's probability of the
+    given label, how often a reject's label is wrong; the unchecked rejects where it is wrong
+    less often than ``human_pullback`` come back. Returns the round's stats of it."""
+    threshold = ctx.config.human_pullback
+    if threshold is None:
+        return {"skipped": "off"}
+    wrong = {
+        sid: v.verdict is not Verdict.ACCEPT
+        for sid, v in verdicts.items()
+        if v.verdict is not Verdict.UNSURE
+    }
+    rejected = [
+        s.sample_id
+        for s in repository.states_where(
+            ctx.session, ctx.dataset.id, statuses={SampleStatus.REJECTED}, unverified=True
+        )
+        if s.sample_id not in wrong
+    ]
+    scores = repository.latest_label_probs(ctx.session, [*wrong, *rejected])
+    judged = [sid for sid in wrong if sid in scores]
+    candidates = [sid for sid in rejected if sid in scores]
+    moved = calibrated_pullback(
+        np.array([scores[sid] for sid in judged], dtype=np.float64),
+        np.array([wrong[sid] for sid in judged], dtype=bool),
+        np.array([scores[sid] for sid in candidates], dtype=np.float64),
+        max_wrong=threshold,
+    )
+    chosen = [sid for sid, back in zip(candidates, moved.tolist(), strict=True) if back]
+    lowest = min((scores[sid] for sid in chosen), default=None)
+    detail = (
+        f"{ctx.round.source}: people found rejects whose label the model gives at least "
+        f"{lowest:.3f} right more often than not"
+        if lowest is not None
+        else ""
+    )
+    apply_model_changes(
+        ctx,
+        {
+            sid: ModelChange(
+                SampleStatus.PULLED_BACK, EventKind.PULLED_BACK, score=scores[sid], detail=detail
+            )
+            for sid in chosen
+        },
+    )
+    return {
+        "judged": len(judged),
+        "candidates": len(candidates),
+        "pulled_back": len(chosen),
+        "max_wrong": threshold,
+        "from_probability": lowest,
+    }

@@ -10,6 +10,7 @@ the pipeline queued and no longer needs (the review service has no call for that
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
@@ -649,6 +650,29 @@ def topk_of(session: Session, pairs: Collection[tuple[int, int]]) -> dict[int, t
             for sample_id, ids, probs in rows:
                 if ids is not None and probs is not None:
                     result[int(sample_id)] = (bytes(ids), bytes(probs))
+    return result
+
+
+def latest_label_probs(session: Session, sample_ids: Collection[int]) -> dict[int, float]:
+    """Each sample's latest prediction's probability of the label it was given to the model
+    (from the job ``pred_job_id`` names), where the job reported one."""
+    jobs = pred_jobs(session, sample_ids)
+    by_job: dict[int, list[int]] = {}
+    for sample_id, job_id in jobs.items():
+        by_job.setdefault(job_id, []).append(sample_id)
+    result: dict[int, float] = {}
+    for job_id, ids in by_job.items():
+        for part in chunks(sorted(ids)):
+            rows = session.execute(
+                select(JobResult.sample_id, JobResult.label_prob).where(
+                    JobResult.job_id == job_id,
+                    JobResult.sample_id.in_(part),
+                    JobResult.label_prob.is_not(None),
+                )
+            )
+            for sample_id, prob in rows:
+                if prob is not None and math.isfinite(prob):
+                    result[int(sample_id)] = float(prob)
     return result
 
 

@@ -7,6 +7,7 @@ import pytest
 from numpy.typing import NDArray
 
 from ml.cleaning import (
+    calibrated_pullback,
     confident_learning,
     final_training_targets,
     knn_agreement,
@@ -228,3 +229,43 @@ def test_final_targets_never_read_the_given_labels_of_rejected_samples() -> None
         second = final_training_targets(scrambled, kept, probs, use=use, relabel_threshold=0.5)  # type: ignore[arg-type]
         assert first.labels.tolist() == second.labels.tolist()
         assert first.rows.tolist() == second.rows.tolist()
+
+
+# --- calibrated pull-back -------------------------------------------------------------------
+
+
+def test_calibrated_pullback_moves_back_the_band_where_rejects_are_mostly_right() -> None:
+    # Judged rejects: under 0.3 the given label was wrong 9 times in 10, above it right 3 in 4.
+    low = np.linspace(0.0, 0.29, 20)
+    high = np.linspace(0.3, 0.6, 20)
+    scores = np.concatenate([low, high])
+    wrong = np.concatenate([np.arange(20) % 10 != 0, np.arange(20) % 4 == 0])
+
+    moved = calibrated_pullback(scores, wrong, np.array([0.01, 0.2, 0.29, 0.35, 0.45, 0.9]))
+
+    assert moved.tolist() == [False, False, False, True, True, True]
+
+
+def test_calibrated_pullback_moves_nothing_where_rejects_are_mostly_wrong() -> None:
+    # High noise: even the rejects the model found likeliest are wrong more often than not.
+    scores = np.linspace(0.0, 0.5, 40)
+    wrong = np.arange(40) % 3 != 0
+
+    moved = calibrated_pullback(scores, wrong, np.linspace(0.0, 1.0, 11))
+
+    assert not moved.any()
+
+
+def test_calibrated_pullback_needs_enough_verdicts_of_both_kinds() -> None:
+    scores = np.linspace(0.0, 1.0, 30)
+    rest = np.array([0.5, 0.99])
+
+    assert not calibrated_pullback(scores[:10], scores[:10] < 0.05, rest).any()
+    # Only the last judged reject was right: too few verdicts in the band to move anything.
+    assert not calibrated_pullback(scores, scores < 0.99, rest).any()
+    assert not calibrated_pullback(scores, np.zeros(30, dtype=bool), rest).any()
+    assert calibrated_pullback(scores, scores < 0.3, rest).all()
+    with pytest.raises(ValueError, match="finite"):
+        calibrated_pullback(scores, scores < 0.3, np.array([np.nan]))
+    with pytest.raises(ValueError, match="bool verdicts"):
+        calibrated_pullback(scores, (scores < 0.3).astype(int), rest)  # type: ignore[arg-type]

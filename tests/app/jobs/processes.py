@@ -217,12 +217,21 @@ class Worker:
 
 
 def start_worker(
-    server: Server, token: str, tmp_path: Path, name: str, *extra: str, threads: int = 1
+    server: Server,
+    token: str,
+    tmp_path: Path,
+    name: str,
+    *extra: str,
+    threads: int = 1,
+    embeddings: Path | None = None,
 ) -> Worker:
-    """A CPU worker process with ``threads`` torch threads, logging to worker-NAME.log."""
+    """A CPU worker process with ``threads`` torch threads, logging to worker-NAME.log, its
+    embedding cache in ``embeddings`` (default: the user's)."""
     cache = tmp_path / f"cache-{name}"
     log_path = tmp_path / f"worker-{name}.log"
     env = {**os.environ, "THRESHER_WORKER_TOKEN": token, "OMP_NUM_THREADS": str(threads)}
+    if embeddings is not None:
+        env["THRESHER_EMBEDDINGS_DIR"] = str(embeddings)
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [

@@ -206,6 +206,19 @@ def true_first(toy: Toy) -> Ranking:
     return ranking
 
 
+def missing_some(toy: Toy, unlucky: set[int]) -> Ranking:
+    """:func:`true_first`, except that the ``unlucky`` samples get another class than their
+    given one first: a model that rejects right labels."""
+
+    def ranking(sample_id: int, class_ids: list[int]) -> list[int]:
+        best = toy.true[sample_id] or toy.given[sample_id]
+        if sample_id in unlucky:
+            best = next(c for c in class_ids if c != toy.given[sample_id])
+        return [best, *sorted(c for c in class_ids if c != best)]
+
+    return ranking
+
+
 def _upload(data_dir: Path, data: bytes) -> UploadedFile:
     directory = data_dir / jobs.UPLOAD_DIR
     directory.mkdir(parents=True, exist_ok=True)

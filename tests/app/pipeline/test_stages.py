@@ -42,6 +42,7 @@ from tests.app.pipeline.factories import (
     Toy,
     count_events,
     count_tasks,
+    missing_some,
 )
 from tests.app.pipeline.loop import Loop
 
@@ -346,21 +347,12 @@ def test_a_pull_back_round_moves_back_what_its_model_confirms(
 ) -> None:
     loop.create(folds=3)
     unlucky = {sid for sid in toy.given if sid % 4 == 0} - toy.noisy
-    truth = worker.ranking or (lambda sid, ids: ids)
-
-    def folds_miss_some(sample_id: int, class_ids: list[int]) -> list[int]:
-        best = toy.true[sample_id] or toy.given[sample_id]
-        if sample_id in unlucky:
-            best = next(c for c in class_ids if c != toy.given[sample_id])
-        return [best, *sorted(c for c in class_ids if c != best)]
-
-    worker.ranking = folds_miss_some
+    worker.ranking = missing_some(toy, unlucky)
     _cross_validation(loop, worker)
     assert {s for s, st in loop.statuses().items() if st is SampleStatus.REJECTED} == (
         toy.noisy | unlucky
     )
     worker.ranking = None  # the pull-back model gets them right
-    del truth
     pull = loop.start(RoundKind.PULL_BACK)
     [job] = [j for j in _jobs(loop.factory, toy.dataset_id) if j.kind.value == "train_predict"]
     assert parse_spec(job.spec).predict.count == len(toy.noisy | unlucky)  # type: ignore[union-attr]
@@ -510,6 +502,22 @@ def test_final_training_evaluates_on_human_verified_samples_when_there_are_enoug
     spec = parse_spec(job.spec)
     assert isinstance(spec, TrainFinalSpec)
     assert len(spec.teachers) == 3  # distilled from the fold models
+
+
+@pytest.mark.parametrize(("hardware", "teachers"), [("cpu", 0), ("gpu", 3)])
+def test_by_default_the_final_training_distils_from_the_folds_only_on_gpus(
+    loop: Loop, toy: Toy, worker: FakeWorker, hardware: str, teachers: int
+) -> None:
+    loop.create(folds=3, hardware=hardware)
+    _cross_validation(loop, worker)
+    loop.update(stage=Stage.FINAL)
+    final = loop.start(RoundKind.FINAL_TRAINING)
+    job = next(j for j in _jobs(loop.factory, toy.dataset_id) if j.kind.value == "train_final")
+    spec = parse_spec(job.spec)
+    assert isinstance(spec, TrainFinalSpec)
+    assert len(spec.teachers) == teachers
+    note = final.stats["teacher_note"]
+    assert note == "no distillation" if teachers == 0 else note.startswith("distilled from")
 
 
 # --- failures -----------------------------------------------------------------------------------
