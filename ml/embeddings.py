@@ -57,10 +57,15 @@ class EmbeddingsMissing(LookupError):
         self.missing = missing
 
 
-def default_embeddings_dir() -> Path:
-    """``$THRESHER_EMBEDDINGS_DIR``, else ``~/.cache/thresher/embeddings``."""
+def default_embeddings_dir(cache_dir: Path | None = None) -> Path:
+    """``$THRESHER_EMBEDDINGS_DIR``, else ``embeddings`` under ``cache_dir`` (a worker's cache
+    directory), else ``~/.cache/thresher/embeddings``."""
     configured = os.environ.get("THRESHER_EMBEDDINGS_DIR")
-    return Path(configured) if configured else Path.home() / ".cache" / "thresher" / "embeddings"
+    if configured:
+        return Path(configured)
+    if cache_dir is not None:
+        return cache_dir / "embeddings"
+    return Path.home() / ".cache" / "thresher" / "embeddings"
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ class PipelineConfig(BaseModel):
         4096, ge=1, le=1_000_000, description="Images per embed job (shards run in parallel)."
     )
     # --- junk stage ---
-    junk_threshold: float = Field(0.9, gt=0.0, le=1.0, description="Queue p(junk) ≥ this.")
+    junk_threshold: float = Field(0.6, gt=0.0, le=1.0, description="Queue p(junk) ≥ this.")
     bulk_threshold: float = Field(0.98, gt=0.0, le=1.0, description="Bulk-accept p(junk) ≥ this.")
     bulk_min_precision: float = Field(
         0.9, gt=0.0, le=1.0, description="Lower bound of the flag audit's precision bulk needs."
@@ -109,6 +109,12 @@ class PipelineConfig(BaseModel):
         0.01, gt=0.0, lt=1.0, description="The junk stage ends when an audit's bound is under."
     )
     max_junk_iterations: int = Field(5, ge=0, description="Auto mode: junk iterations at most.")
+    junk_min_found: int = Field(
+        10,
+        ge=0,
+        description="Auto mode: another junk iteration before an audit while the last one "
+        "found at least this many junk images.",
+    )
     # --- label stage ---
     folds: int = Field(5, ge=2, le=20)
     top_k: int | None = Field(None, ge=1, le=100, description="The top-k rule's k.")

@@ -334,6 +334,7 @@ def auto_steps(
             max_junk_iterations=config.max_junk_iterations,
             max_pullback_rounds=config.max_pullback_rounds,
             human_fraction=config.human_fraction,
+            junk_min_found=config.junk_min_found,
         )
         if step is None:
             break

@@ -141,22 +141,31 @@ def next_step(
     max_junk_iterations: int,
     max_pullback_rounds: int,
     human_fraction: float,
+    junk_min_found: int = 10,
 ) -> NextStep | None:
     """What auto mode does next, given the rounds so far (oldest first), or None when there is
     nothing to do (a round is open, a round failed, or the loop is done).
 
-    Junk stage: seed → (iteration → audit)… until an audit's upper bound is under the target, or
-    ``max_junk_iterations`` iterations; an iteration needs human labels of both kinds
-    (``can_iterate``), else the audit comes straight away. Label stage: cross-validation →
-    pull-back rounds until one pulls back nothing (or ``max_pullback_rounds`` in a row) → the
-    human sample → pull-back rounds again → class stage → final training → done.
+    Junk stage: seed → (iterations → audit)… until an audit's upper bound is under the target,
+    or ``max_junk_iterations`` iterations. Iterations follow each other without an audit while
+    the last one's review still confirmed ``junk_min_found`` junk images: an audit costs as many
+    decisions as it has samples, so it comes when the model stops finding junk. An iteration
+    needs human labels of both kinds (``can_iterate``), else the audit comes straight away.
+    Label stage: cross-validation → pull-back rounds until one pulls back nothing (or
+    ``max_pullback_rounds`` in a row) → the human sample → pull-back rounds again → class
+    stage → final training → done.
     """
     if any(r.state.is_open or r.state is RoundState.FAILED for r in rounds):
         return None
     done = [r for r in rounds if r.state is RoundState.DONE]
     in_stage = [r for r in done if r.kind.stage is stage]
     if stage is Stage.JUNK:
-        return _next_junk(in_stage, can_iterate=can_iterate, max_iterations=max_junk_iterations)
+        return _next_junk(
+            in_stage,
+            can_iterate=can_iterate,
+            max_iterations=max_junk_iterations,
+            min_found=junk_min_found,
+        )
     if stage is Stage.LABEL:
         return _next_label(in_stage, max_pullbacks=max_pullback_rounds, fraction=human_fraction)
     if stage is Stage.CLASS:
@@ -170,7 +179,9 @@ def next_step(
     return None
 
 
-def _next_junk(done: list[RoundView], *, can_iterate: bool, max_iterations: int) -> NextStep:
+def _next_junk(
+    done: list[RoundView], *, can_iterate: bool, max_iterations: int, min_found: int
+) -> NextStep:
     kinds = [r.kind for r in done]
     if RoundKind.JUNK_SEED not in kinds:
         return NextStep(Stage.JUNK, RoundKind.JUNK_SEED, "the junk stage starts with its seed")
@@ -192,8 +203,16 @@ def _next_junk(done: list[RoundView], *, can_iterate: bool, max_iterations: int)
             )
             return NextStep(Stage.LABEL, RoundKind.CROSS_VALIDATION, why + "; moving on")
         return NextStep(Stage.JUNK, RoundKind.JUNK_ITERATION, "the last audit found too much junk")
-    if last is None and can_iterate and iterations < max_iterations:
-        return NextStep(Stage.JUNK, RoundKind.JUNK_ITERATION, "the seed is reviewed")
+    if can_iterate and iterations < max_iterations:
+        if last is None:
+            return NextStep(Stage.JUNK, RoundKind.JUNK_ITERATION, "the seed is reviewed")
+        found = _int(last.stats, "junk")
+        if found >= min_found:
+            return NextStep(
+                Stage.JUNK,
+                RoundKind.JUNK_ITERATION,
+                f"the last iteration still found {found} junk images",
+            )
     return NextStep(Stage.JUNK, RoundKind.JUNK_AUDIT, "measure the junk left")
 
 

@@ -212,6 +212,7 @@ def preview_next(session: Session, pipeline: Pipeline) -> NextStep | None:
         max_junk_iterations=config.max_junk_iterations,
         max_pullback_rounds=config.max_pullback_rounds,
         human_fraction=config.human_fraction,
+        junk_min_found=config.junk_min_found,
     )
 
 

@@ -21,7 +21,12 @@ from numpy.typing import NDArray
 
 from ml.cache import DecodedCache, decoded_cache
 from ml.embed import Embedder, EmbedProgress, EmbedStats, embed_missing
-from ml.embeddings import EmbeddingArray, EmbeddingSpace, EmbeddingStore
+from ml.embeddings import (
+    EmbeddingArray,
+    EmbeddingSpace,
+    EmbeddingStore,
+    default_embeddings_dir,
+)
 from ml.protocol import (
     ArtifactRef,
     EmbeddingRequest,
@@ -155,7 +160,7 @@ class Inputs:
             flip=request.flip,
             device=device,
         )
-        store = EmbeddingStore(self.cache_dir / "embeddings", embedder.space)
+        store = EmbeddingStore(default_embeddings_dir(self.cache_dir), embedder.space)
         digests = np.asarray(manifest.sha256, dtype=np.uint8)
         for artifact in artifacts:
             if store.missing(digests).size == 0:
@@ -166,11 +171,19 @@ class Inputs:
         if missing.size:
             hexes = manifest.hex_digests()
             paths = self.image_paths(manifest, missing.tolist())
+            # A GPU embeds faster than processes decode: read through the decode-once cache,
+            # which later rounds at this size reuse too.
+            decoded = (
+                self.decoded(manifest, request.image_size).images[missing]
+                if embedder.device.type == "cuda"
+                else None
+            )
             computed = embed_missing(
                 store,
                 embedder,
                 paths,
                 [hexes[i] for i in missing],
+                decoded=decoded,
                 progress=progress,
             )
             stats = EmbedStats(

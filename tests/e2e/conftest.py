@@ -65,6 +65,27 @@ def cifar_noisy(tmp_path_factory: pytest.TempPathFactory) -> RealSet:
 
 
 @pytest.fixture(scope="session")
+def cifar_worse(tmp_path_factory: pytest.TempPathFactory) -> RealSet:
+    """150 CIFAR-10 training images per class with their CIFAR-10N ``worse`` labels (about
+    40% wrong), the first of each class in the original order."""
+    labels = _shared("cifar10", "train_labels.csv")
+    archive = _shared("cifar10", "train.tar")
+    root = tmp_path_factory.mktemp("cifar10n-worse")
+    return cifar_first_per_class(labels, archive, root, per_class=150, column="worse")
+
+
+@pytest.fixture(scope="session")
+def cifar_test(tmp_path_factory: pytest.TempPathFactory) -> RealSet:
+    """The first 100 CIFAR-10 test images of each class, with their labels."""
+    labels = _shared("cifar10", "test_labels.csv")
+    archive = _shared("cifar10", "test.tar")
+    root = tmp_path_factory.mktemp("cifar10-test")
+    return cifar_first_per_class(
+        labels, archive, root, per_class=100, column="label", clean_column="label"
+    )
+
+
+@pytest.fixture(scope="session")
 def caltech_with_junk(tmp_path_factory: pytest.TempPathFactory) -> RealSet:
     """50 Caltech-101 images of each of 8 classes, and 150 BACKGROUND_Google images filed
     under random classes of them as junk (27% of the set)."""

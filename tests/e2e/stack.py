@@ -83,19 +83,26 @@ def extract(archive: Path, root: Path, names: Iterable[str]) -> None:
 
 
 def cifar_first_per_class(
-    labels_csv: Path, archive: Path, root: Path, *, per_class: int, column: str
+    labels_csv: Path,
+    archive: Path,
+    root: Path,
+    *,
+    per_class: int,
+    column: str,
+    clean_column: str = "clean",
 ) -> RealSet:
-    """The first ``per_class`` CIFAR-10 training images of each class (original order),
-    extracted into ``root``, labelled with the CIFAR-10N ``column``."""
+    """The first ``per_class`` CIFAR-10 images of each class (original order) of a split,
+    extracted into ``root``, labelled with ``column`` (a CIFAR-10N column for the training
+    split); ``clean_column`` holds the true class."""
     counts: dict[str, int] = {}
     chosen: dict[str, dict[str, str]] = {}
     with labels_csv.open(newline="") as handle:
         for row in csv.DictReader(handle):
-            if counts.get(row["clean"], 0) < per_class:
-                counts[row["clean"]] = counts.get(row["clean"], 0) + 1
+            if counts.get(row[clean_column], 0) < per_class:
+                counts[row[clean_column]] = counts.get(row[clean_column], 0) + 1
                 chosen[row["path"]] = row
     extract(archive, root, chosen)
-    items = [(path, chosen[path][column], chosen[path]["clean"]) for path in sorted(chosen)]
+    items = [(path, chosen[path][column], chosen[path][clean_column]) for path in sorted(chosen)]
     return write_labelled_set(root, root, items)
 
 
@@ -144,29 +151,48 @@ class PipelineServer(Server):
     """The server of the end-to-end runs: its reconciler every half second, imports in two
     processes, leases long enough for a loaded CPU."""
 
+    lease_seconds: float = 60.0
+
     def env(self) -> dict[str, str]:
         return {
             **super().env(),
             "THRESHER_PIPELINE_RECONCILE_SECONDS": "0.5",
             "THRESHER_IMPORT_PROCESSES": "2",
-            "THRESHER_JOBS_LEASE_SECONDS": "60",
-            "THRESHER_JOBS_HEARTBEAT_SECONDS": "2",
+            "THRESHER_JOBS_LEASE_SECONDS": str(self.lease_seconds),
+            "THRESHER_JOBS_HEARTBEAT_SECONDS": str(min(2.0, self.lease_seconds / 5)),
         }
-
-
-def start_cpu_worker(server: Server, token: str, tmp_path: Path) -> Worker:
-    """One worker process with both CPU cores."""
-    return start_worker(server, token, tmp_path, "e2e", threads=2)
 
 
 @dataclass
 class Stack:
     server: PipelineServer
-    worker: Worker
+    workers: list[Worker]
     admin_token: str
+    worker_token: str
+    work_dir: Path
+    embeddings: Path
     http: httpx.Client
     factory: sessionmaker[Session]
     simulations: list[SimulationStats] = field(default_factory=list)
+
+    def start_worker(
+        self, name: str, *, threads: int = 2, embeddings: Path | None = None
+    ) -> Worker:
+        """A CPU worker with ``threads`` torch threads and its embedding cache in
+        ``embeddings`` (default: the stack's; workers sharing one are as on one machine)."""
+        worker = start_worker(
+            self.server,
+            self.worker_token,
+            self.work_dir,
+            name,
+            threads=threads,
+            embeddings=embeddings or self.embeddings,
+        )
+        self.workers.append(worker)
+        return worker
+
+    def worker_logs(self) -> str:
+        return "\n\n".join(worker.log() for worker in self.workers)
 
     def import_dataset(
         self, name: str, manifest: Path, *, root: Path | None = None, timeout: float = 120
@@ -256,14 +282,14 @@ class Stack:
             failed = [r for r in status["rounds"] if r["state"] == "failed"]
             if failed or not status["auto"]:
                 raise AssertionError(
-                    f"the loop stopped: {status['note']} {failed}\n{self.worker.log()}"
+                    f"the loop stopped: {status['note']} {failed}\n{self.worker_logs()}"
                 )
             if done(status):
                 return status
             time.sleep(1)
         last = self.http.get(f"/api/pipelines/{dataset_id}").text
         raise AssertionError(
-            f"the loop did not finish in {timeout:.0f}s: {last}\n{self.worker.log()}"
+            f"the loop did not finish in {timeout:.0f}s: {last}\n{self.worker_logs()}"
         )
 
     def wait_done(
@@ -283,9 +309,19 @@ class Stack:
 
 
 @contextmanager
-def running_stack(db_url: str, factory: sessionmaker[Session], work_dir: Path) -> Iterator[Stack]:
+def running_stack(
+    db_url: str,
+    factory: sessionmaker[Session],
+    work_dir: Path,
+    *,
+    worker: bool = True,
+    lease_seconds: float = 60.0,
+    embeddings: Path | None = None,
+) -> Iterator[Stack]:
     """An admin with an API token and a worker token in the (migrated, empty) database at
-    ``db_url``, the server on it and one CPU worker; logs and data under ``work_dir``."""
+    ``db_url``, the server on it and (unless ``worker`` is false) one CPU worker with both
+    cores; logs and data under ``work_dir``, the workers' embedding cache in ``embeddings``
+    (default: under ``work_dir``)."""
     with transaction(factory) as session:
         admin, _ = auth_service.create_user(
             session, username="boss", role=Role.ADMIN, password=TEST_PASSWORD
@@ -294,15 +330,27 @@ def running_stack(db_url: str, factory: sessionmaker[Session], work_dir: Path) -
         _, worker_token = auth_service.create_token(
             session, user=admin, name="worker", scope=TokenScope.WORKER
         )
-    server = PipelineServer(db_url=db_url, data_dir=work_dir / "data")
+    server = PipelineServer(db_url=db_url, data_dir=work_dir / "data", lease_seconds=lease_seconds)
     server.start()
-    worker = start_cpu_worker(server, worker_token, work_dir)
     http = httpx.Client(
         base_url=server.url, headers={"Authorization": f"Bearer {api_token}"}, timeout=60
     )
+    stack = Stack(
+        server,
+        [],
+        api_token,
+        worker_token,
+        work_dir,
+        embeddings or work_dir / "embeddings",
+        http,
+        factory,
+    )
     try:
-        yield Stack(server, worker, api_token, http, factory)
+        if worker:
+            stack.start_worker("e2e")
+        yield stack
     finally:
         http.close()
-        worker.stop()
+        for running in stack.workers:
+            running.stop()
         server.stop()

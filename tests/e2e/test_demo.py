@@ -144,10 +144,12 @@ def test_make_demo_leaves_review_work_and_the_loop_runs_on(demo: Demo) -> None:
                 time.sleep(1)
     finally:
         simulator.close()
-    rounds = {r["kind"]: r for r in _status(http)["rounds"]}
-    iteration = rounds["junk_iteration"]["stats"]
-    assert iteration["flagged"] > 0 and iteration["junk"] >= 0.8 * iteration["decided"], iteration
-    found = rounds["junk_seed"]["stats"]["junk"] + iteration["junk"]
+    every = _status(http)["rounds"]
+    rounds = {r["kind"]: r for r in every}
+    iterations = [r["stats"] for r in every if r["kind"] == "junk_iteration"]
+    first = iterations[0]
+    assert first["flagged"] > 0 and first["junk"] >= 0.8 * first["decided"], iterations
+    found = rounds["junk_seed"]["stats"]["junk"] + sum(i.get("junk", 0) for i in iterations)
     assert found >= 50, rounds  # of the demo's 60 junk photos
     assert rounds["junk_audit"]["stats"]["meets_target"], rounds["junk_audit"]
     assert "cross_validation" in rounds  # auto mode went on by itself

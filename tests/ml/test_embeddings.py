@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml.embeddings import EmbeddingArray, EmbeddingsMissing, EmbeddingStore, digests_from_hex
+from ml.embeddings import (
+    EmbeddingArray,
+    EmbeddingsMissing,
+    EmbeddingStore,
+    default_embeddings_dir,
+    digests_from_hex,
+)
 from tests.ml.factories import synthetic_space
 
 
@@ -107,3 +113,14 @@ def test_digests_round_trip() -> None:
     hashes = _hashes(3)
 
     assert [d.tobytes().hex() for d in digests_from_hex(hashes)] == hashes
+
+
+def test_the_cache_directory_is_the_setting_then_the_workers_then_the_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("THRESHER_EMBEDDINGS_DIR", raising=False)
+    assert default_embeddings_dir(tmp_path / "worker") == tmp_path / "worker" / "embeddings"
+    assert default_embeddings_dir() == Path.home() / ".cache" / "thresher" / "embeddings"
+    monkeypatch.setenv("THRESHER_EMBEDDINGS_DIR", str(tmp_path / "shared"))
+    assert default_embeddings_dir(tmp_path / "worker") == tmp_path / "shared"
+    assert default_embeddings_dir() == tmp_path / "shared"

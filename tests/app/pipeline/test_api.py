@@ -54,7 +54,7 @@ def test_engineers_create_a_pipeline_and_read_where_it_is(
 ) -> None:
     body = _create(client, toy, headers, audit_size=50)
     assert body["stage"] == "junk" and body["auto"] is False
-    assert body["config"]["audit_size"] == 50 and body["config"]["junk_threshold"] == 0.9
+    assert body["config"]["audit_size"] == 50 and body["config"]["junk_threshold"] == 0.6
     funnel = {step["key"]: step["count"] for step in body["funnel"]["steps"]}
     assert funnel["imported"] == len(toy.given) + len(toy.duplicates) + 1
     assert funnel["usable"] == len(toy.given) + len(toy.duplicates)

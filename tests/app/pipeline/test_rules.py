@@ -138,6 +138,30 @@ def test_the_junk_stage_seeds_iterates_and_audits_until_the_target_is_met() -> N
     assert _next(Stage.JUNK, *used_up) == (Stage.LABEL, RoundKind.CROSS_VALIDATION)
 
 
+def test_junk_iterations_follow_each_other_until_one_finds_little_then_an_audit() -> None:
+    seed = _done(RoundKind.JUNK_SEED)
+    fruitful, poor = (
+        _done(RoundKind.JUNK_ITERATION, junk=10),
+        _done(RoundKind.JUNK_ITERATION, junk=9),
+    )
+    too_much = _done(RoundKind.JUNK_AUDIT, meets_target=False)
+    assert _next(Stage.JUNK, seed, fruitful) == (Stage.JUNK, RoundKind.JUNK_ITERATION)
+    assert _next(Stage.JUNK, seed, poor) == (Stage.JUNK, RoundKind.JUNK_AUDIT)
+    # At most max_junk_iterations (2 here), however much the last one found.
+    assert _next(Stage.JUNK, seed, fruitful, fruitful) == (Stage.JUNK, RoundKind.JUNK_AUDIT)
+    assert _next(Stage.JUNK, seed, poor, too_much) == (Stage.JUNK, RoundKind.JUNK_ITERATION)
+    step = next_step(
+        Stage.JUNK,
+        [seed, fruitful],
+        can_iterate=True,
+        max_junk_iterations=5,
+        max_pullback_rounds=2,
+        human_fraction=0.05,
+        junk_min_found=11,
+    )
+    assert step is not None and step.kind is RoundKind.JUNK_AUDIT
+
+
 def test_without_labels_to_train_on_the_junk_stage_audits_straight_away() -> None:
     seed = _done(RoundKind.JUNK_SEED)
     assert _next(Stage.JUNK, seed, can_iterate=False) == (Stage.JUNK, RoundKind.JUNK_AUDIT)
