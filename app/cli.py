@@ -109,12 +109,13 @@ def users_set_password(
     username: str,
     password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
 ) -> None:
-    """Sets a new password (generated unless --password-stdin) and signs the user out everywhere."""
+    """Sets a new password (generated unless --password-stdin), signs the user out everywhere
+    and revokes their API tokens (worker tokens stay)."""
     password = _read_password(password_stdin)
     with reported_errors(), database(get_settings()) as factory, transaction(factory) as session:
         user = auth_service.user_by_username(session, username)
         generated = auth_service.set_password(session, user=user, password=password)
-    console.print(f"password of [bold]{username}[/] changed")
+    console.print(f"password of [bold]{username}[/] changed; their API tokens are revoked")
     if generated:
         console.print(f"password (shown once): [bold]{generated}[/]")
 

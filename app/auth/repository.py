@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.models import ApiToken, User, WebSession
+from app.models import ApiToken, TokenScope, User, WebSession
 
 
 def get_user(session: Session, user_id: int) -> User | None:
@@ -62,3 +62,17 @@ def delete_expired_web_sessions(session: Session, now: datetime) -> None:
 
 def delete_web_sessions_of(session: Session, user_id: int) -> None:
     session.execute(delete(WebSession).where(WebSession.user_id == user_id))
+
+
+def revoke_api_tokens_of(session: Session, user_id: int, *, now: datetime) -> int:
+    """Revokes the user's live API-scope tokens (worker tokens stay); returns how many."""
+    tokens = session.scalars(
+        select(ApiToken).where(
+            ApiToken.user_id == user_id,
+            ApiToken.scope == TokenScope.API,
+            ApiToken.revoked_at.is_(None),
+        )
+    ).all()
+    for token in tokens:
+        token.revoked_at = now
+    return len(tokens)

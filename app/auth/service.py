@@ -58,7 +58,9 @@ def create_user(
 
 
 def set_password(session: Session, *, user: User, password: str | None = None) -> str | None:
-    """Sets (or generates and returns) a new password and ends the user's browser sessions."""
+    """Sets (or generates and returns) a new password, ends the user's browser sessions and
+    revokes their API tokens: a new password is how a leaked credential is cut off. Worker
+    tokens stay: they run jobs and cannot act as the user."""
     generated = None
     if password is None:
         password = generated = security.generate_password()
@@ -66,6 +68,8 @@ def set_password(session: Session, *, user: User, password: str | None = None) -
         raise Invalid(f"password must have at least {security.MIN_PASSWORD_LENGTH} characters")
     user.password_hash = security.hash_password(password)
     repository.delete_web_sessions_of(session, user.id)
+    revoked = repository.revoke_api_tokens_of(session, user.id, now=utcnow())
+    log.info("auth.password.changed", user=user.username, api_tokens_revoked=revoked)
     return generated
 
 

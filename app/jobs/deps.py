@@ -1,10 +1,11 @@
 """Dependencies of the job routes: who may speak the worker protocol, 404s, request bodies.
 
-**Who is a worker.** ``WorkerDep`` admits bearer tokens of the ``worker`` scope, and also the
-API tokens of engineers and admins: an engineer may run a worker (or debug one with curl) under
-their own token, which can already do more (create and cancel jobs); a worker token still cannot
-use the engineer API (``require_role`` refuses it). Browser sessions are refused: the protocol is
-for programs, and cookie-authenticated writes would need CSRF tokens.
+**Who is a worker.** ``WorkerDep`` admits bearer tokens of the ``worker`` scope only
+(``thresher tokens create --scope worker``). An engineer's API token is refused: a worker's
+writes are bound to its lease, and a token that can also create, cancel and read every job
+should not be able to act as a worker too. A worker token cannot use the engineer API either
+(``require_role`` refuses it). Browser sessions are refused: the protocol is for programs, and
+cookie-authenticated writes would need CSRF tokens.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from app.db import SessionDep, transaction
 from app.errors import AppError, Forbidden, NotAuthenticated
 from app.jobs import service
 from app.jobs.schemas import UploadedFile
-from app.models import Job, Role, TokenScope
+from app.models import Job, TokenScope
 from app.settings import Settings
 from ml.protocol import MAX_RESULT_CHUNK_BYTES
 
@@ -40,9 +41,12 @@ class PayloadTooLarge(AppError):
 def _check_worker(principal: Principal) -> Principal:
     if principal.via != "token":
         raise Forbidden("the worker protocol takes a bearer token, not a browser session")
-    if principal.token_scope is TokenScope.WORKER or principal.role.includes(Role.ENGINEER):
+    if principal.token_scope is TokenScope.WORKER:
         return principal
-    raise Forbidden("this needs a worker token (or an engineer's API token)")
+    raise Forbidden(
+        "the worker protocol takes a worker token (thresher tokens create --scope worker), "
+        "not an API token"
+    )
 
 
 async def require_worker(principal: CurrentPrincipal) -> Principal:

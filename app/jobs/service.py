@@ -543,11 +543,11 @@ def _held(session: Session, job_id: int, fence: int) -> Job:
         log.warning(
             "jobs.write.fenced", job_id=job_id, sent=fence, fence=job.fence, state=job.state.value
         )
+        # The current fence stays out of the reply: it would let the caller write as the
+        # worker that holds the job now.
         raise LeaseLost(
-            f"job {job_id} is not held under lease {fence}: it is {job.state.value} "
-            f"under lease {job.fence}",
-            state=job.state.value,
-            fence=job.fence,
+            f"job {job_id} is no longer held under lease {fence}: the lease expired or ended, "
+            "or another worker holds the job now; stop working on it"
         )
     return job
 

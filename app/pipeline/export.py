@@ -286,6 +286,20 @@ def export_report_html(report: dict[str, Any], out_dir: Path) -> Path:
 # --- the directory ------------------------------------------------------------------------------
 
 
+#: Marks a folder as an export, so that a later export may replace what is in it.
+EXPORT_MARKER = ".thresher-export"
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise Invalid(f"{out_dir} is a file: export into a new or empty folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / EXPORT_MARKER).is_file():
+        raise Invalid(
+            f"{out_dir} is not empty and holds no earlier export: export into a new or empty "
+            "folder (nothing was changed)"
+        )
+
+
 def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
@@ -325,12 +339,21 @@ def export_dataset(
     data_dir: Path,
     require_model: bool = False,
 ) -> ExportResult:
-    """Writes the export into ``out_dir`` (replacing a previous export there)."""
+    """Writes the export into ``out_dir``: a new or empty folder, or one holding an earlier
+    export (which it replaces). Any other folder is refused untouched: the export replaces its
+    ``images/`` and ``model/``, which there could be someone's files.
+
+    Raises:
+        Invalid: ``out_dir`` is a file, or a folder with other contents; or a model is required
+            and there is none.
+    """
+    _check_out_dir(out_dir)
     rows = manifest_rows(session, pipeline, dataset, data_dir=data_dir)
     model = _final_model(session, pipeline, data_dir)
     if require_model and not model:
         raise Invalid(f"dataset {dataset.name!r} has no finished final training to export")
     out_dir.mkdir(parents=True, exist_ok=True)
+    _write(out_dir / EXPORT_MARKER, b"a Thresher export: the next export here replaces it\n")
     _write(out_dir / "manifest.csv", manifest_csv(rows).encode())
     _write(out_dir / "manifest.jsonl", manifest_jsonl(rows).encode())
     images = out_dir / "images"

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from app.auth import service as auth_service
 from app.cli import cli
 from app.db import create_session_factory, transaction
+from app.errors import NotAuthenticated
 from app.settings import get_settings
 from tests.conftest import TEST_SECRET
 
@@ -86,3 +87,27 @@ def test_commands_refuse_an_unmigrated_database(
         assert CliRunner().invoke(cli, ["users", "list"]).exit_code == 0
     finally:
         get_settings.cache_clear()
+
+
+def test_a_new_password_revokes_api_tokens_but_not_worker_tokens(
+    runner: CliRunner, engine: Engine
+) -> None:
+    runner.invoke(cli, ["users", "create", "frank", "--role", "engineer"])
+    tokens = {
+        scope: runner.invoke(
+            cli, ["tokens", "create", "--user", "frank", "--name", scope, "--scope", scope]
+        )
+        .output.strip()
+        .splitlines()[-1]
+        for scope in ("api", "worker")
+    }
+
+    result = runner.invoke(cli, ["users", "set-password", "frank"])
+
+    assert result.exit_code == 0, result.output
+    assert "API tokens are revoked" in result.output
+    with transaction(create_session_factory(engine)) as session:
+        with pytest.raises(NotAuthenticated):
+            auth_service.principal_from_bearer(session, tokens["api"])
+        worker = auth_service.principal_from_bearer(session, tokens["worker"])
+        assert worker.user.username == "frank"

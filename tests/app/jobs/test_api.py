@@ -97,12 +97,14 @@ def test_lease_is_204_when_there_is_no_job(client: TestClient, worker: dict[str,
     assert client.post("/api/worker/lease", json=body, headers=worker).status_code == 204
 
 
-def test_worker_protocol_wants_a_worker_or_engineer_token(
+def test_worker_protocol_wants_a_worker_token(
     client: TestClient, make_account: MakeAccount, engineer: dict[str, str]
 ) -> None:
     body = {"worker": "w1", "kinds": ["predict"], "device": "cpu"}
     assert client.post("/api/worker/lease", json=body).status_code == 401
-    assert client.post("/api/worker/lease", json=body, headers=engineer).status_code == 204
+    refused = client.post("/api/worker/lease", json=body, headers=engineer)
+    assert refused.status_code == 403
+    assert "--scope worker" in refused.json()["error"]["message"]
     annotator = make_account(Role.ANNOTATOR)
     from tests.conftest import browser_login
 
@@ -192,10 +194,15 @@ def test_a_stale_fence_gets_409(
     client: TestClient, engineer: dict[str, str], worker: dict[str, str]
 ) -> None:
     job_id = create_predict_job(client, engineer)
-    fence = lease(client, worker)["fence"]
-    response = put_results(client, worker, job_id, int(fence) + 5, 0, chunk_bytes([1]))  # type: ignore[call-overload]
+    fence = int(lease(client, worker)["fence"])  # type: ignore[call-overload]
+    response = put_results(client, worker, job_id, fence + 5, 0, chunk_bytes([1]))
     assert response.status_code == 409  # type: ignore[attr-defined]
-    assert response.json()["error"]["code"] == "lease_lost"  # type: ignore[attr-defined]
+    error = response.json()["error"]  # type: ignore[attr-defined]
+    assert error["code"] == "lease_lost"
+    assert f"lease {fence + 5}" in error["message"]
+    # Nothing in the reply tells the caller the fence that holds the job now.
+    assert "fence" not in (error.get("details") or {})
+    assert f"lease {fence}" not in error["message"].replace(f"lease {fence + 5}", "")
 
 
 def test_an_artifact_that_does_not_match_its_hash_is_refused(

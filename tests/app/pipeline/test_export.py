@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.errors import Invalid
 from app.models import SampleStatus
 from app.pipeline.config import PipelineEnv
 from tests.app.pipeline.factories import FakeAnnotator, FakeWorker, Toy
@@ -46,6 +47,27 @@ def test_exporting_twice_gives_identical_files(finished: Loop, tmp_path: Path) -
     finished.export(tmp_path / "b", require_model=True)
     finished.export(tmp_path / "a", require_model=True)  # over a previous export
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
+
+
+def test_a_folder_with_other_files_is_refused_and_left_as_it_was(
+    finished: Loop, tmp_path: Path
+) -> None:
+    out = tmp_path / "mine"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "holiday.jpg").write_bytes(b"precious")
+    (out / "manifest.csv").write_text("mine")
+    before = _files(out)
+
+    with pytest.raises(Invalid, match="not empty and holds no earlier export"):
+        finished.export(out, require_model=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(Invalid, match="is a file"):
+        finished.export(tmp_path / "file", require_model=True)
+
+    assert _files(out) == before
+    finished.export(tmp_path / "empty", require_model=True)  # new folders are fine
+    (tmp_path / "made").mkdir()
+    finished.export(tmp_path / "made", require_model=True)  # and empty ones
 
 
 def test_the_manifest_has_every_sample_with_its_label_status_reason_and_history(
