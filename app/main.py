@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DataError
 
 from app.auth import pages as auth_pages
 from app.auth import routes as auth_routes
@@ -28,7 +29,7 @@ from app.pipeline import pages as pipeline_pages
 from app.pipeline import routes as pipeline_routes
 from app.review import pages as review_pages
 from app.review import routes as review_routes
-from app.security_headers import SecurityHeaders
+from app.security_headers import SECURITY_HEADERS, SecurityHeaders
 from app.settings import PROJECT_ROOT, Settings, get_settings
 from app.web import create_templates, render
 
@@ -89,6 +90,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_exception_handler(AppError, _app_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(OverflowError, _out_of_range_handler)
+    app.add_exception_handler(DataError, _out_of_range_handler)
+    # Starlette runs this one outside every middleware, so it sets the security headers itself.
+    app.add_exception_handler(Exception, _unexpected_error_handler)
     return app
 
 
@@ -114,6 +119,21 @@ async def _app_error_handler(request: Request, exc: AppError) -> Response:
         view={"status": exc.status_code, "message": exc.message},
         status_code=exc.status_code,
     )
+
+
+async def _out_of_range_handler(request: Request, exc: Exception) -> Response:
+    """A number in the request that the database cannot hold (an id of 2**64, say): the
+    driver refuses it (SQLite: OverflowError; PostgreSQL: a DataError), and nothing was
+    written, as the request's transaction rolled back."""
+    log.info("request.out_of_range", path=request.url.path, error=type(exc).__name__)
+    body = {"error": {"code": "invalid", "message": "a number in the request is out of range"}}
+    return JSONResponse(body, status_code=422)
+
+
+async def _unexpected_error_handler(request: Request, exc: Exception) -> Response:
+    log.error("request.failed", path=request.url.path, error=repr(exc)[:500])
+    body = {"error": {"code": "internal", "message": "internal error"}}
+    return JSONResponse(body, status_code=500, headers=SECURITY_HEADERS)
 
 
 async def _validation_error_handler(request: Request, exc: RequestValidationError) -> Response:

@@ -73,6 +73,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import math
 import re
 import struct
 import zlib
@@ -646,7 +647,8 @@ def _decode_bundle(data: bytes | bytearray | memoryview) -> _Bundle:
     for index, item in enumerate(header["arrays"]):
         name, dtype, shape = _array_description(index, item)
         offset = _align(offset)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        # Python integers: a declared shape like [2**61, 8] must not wrap around in int64.
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         layout.append((name, dtype, shape, offset))
         offset += nbytes
     if offset > len(view):
@@ -659,7 +661,7 @@ def _decode_bundle(data: bytes | bytearray | memoryview) -> _Bundle:
     for name, dtype, shape, start in layout:
         if name in arrays:
             raise BundleError(f"array {name!r} appears twice")
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)
         arrays[name] = np.frombuffer(view, dtype=dtype, count=count, offset=start).reshape(shape)
     return _Bundle(kind=kind, meta=meta, arrays=arrays)
 

@@ -4,9 +4,12 @@ static files are cacheable, and a route's own Cache-Control wins."""
 from __future__ import annotations
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from app.models import Role
 from app.security_headers import SECURITY_HEADERS, STATIC_CACHE_CONTROL
+from tests.conftest import MakeAccount
 
 SQLITE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
@@ -24,3 +27,41 @@ def test_security_headers_are_on_every_response(client: TestClient, path: str, s
     assert response.headers.get("cache-control") == (
         STATIC_CACHE_CONTROL if path.startswith("/static/") else None
     )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [f"/api/jobs/{2**64}", f"/media/samples/{2**64}/original", f"/api/jobs/{2**63}"],
+)
+def test_numbers_the_database_cannot_hold_are_a_clean_422(
+    client: TestClient, make_account: MakeAccount, path: str
+) -> None:
+    response = client.get(path, headers=make_account(Role.ADMIN).headers)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["message"] == "a number in the request is out of range"
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers[name] == value
+
+
+@SQLITE
+def test_an_unexpected_error_is_a_500_with_the_security_headers(
+    app: FastAPI, make_account: MakeAccount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.auth import routes as auth_routes
+
+    class Broken:
+        @staticmethod
+        def model_validate(*args: object) -> None:
+            raise RuntimeError("boom")
+
+    monkeypatch.setattr(auth_routes, "UserRead", Broken)
+    headers = make_account(Role.ENGINEER).headers
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/api/me", headers=headers)
+
+    assert response.status_code == 500
+    assert response.json() == {"error": {"code": "internal", "message": "internal error"}}
+    assert "boom" not in response.text
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers[name] == value

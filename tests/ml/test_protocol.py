@@ -189,3 +189,24 @@ def test_device_kinds() -> None:
 def test_protocol_imports_without_torch() -> None:
     code = "import sys, ml.protocol; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_declared_shape_too_large_to_hold_is_refused_not_wrapped() -> None:
+    import json
+    import struct
+
+    # [2**61, 8] int64s is 2**67 bytes: in int64 arithmetic the size wraps around to 0.
+    header = json.dumps(
+        {
+            "type": "results",
+            "meta": {},
+            "arrays": [{"name": "sample_id", "dtype": "<i8", "shape": [2**61, 8]}],
+        },
+        separators=(",", ":"),
+    ).encode()
+    prefix_size = struct.calcsize("<4sHHII")
+    body = header + b"\0" * (-(prefix_size + len(header)) % 8)  # where the array would start
+    data = struct.pack("<4sHHII", b"THRB", 1, 0, len(header), zlib.crc32(body)) + body
+
+    with pytest.raises(BundleError, match="truncated"):
+        decode_results(data)
