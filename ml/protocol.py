@@ -510,11 +510,26 @@ class Progress(_Message):
     images_per_second: Annotated[float, Field(ge=0)] = 0.0
 
 
-class EpochMetrics(_Message):
-    """Metrics of one epoch, e.g. ``{"train_loss": 1.2, "val_accuracy": 0.61}``."""
+#: What one heartbeat may carry (the server stores it under the job's row lock): epochs of
+#: metrics, metric names per epoch, log lines and characters per line. A worker with more
+#: pending sends the rest in its next heartbeats.
+MAX_HEARTBEAT_EPOCHS = 100
+MAX_METRIC_NAMES = 64
+MAX_HEARTBEAT_LOG_LINES = 500
+MAX_LOG_LINE_CHARS = 2_000
+#: Largest JSON of a completed job's summary.
+MAX_SUMMARY_BYTES = 256 << 10
 
-    epoch: Annotated[int, Field(ge=0)]
-    values: dict[str, float]
+
+class EpochMetrics(_Message):
+    """Metrics of one epoch, e.g. ``{"train_loss": 1.2, "val_accuracy": 0.61}``; finite values
+    only (a worker leaves out a NaN or infinite value)."""
+
+    epoch: Annotated[int, Field(ge=0, le=2**31 - 1)]
+    values: Annotated[
+        dict[Annotated[str, Field(max_length=100)], Annotated[float, Field(allow_inf_nan=False)]],
+        Field(max_length=MAX_METRIC_NAMES),
+    ]
 
 
 class Heartbeat(_Message):
@@ -523,9 +538,14 @@ class Heartbeat(_Message):
 
     fence: int
     progress: Progress | None = None
-    metrics: list[EpochMetrics] = Field(default_factory=list)
-    log_from: Annotated[int, Field(ge=0)] = 0
-    log: list[str] = Field(default_factory=list)
+    metrics: Annotated[list[EpochMetrics], Field(max_length=MAX_HEARTBEAT_EPOCHS)] = Field(
+        default_factory=list
+    )
+    log_from: Annotated[int, Field(ge=0, le=2**62)] = 0
+    log: Annotated[
+        list[Annotated[str, Field(max_length=MAX_LOG_LINE_CHARS)]],
+        Field(max_length=MAX_HEARTBEAT_LOG_LINES),
+    ] = Field(default_factory=list)
 
 
 class HeartbeatReply(_Message):
@@ -544,9 +564,17 @@ class Complete(_Message):
     the distinct samples in them; the server checks both before the job succeeds."""
 
     fence: int
-    chunks: Annotated[int, Field(ge=0)] = 0
-    rows: Annotated[int, Field(ge=0)] = 0
+    chunks: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    rows: Annotated[int, Field(ge=0, le=2**62)] = 0
     summary: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("summary")
+    @classmethod
+    def _bounded_summary(cls, summary: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(summary, default=str))
+        if size > MAX_SUMMARY_BYTES:
+            raise ValueError(f"summary of {size} bytes is over {MAX_SUMMARY_BYTES}")
+        return summary
 
 
 class Fail(_Message):

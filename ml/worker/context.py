@@ -10,13 +10,24 @@ job back (or, with a lost lease, drops it without writing anything).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ml.protocol import EpochMetrics, Heartbeat, JobKind, JobSpec, Progress
+from ml.protocol import (
+    MAX_HEARTBEAT_EPOCHS,
+    MAX_HEARTBEAT_LOG_LINES,
+    MAX_LOG_LINE_CHARS,
+    MAX_METRIC_NAMES,
+    EpochMetrics,
+    Heartbeat,
+    JobKind,
+    JobSpec,
+    Progress,
+)
 from ml.worker.client import LeaseLost, ServerClient, ServerError
 
 __all__ = ["Heartbeater", "JobContext", "JobStopped", "StopReason"]
@@ -105,12 +116,15 @@ class JobContext:
             self.on_progress(progress)
 
     def epoch_metrics(self, epoch: int, values: dict[str, float]) -> None:
+        """Queues an epoch's metrics for the next heartbeat; NaN and infinite values are left
+        out (JSON has no number for them, and the server refuses them)."""
+        finite = {name: float(v) for name, v in values.items() if math.isfinite(v)}
         with self._lock:
-            self._metrics[epoch] = dict(values)
+            self._metrics[epoch] = dict(list(finite.items())[:MAX_METRIC_NAMES])
 
     def log_line(self, line: str) -> None:
         with self._lock:
-            self._log.append(line)
+            self._log.append(line[:MAX_LOG_LINE_CHARS])
             if len(self._log) > MAX_PENDING_LOG_LINES:  # the server has been away a long time
                 dropped = len(self._log) - MAX_PENDING_LOG_LINES
                 del self._log[:dropped]
@@ -137,10 +151,14 @@ class JobContext:
     # --- what the heartbeat thread calls ----------------------------------------------------
 
     def heartbeat_message(self) -> tuple[Heartbeat, int, dict[int, dict[str, float]]]:
-        """The next heartbeat, with what it will acknowledge once sent."""
+        """The next heartbeat, with what it will acknowledge once sent: the oldest pending
+        metrics and log lines, as many as one heartbeat may carry."""
         with self._lock:
-            pending = {e: v for e, v in self._metrics.items() if self._metrics_sent.get(e) != v}
-            lines = list(self._log)
+            unsent = sorted(
+                (e, v) for e, v in self._metrics.items() if self._metrics_sent.get(e) != v
+            )
+            pending = dict(unsent[:MAX_HEARTBEAT_EPOCHS])
+            lines = self._log[:MAX_HEARTBEAT_LOG_LINES]
             message = Heartbeat(
                 fence=self.fence,
                 progress=self._progress,
@@ -149,6 +167,13 @@ class JobContext:
                 log=lines,
             )
             return message, self._log_base + len(lines), pending
+
+    def has_pending(self) -> bool:
+        """Whether log lines or metrics wait to be sent."""
+        with self._lock:
+            return bool(self._log) or any(
+                self._metrics_sent.get(e) != v for e, v in self._metrics.items()
+            )
 
     def acknowledge(self, log_sent: int, metrics: dict[int, dict[str, float]]) -> None:
         """The server stored the log lines before number ``log_sent`` and these metrics."""
@@ -179,11 +204,15 @@ class Heartbeater:
         self._stopped.set()
         self._thread.join(timeout=30)
 
-    def flush(self, *, retry_for: float = 60.0) -> None:
-        """Sends what is pending now (the last epoch's metrics, the last log lines)."""
-        self.send(retry_for=retry_for)
+    def flush(self, *, retry_for: float = 60.0, max_beats: int = 100) -> None:
+        """Sends what is pending now (the last epochs' metrics, the last log lines), in as
+        many heartbeats as it takes (at most ``max_beats``)."""
+        for _ in range(max_beats):
+            if not self.send(retry_for=retry_for) or not self.context.has_pending():
+                return
 
-    def send(self, *, retry_for: float = 0.0) -> None:
+    def send(self, *, retry_for: float = 0.0) -> bool:
+        """One heartbeat; whether the server took it."""
         context = self.context
         with self._send_lock:
             message, log_sent, metrics = context.heartbeat_message()
@@ -192,18 +221,22 @@ class Heartbeater:
             except LeaseLost as error:
                 log.error("worker.job.lease_lost job=%d detail=%r", context.job_id, error.message)
                 context.request_stop(StopReason.LEASE_LOST)
-                return
+                return False
             except ServerError as error:
                 log.warning("worker.heartbeat.failed job=%d error=%r", context.job_id, str(error))
-                return
+                return False
             context.acknowledge(log_sent, metrics)
             if reply.cancel and context.stop_reason is None:
                 log.warning("worker.job.cancel_requested job=%d", context.job_id)
                 context.request_stop(StopReason.CANCELLED)
+            return True
 
     def _loop(self) -> None:
         while not self._stopped.wait(self.interval):
-            self.send()
+            try:
+                self.send()
+            except Exception:  # the lease depends on this thread: it must outlive any bug
+                log.exception("worker.heartbeat.error job=%d", self.context.job_id)
 
 
 class JobLogHandler(logging.Handler):

@@ -16,6 +16,10 @@ from app.jobs.config import JobSettings
 from app.models import Dataset, ImportFormat, LabelClass, Role, Sample, TokenScope
 from ml.protocol import (
     FENCE_HEADER,
+    MAX_HEARTBEAT_EPOCHS,
+    MAX_HEARTBEAT_LOG_LINES,
+    MAX_LOG_LINE_CHARS,
+    MAX_SUMMARY_BYTES,
     SHA256_HEADER,
     JobManifest,
     decode_manifest,
@@ -161,6 +165,32 @@ def test_a_job_runs_through_the_protocol(
     assert artifact.content == weights
     results = decode_results(client.get(f"/api/jobs/{job_id}/results", headers=engineer).content)
     assert results.sample_id.tolist() == [1, 2, 3, 4, 5, 6]
+
+
+def test_oversized_heartbeats_and_summaries_are_refused_and_store_nothing(
+    client: TestClient, engineer: dict[str, str], worker: dict[str, str]
+) -> None:
+    job_id = create_predict_job(client, engineer)
+    fence = lease(client, worker)["fence"]
+    url = f"/api/worker/jobs/{job_id}"
+    too_many = [{"epoch": e, "values": {"loss": 1.0}} for e in range(MAX_HEARTBEAT_EPOCHS + 1)]
+    too_long = ["x" * (MAX_LOG_LINE_CHARS + 1)]
+    bodies = [
+        {"fence": fence, "metrics": too_many},
+        {"fence": fence, "log": too_long},
+        {"fence": fence, "log": ["line"] * (MAX_HEARTBEAT_LOG_LINES + 1)},
+        {"fence": fence, "log_from": 10**30},
+    ]
+    for body in bodies:
+        response = client.post(f"{url}/heartbeat", json=body, headers=worker)
+        assert response.status_code == 422, response.text
+    huge = {"fence": fence, "summary": {"blob": "x" * (MAX_SUMMARY_BYTES + 1)}}
+    assert client.post(f"{url}/complete", json=huge, headers=worker).status_code == 422
+
+    detail = client.get(f"/api/jobs/{job_id}", headers=engineer).json()
+    assert detail["metrics"] == []
+    assert all(line.startswith("-- lease") for line in detail["log_tail"])  # the server's own
+    assert detail["state"] == "leased" and detail["summary"] is None
 
 
 @pytest.mark.parametrize(

@@ -101,3 +101,30 @@ def test_steps_mark_the_first_and_last_compute_step(tmp_path: Path) -> None:
     job.record(Progress(phase="uploading"))
     assert first is not None and job.timings.last_step_at is not None
     assert job.timings.last_step_at >= first
+
+
+def test_a_backlog_goes_out_in_bounded_heartbeats_and_nan_is_left_out(tmp_path: Path) -> None:
+    from ml.protocol import MAX_HEARTBEAT_EPOCHS, MAX_HEARTBEAT_LOG_LINES
+
+    sent: list[dict[str, object]] = []
+    job = context(tmp_path, [ok() for _ in range(20)], sent)
+    for epoch in range(MAX_HEARTBEAT_EPOCHS * 2 + 1):
+        job.epoch_metrics(epoch, {"train_loss": float("nan") if epoch == 3 else 1.0, "lr": 0.1})
+    for number in range(MAX_HEARTBEAT_LOG_LINES + 7):
+        job.log_line(f"line {number}")
+
+    Heartbeater(job, interval=60).flush(retry_for=0)
+
+    assert len(sent) == 3
+    assert [len(b["metrics"]) for b in sent] == [MAX_HEARTBEAT_EPOCHS, MAX_HEARTBEAT_EPOCHS, 1]  # type: ignore[arg-type]
+    assert [len(b["log"]) for b in sent] == [MAX_HEARTBEAT_LOG_LINES, 7, 0]  # type: ignore[arg-type]
+    assert [b["log_from"] for b in sent] == [
+        0,
+        MAX_HEARTBEAT_LOG_LINES,
+        MAX_HEARTBEAT_LOG_LINES + 7,
+    ]
+    epochs = [m["epoch"] for b in sent for m in b["metrics"]]  # type: ignore[attr-defined]
+    assert epochs == list(range(MAX_HEARTBEAT_EPOCHS * 2 + 1))
+    third = next(m for b in sent for m in b["metrics"] if m["epoch"] == 3)  # type: ignore[attr-defined]
+    assert third["values"] == {"lr": 0.1}
+    assert not job.has_pending()
