@@ -16,5 +16,12 @@ COPY alembic.ini ./
 ARG EXTRAS=""
 RUN pip install --no-cache-dir -c constraints.txt -e ".${EXTRAS:+[$EXTRAS]}"
 
+# Run as an unprivileged user; the data directories (named volumes in docker-compose.yml) are
+# created here so that the volumes start out owned by it.
+RUN useradd --create-home --uid 10001 thresher \
+    && mkdir -p /var/lib/thresher /var/lib/thresher-worker \
+    && chown thresher:thresher /var/lib/thresher /var/lib/thresher-worker
+USER thresher
+
 EXPOSE 8000
 CMD ["thresher", "serve", "--host", "0.0.0.0", "--port", "8000"]

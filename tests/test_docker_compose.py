@@ -24,8 +24,20 @@ def test_has_postgres_server_and_worker(compose: dict[str, Any]) -> None:
     assert {"postgres", "server", "worker"} <= set(compose["services"])
 
 
+def _worker_variables() -> set[str]:
+    """The environment variables ``thresher worker`` reads for its options."""
+    import typer
+    from typer.main import get_command
+
+    from ml.worker.cli import worker
+
+    app = typer.Typer()
+    app.command()(worker)
+    return {p.envvar for p in get_command(app).params if isinstance(p.envvar, str)}
+
+
 def test_every_thresher_variable_is_a_setting(compose: dict[str, Any]) -> None:
-    fields = {f"THRESHER_{name.upper()}" for name in Settings.model_fields}
+    fields = {f"THRESHER_{name.upper()}" for name in Settings.model_fields} | _worker_variables()
     for service in compose["services"].values():
         for variable in service.get("environment", {}):
             if variable.startswith("THRESHER_"):
@@ -67,3 +79,24 @@ def test_worker_talks_to_the_server_service_over_http(compose: dict[str, Any]) -
     server_url = command[command.index("--server") + 1]
     port = compose["services"]["server"]["environment"]["THRESHER_PORT"]
     assert re.fullmatch(rf"http://server:{port}", server_url)
+
+
+def test_the_worker_token_comes_from_the_environment_not_the_command_line(
+    compose: dict[str, Any],
+) -> None:
+    worker = compose["services"]["worker"]
+    assert "--token" not in worker["command"]
+    assert "THRESHER_WORKER_TOKEN" in _worker_variables()
+    assert worker["environment"]["THRESHER_WORKER_TOKEN"].startswith("${THRESHER_WORKER_TOKEN:?")
+
+
+def test_the_image_runs_as_an_unprivileged_user_owning_the_data_dirs(
+    compose: dict[str, Any],
+) -> None:
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    text = "\n".join(lines)
+    for name in ("server", "worker"):
+        data_dir = compose["services"][name]["environment"]["THRESHER_DATA_DIR"]
+        assert f"chown {users[-1]}:{users[-1]}" in text and data_dir in text
