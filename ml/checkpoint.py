@@ -241,6 +241,40 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return latest
 
 
+#: Arguments that would make building the network read weights or files: a checkpoint's own
+#: ``model.safetensors`` is the only weights it may load (its config may come from another
+#: machine, through an uploaded artifact).
+_WEIGHT_SOURCE_KWARGS = frozenset(
+    {
+        "pretrained",
+        "weights_file",
+        "pretrained_cfg",
+        "pretrained_cfg_overlay",
+        "checkpoint_path",
+        "cache_dir",
+        "pretrained_strict",
+    }
+)
+
+
+def checked_model_kwargs(kwargs: object, directory: Path) -> dict[str, Any]:
+    """A checkpoint's ``model_kwargs``: plain names with numbers, strings, booleans or lists of
+    them, and none that names a source of weights.
+
+    Raises:
+        CheckpointError: anything else.
+    """
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"{directory}: model_kwargs must be an object")
+    for key, value in kwargs.items():
+        if not isinstance(key, str) or not key.isidentifier() or key in _WEIGHT_SOURCE_KWARGS:
+            raise CheckpointError(f"{directory}: model_kwargs may not set {key!r}")
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(item, int | float | str | bool) for item in items):
+            raise CheckpointError(f"{directory}: model_kwargs {key!r} must be plain values")
+    return dict(kwargs)
+
+
 def load_trained_model(path: str | Path, *, device: str | torch.device = "cpu") -> TrainedModel:
     """Load a checkpoint directory, or a run directory's latest checkpoint, for inference.
 
@@ -254,7 +288,9 @@ def load_trained_model(path: str | Path, *, device: str | torch.device = "cpu") 
     if config.get("kind") == "head":
         raise CheckpointError(f"{directory} holds a head on embeddings: load it with load_model")
     model = create_model(
-        config["architecture"], num_classes=config["num_classes"], **config["model_kwargs"]
+        config["architecture"],
+        num_classes=config["num_classes"],
+        **checked_model_kwargs(config.get("model_kwargs"), directory),
     )
     model.load_state_dict(load_file(str(directory / "model.safetensors")))
     model.to(device).eval()
@@ -272,7 +308,7 @@ def load_trained_model(path: str | Path, *, device: str | torch.device = "cpu") 
         adjustment=adjustment["inference"],
         tau=float(adjustment["tau"]),
         tta_flip=bool(config.get("tta_flip", False)),
-        model_kwargs=config["model_kwargs"],
+        model_kwargs=dict(config["model_kwargs"]),
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from numpy.typing import NDArray
 
-from ml.checkpoint import load_trained_model
+from ml.checkpoint import CheckpointError, load_trained_model
 from ml.predict import predict, predict_logits
 from ml.train import Control, EvalSet, Progress, TrainingError, lr_factor, train_model
 from tests.ml.factories import balanced_labels, colour_images, tiny_recipe
@@ -296,6 +296,33 @@ def test_recipe_features_train_and_predict(data: Data, overrides: dict[str, Any]
 
     assert np.isfinite(result.history[0].train_loss)
     assert predictions.topk_ids.shape == (10, 2)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"weights_file": "/etc/passwd"},
+        {"pretrained": True},
+        {"pretrained_cfg_overlay": {"file": "/elsewhere.pth"}},
+        {"drop_rate": {"nested": 1}},
+        [],
+    ],
+)
+def test_a_checkpoint_config_cannot_point_the_model_at_other_weights(
+    data: Data, tmp_path: Path, kwargs: Any
+) -> None:
+    images, labels = data
+    result = train_model(
+        tiny_recipe(epochs=1), images, labels, num_classes=3, device="cpu", checkpoint_dir=tmp_path
+    )
+    assert result.checkpoint is not None
+    config_file = result.checkpoint / "model_config.json"
+    config = json.loads(config_file.read_text())
+    load_trained_model(tmp_path)  # as written, it loads
+    config_file.write_text(json.dumps({**config, "model_kwargs": kwargs}))
+
+    with pytest.raises(CheckpointError, match="model_kwargs"):
+        load_trained_model(tmp_path)
 
 
 def test_distillation_from_teacher_checkpoints(data: Data, tmp_path: Path) -> None:
