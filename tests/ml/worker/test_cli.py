@@ -20,10 +20,15 @@ def command() -> typer.Typer:
     return app
 
 
-def test_the_compose_worker_service_runs_a_valid_worker_command() -> None:
+def test_the_compose_worker_service_runs_a_valid_worker_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    argv = compose["services"]["worker"]["command"]
+    service = compose["services"]["worker"]
+    argv = service["command"]
     assert argv[:2] == ["thresher", "worker"]
+    # The token comes from the service's environment, as docker compose passes it.
+    monkeypatch.setenv("THRESHER_WORKER_TOKEN", service["environment"]["THRESHER_WORKER_TOKEN"])
     parsed = typer.main.get_command(command()).make_context("worker", list(argv[2:]))
     assert parsed.params["server"] == "http://server:8000"
     assert parsed.params["device"] == "cuda:0"
