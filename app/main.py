@@ -14,6 +14,7 @@ from sqlalchemy.exc import DataError
 
 from app.auth import pages as auth_pages
 from app.auth import routes as auth_routes
+from app.auth.throttle import LoginThrottle
 from app.background import BackgroundRunner
 from app.datasets import pages as dataset_pages
 from app.datasets import routes as dataset_routes
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.templates = create_templates()
     app.state.background = BackgroundRunner()
     app.state.secret_key = settings.load_secret_key()
+    app.state.login_throttle = LoginThrottle()
 
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
     for module in (

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app import security
 from app.auth import service
 from app.auth.deps import SESSION_COOKIE, CurrentPrincipal, OptionalPrincipal
+from app.auth.throttle import LoginThrottle, TooManySignIns
 from app.db import SessionDep
 from app.errors import CsrfFailed, NotAuthenticated
 from app.settings import Settings
@@ -69,10 +70,18 @@ def login(
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not expected or not security.same(csrf_token, expected):
         raise CsrfFailed("the login form expired; reload the page and sign in again")
+    throttle: LoginThrottle = request.app.state.login_throttle
+    client = request.client.host if request.client else None
+    try:
+        throttle.check(username, client)
+    except TooManySignIns as exc:
+        return _login_page(request, next_url=_safe_next(next), error=exc.message, status_code=429)
     try:
         user = service.authenticate(session, username=username, password=password)
     except NotAuthenticated as exc:
+        throttle.failed(username, client)
         return _login_page(request, next_url=_safe_next(next), error=exc.message, status_code=401)
+    throttle.succeeded(username, client)
     settings: Settings = request.app.state.settings
     lifetime = timedelta(hours=settings.session_hours)
     secret, _ = service.start_web_session(session, user=user, lifetime=lifetime)
