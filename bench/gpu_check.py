@@ -22,7 +22,8 @@ Prints each path's rate as a fraction of on-GPU, against the goals (training >= 
 
 Writes bench/results/gpu_check.json (``--out`` elsewhere).
 
-Usage (about 5 minutes on one H100 with 16 cores)::
+Usage (the first three paths took about 4 minutes on one H100 with 16 cores; the embed and
+fine-tune steps have not been timed on a GPU yet)::
 
     python bench/gpu_check.py              # CUDA required
     python bench/gpu_check.py --smoke      # tiny sizes; runs on a CPU in well under a minute

@@ -287,11 +287,8 @@ def load_trained_model(path: str | Path, *, device: str | torch.device = "cpu") 
         raise CheckpointError(f"{directory}: unknown checkpoint format {config.get('format')!r}")
     if config.get("kind") == "head":
         raise CheckpointError(f"{directory} holds a head on embeddings: load it with load_model")
-    model = create_model(
-        config["architecture"],
-        num_classes=config["num_classes"],
-        **checked_model_kwargs(config.get("model_kwargs"), directory),
-    )
+    model_kwargs = checked_model_kwargs(config.get("model_kwargs"), directory)
+    model = create_model(config["architecture"], num_classes=config["num_classes"], **model_kwargs)
     model.load_state_dict(load_file(str(directory / "model.safetensors")))
     model.to(device).eval()
     prior = config.get("log_prior")
@@ -308,7 +305,7 @@ def load_trained_model(path: str | Path, *, device: str | torch.device = "cpu") 
         adjustment=adjustment["inference"],
         tau=float(adjustment["tau"]),
         tta_flip=bool(config.get("tta_flip", False)),
-        model_kwargs=dict(config["model_kwargs"]),
+        model_kwargs=model_kwargs,
     )
 
 

@@ -268,27 +268,6 @@ def pullback_from_ids(
     return _pullback(mask, chosen, _in_topk_ids(label_array[chosen], ids, use))
 
 
-def _decreasing_fit(
-    scores: NDArray[np.float64], wrong: NDArray[np.float64]
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Isotonic regression of ``wrong`` on ``scores``, non-increasing (pool adjacent
-    violators): the sorted scores and the fitted value at each."""
-    order = np.argsort(scores, kind="stable")
-    x, y = scores[order], wrong[order]
-    # Blocks of (sum, count); a later block may not have a larger mean than an earlier one.
-    sums: list[float] = []
-    counts: list[int] = []
-    for value in y.tolist():
-        sums.append(value)
-        counts.append(1)
-        while len(sums) > 1 and sums[-1] / counts[-1] > sums[-2] / counts[-2]:
-            total, count = sums.pop(), counts.pop()
-            sums[-1] += total
-            counts[-1] += count
-    fitted = np.repeat(np.array(sums) / np.array(counts), counts)
-    return x, fitted
-
-
 def calibrated_pullback(
     judged_scores: NDArray[np.floating],
     judged_wrong: NDArray[np.bool_],
@@ -335,13 +314,13 @@ def calibrated_pullback(
         raise ValueError(f"max_wrong must be in (0, 1], got {max_wrong}")
     if judged.size < min_judged or wrong.all() or not wrong.any():
         return np.zeros(rest.shape, dtype=bool)
-    x, fitted = _decreasing_fit(judged, wrong.astype(np.float64))
-    if int((fitted < max_wrong).sum()) < min_band:
+    from sklearn.isotonic import IsotonicRegression
+
+    fit = IsotonicRegression(increasing=False, out_of_bounds="clip")
+    fit.fit(judged, wrong.astype(np.float64))
+    if int((fit.predict(judged) < max_wrong).sum()) < min_band:
         return np.zeros(rest.shape, dtype=bool)
-    # A step function: each score takes the fit of the largest judged score not above it
-    # (below the smallest judged score, the smallest's).
-    at = np.clip(np.searchsorted(x, rest, side="right") - 1, 0, x.size - 1)
-    result: NDArray[np.bool_] = fitted[at] < max_wrong
+    result: NDArray[np.bool_] = fit.predict(rest) < max_wrong
     return result
 
 

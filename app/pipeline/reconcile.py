@@ -37,7 +37,14 @@ from app.models import (
 )
 from app.pipeline import junk, repository, rounds, stages
 from app.pipeline.config import PipelineEnv, parse_config
-from app.pipeline.rules import HumanVerdict, RoundView, effective_verdict, next_step, resolve_status
+from app.pipeline.rules import (
+    HumanVerdict,
+    NextStep,
+    RoundView,
+    effective_verdict,
+    next_step,
+    resolve_status,
+)
 from app.review import service as review
 
 log = get_logger(__name__)
@@ -273,11 +280,22 @@ def sync_decisions(
 # --- rounds and auto mode -----------------------------------------------------------------------
 
 
-def _round_views(session: Session, pipeline: Pipeline) -> list[RoundView]:
-    return [
-        RoundView(kind=r.kind, state=r.state, stats=dict(r.stats))
-        for r in repository.list_rounds(session, pipeline.id)
-    ]
+def planned_step(session: Session, pipeline: Pipeline) -> NextStep | None:
+    """What auto mode (and ``advance``) would start now: :func:`rules.next_step` on the
+    pipeline's rounds and config."""
+    config = parse_config(pipeline.config)
+    return next_step(
+        pipeline.stage,
+        [
+            RoundView(kind=r.kind, state=r.state, stats=dict(r.stats))
+            for r in repository.list_rounds(session, pipeline.id)
+        ],
+        can_iterate=junk.can_iterate(session, pipeline.dataset_id, config),
+        max_junk_iterations=config.max_junk_iterations,
+        max_pullback_rounds=config.max_pullback_rounds,
+        human_fraction=config.human_fraction,
+        junk_min_found=config.junk_min_found,
+    )
 
 
 def advance_rounds(
@@ -325,17 +343,8 @@ def auto_steps(
     finishes at once, so the one after it starts too). A step that refuses turns auto mode
     off, with the reason in the pipeline's note."""
     started: list[str] = []
-    config = parse_config(pipeline.config)
     for _ in range(MAX_AUTO_STEPS):
-        step = next_step(
-            pipeline.stage,
-            _round_views(session, pipeline),
-            can_iterate=junk.can_iterate(session, dataset.id, config),
-            max_junk_iterations=config.max_junk_iterations,
-            max_pullback_rounds=config.max_pullback_rounds,
-            human_fraction=config.human_fraction,
-            junk_min_found=config.junk_min_found,
-        )
+        step = planned_step(session, pipeline)
         if step is None:
             break
         pipeline.stage = step.stage

@@ -633,47 +633,44 @@ def events_by_sample(session: Session, dataset_id: int) -> dict[int, list[Pipeli
 # --- job results --------------------------------------------------------------------------------
 
 
-def topk_of(session: Session, pairs: Collection[tuple[int, int]]) -> dict[int, tuple[bytes, bytes]]:
-    """The stored top-k (class ids, probabilities; little-endian int32/float32 bytes) of each
-    (job id, sample id), by sample id."""
+def _result_rows(
+    session: Session, pairs: Collection[tuple[int, int]], *columns: Any
+) -> Iterator[tuple[Any, ...]]:
+    """``(sample_id, *columns)`` of the stored results of each (job id, sample id)."""
     by_job: dict[int, list[int]] = {}
     for job_id, sample_id in pairs:
         by_job.setdefault(job_id, []).append(sample_id)
-    result: dict[int, tuple[bytes, bytes]] = {}
     for job_id, sample_ids in by_job.items():
         for part in chunks(sorted(sample_ids)):
             rows = session.execute(
-                select(JobResult.sample_id, JobResult.topk_class_id, JobResult.topk_prob).where(
+                select(JobResult.sample_id, *columns).where(
                     JobResult.job_id == job_id, JobResult.sample_id.in_(part)
                 )
             )
-            for sample_id, ids, probs in rows:
-                if ids is not None and probs is not None:
-                    result[int(sample_id)] = (bytes(ids), bytes(probs))
-    return result
+            yield from (tuple(row) for row in rows)
+
+
+def topk_of(session: Session, pairs: Collection[tuple[int, int]]) -> dict[int, tuple[bytes, bytes]]:
+    """The stored top-k (class ids, probabilities; little-endian int32/float32 bytes) of each
+    (job id, sample id), by sample id."""
+    return {
+        int(sample_id): (bytes(ids), bytes(probs))
+        for sample_id, ids, probs in _result_rows(
+            session, pairs, JobResult.topk_class_id, JobResult.topk_prob
+        )
+        if ids is not None and probs is not None
+    }
 
 
 def latest_label_probs(session: Session, sample_ids: Collection[int]) -> dict[int, float]:
     """Each sample's latest prediction's probability of the label it was given to the model
     (from the job ``pred_job_id`` names), where the job reported one."""
-    jobs = pred_jobs(session, sample_ids)
-    by_job: dict[int, list[int]] = {}
-    for sample_id, job_id in jobs.items():
-        by_job.setdefault(job_id, []).append(sample_id)
-    result: dict[int, float] = {}
-    for job_id, ids in by_job.items():
-        for part in chunks(sorted(ids)):
-            rows = session.execute(
-                select(JobResult.sample_id, JobResult.label_prob).where(
-                    JobResult.job_id == job_id,
-                    JobResult.sample_id.in_(part),
-                    JobResult.label_prob.is_not(None),
-                )
-            )
-            for sample_id, prob in rows:
-                if prob is not None and math.isfinite(prob):
-                    result[int(sample_id)] = float(prob)
-    return result
+    pairs = [(job_id, sample_id) for sample_id, job_id in pred_jobs(session, sample_ids).items()]
+    return {
+        int(sample_id): float(prob)
+        for sample_id, prob in _result_rows(session, pairs, JobResult.label_prob)
+        if prob is not None and math.isfinite(prob)
+    }
 
 
 def job_results_of_sample(

@@ -30,11 +30,11 @@ from app.models import (
     User,
     utcnow,
 )
-from app.pipeline import junk, reconcile, repository, rounds, stages
+from app.pipeline import reconcile, repository, rounds, stages
 from app.pipeline.config import PipelineEnv, config_json, merged_config, parse_config
 from app.pipeline.reconcile import ReconcileResult
 from app.pipeline.rounds import StepParams
-from app.pipeline.rules import NextStep, RoundView, next_step
+from app.pipeline.rules import NextStep
 
 log = get_logger(__name__)
 
@@ -200,20 +200,7 @@ def start_step(
 
 def preview_next(session: Session, pipeline: Pipeline) -> NextStep | None:
     """What :func:`advance` (and auto mode) would do now."""
-    config = parse_config(pipeline.config)
-    views = [
-        RoundView(kind=r.kind, state=r.state, stats=dict(r.stats))
-        for r in repository.list_rounds(session, pipeline.id)
-    ]
-    return next_step(
-        pipeline.stage,
-        views,
-        can_iterate=junk.can_iterate(session, pipeline.dataset_id, config),
-        max_junk_iterations=config.max_junk_iterations,
-        max_pullback_rounds=config.max_pullback_rounds,
-        human_fraction=config.human_fraction,
-        junk_min_found=config.junk_min_found,
-    )
+    return reconcile.planned_step(session, pipeline)
 
 
 def advance(

@@ -154,10 +154,7 @@ class JobContext:
         """The next heartbeat, with what it will acknowledge once sent: the oldest pending
         metrics and log lines, as many as one heartbeat may carry."""
         with self._lock:
-            unsent = sorted(
-                (e, v) for e, v in self._metrics.items() if self._metrics_sent.get(e) != v
-            )
-            pending = dict(unsent[:MAX_HEARTBEAT_EPOCHS])
+            pending = dict(self._unsent_metrics()[:MAX_HEARTBEAT_EPOCHS])
             lines = self._log[:MAX_HEARTBEAT_LOG_LINES]
             message = Heartbeat(
                 fence=self.fence,
@@ -171,9 +168,12 @@ class JobContext:
     def has_pending(self) -> bool:
         """Whether log lines or metrics wait to be sent."""
         with self._lock:
-            return bool(self._log) or any(
-                self._metrics_sent.get(e) != v for e, v in self._metrics.items()
-            )
+            return bool(self._log) or bool(self._unsent_metrics())
+
+    def _unsent_metrics(self) -> list[tuple[int, dict[str, float]]]:
+        """Epochs whose metrics the server has not acknowledged as they are now, oldest first
+        (call with the lock held)."""
+        return sorted((e, v) for e, v in self._metrics.items() if self._metrics_sent.get(e) != v)
 
     def acknowledge(self, log_sent: int, metrics: dict[int, dict[str, float]]) -> None:
         """The server stored the log lines before number ``log_sent`` and these metrics."""

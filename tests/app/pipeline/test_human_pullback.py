@@ -12,7 +12,15 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import transaction
-from app.models import JobResult, PipelineSample, RoundKind, SampleStatus, Stage, User
+from app.models import (
+    JobResult,
+    PipelineRound,
+    PipelineSample,
+    RoundKind,
+    SampleStatus,
+    Stage,
+    User,
+)
 from app.pipeline.config import PipelineEnv
 from tests.app.pipeline.factories import FakeAnnotator, FakeWorker, Toy, make_toy, missing_some
 from tests.app.pipeline.loop import Loop
@@ -54,6 +62,14 @@ def _rejected_with_scores(loop: Loop, worker: FakeWorker, unlucky: set[int]) -> 
             )
 
 
+def _human_sample(loop: Loop, annotator: FakeAnnotator) -> PipelineRound:
+    """The human sample, every task answered from the truth, and the round finished."""
+    sample = loop.start(RoundKind.HUMAN_SAMPLE)
+    annotator.review_all()
+    loop.reconcile()
+    return sample
+
+
 def test_unchecked_rejects_where_people_found_the_labels_right_come_back(
     loop: Loop, toy: Toy, worker: FakeWorker, annotator: FakeAnnotator
 ) -> None:
@@ -63,9 +79,7 @@ def test_unchecked_rejects_where_people_found_the_labels_right_come_back(
     rejected = {s for s, st in loop.statuses().items() if st is SampleStatus.REJECTED}
     assert rejected == toy.noisy | unlucky
 
-    sample = loop.start(RoundKind.HUMAN_SAMPLE)
-    annotator.review_all()
-    loop.reconcile()
+    sample = _human_sample(loop, annotator)
 
     states = loop.states()
     checked = {sid for sid in rejected if states[sid].human_verdict is not None}
@@ -96,9 +110,7 @@ def test_nothing_comes_back_where_people_found_the_rejects_mostly_wrong(
             update(JobResult).where(JobResult.sample_id.in_(toy.noisy)).values(label_prob=0.42)
         )
 
-    sample = loop.start(RoundKind.HUMAN_SAMPLE)
-    annotator.review_all()
-    loop.reconcile()
+    sample = _human_sample(loop, annotator)
 
     stats = loop.round(sample.id).stats["human_pullback"]
     assert stats["pulled_back"] == 0 and stats["candidates"] > 0
@@ -112,9 +124,7 @@ def test_the_calibrated_pullback_can_be_turned_off(
     unlucky = {sid for sid in toy.given if sid % 3 == 0} - toy.noisy
     _rejected_with_scores(loop, worker, unlucky)
 
-    sample = loop.start(RoundKind.HUMAN_SAMPLE)
-    annotator.review_all()
-    loop.reconcile()
+    sample = _human_sample(loop, annotator)
 
     assert loop.round(sample.id).stats["human_pullback"] == {"skipped": "off"}
     assert SampleStatus.PULLED_BACK not in set(loop.statuses().values())
