@@ -6,9 +6,10 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Where the repository's templates, static files and migrations live.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -52,9 +53,38 @@ class Settings(BaseSettings):
     )
     thumbnail_sizes: tuple[int, ...] = (96, 128, 256, 512)
     review_lease_seconds: int = Field(
-        default=600, gt=0, description="An annotator's hold on leased review tasks."
+        default=600, gt=0, description="An API client's hold on leased review tasks."
+    )
+    review_browser_lease_seconds: int = Field(
+        default=60,
+        gt=0,
+        description="A signed-in page's hold on its review tasks; the page renews it while it "
+        "is open and visible, and releases it when hidden or closed.",
     )
     log_format: str = Field(default="console", description="console or json")
+    import_roots: Annotated[tuple[Path, ...] | None, NoDecode] = Field(
+        default=None,
+        description="The folders datasets, manifests and class lists may be imported from "
+        "through the API, separated by ':' (the CLI, run on the server, may import from "
+        "anywhere). Default: the demo's folder in the data directory.",
+    )
+    max_body_bytes: int = Field(
+        default=1 << 20, gt=0, description="Largest JSON or form body of a request."
+    )
+    max_import_body_bytes: int = Field(
+        default=64 << 20,
+        gt=0,
+        description="Largest body of a dataset registration or import (class lists may be inline).",
+    )
+    body_idle_seconds: float = Field(
+        default=15.0, gt=0, description="A request body that pauses longer gets 408."
+    )
+    body_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="A JSON or form body that takes longer in all gets 408 "
+        "(streamed uploads are bounded by the pause alone).",
+    )
 
     @field_validator("secret_key")
     @classmethod
@@ -66,6 +96,13 @@ class Settings(BaseSettings):
                 "THRESHER_SECRET_KEY must be a random string of at least 32 characters "
                 "(leave it unset to have one generated into the data directory)"
             )
+        return value
+
+    @field_validator("import_roots", mode="before")
+    @classmethod
+    def _split_import_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(Path(part) for part in value.split(os.pathsep) if part.strip())
         return value
 
     @field_validator("database_url")
@@ -81,6 +118,18 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'thresher.db').resolve()}"
+
+    @property
+    def allowed_import_roots(self) -> tuple[Path, ...]:
+        """Where the API may import from (see ``import_roots``)."""
+        if self.import_roots is not None:
+            return self.import_roots
+        return (self.demo_dir,)
+
+    @property
+    def demo_dir(self) -> Path:
+        """Where ``thresher demo`` builds its dataset."""
+        return self.data_dir / "demo"
 
     @property
     def thumbnail_dir(self) -> Path:

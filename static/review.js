@@ -1,8 +1,11 @@
 // Thresher's review pages: grid review (junk), label review and class review, by keyboard.
-// Loaded with `defer` on the review pages only. The server renders every batch of tasks as
-// HTML (POST <page>/next); this script keeps the next batch out of sight until it is needed,
-// so it appears at once, sends decisions to /api/review/decisions with the session's CSRF
-// token and an idempotency key (a retry is recorded once), and measures the time spent.
+// Loaded with `defer` on the review pages only. The page arrives without tasks (a GET leases
+// nothing); the server renders every batch of tasks as HTML (POST <page>/next, with the CSRF
+// token), the first one as soon as this script runs. It keeps the next batch out of sight
+// until it is needed, so it appears at once, sends decisions to /api/review/decisions with the
+// session's CSRF token and an idempotency key (a retry is recorded once), and measures the
+// time spent. The leases are short: the page renews them while it is visible and someone is
+// at it, and gives them back when it is hidden or closed.
 (function () {
   "use strict";
 
@@ -18,6 +21,9 @@
   var decideUrl = root.dataset.decideUrl;
   var undoUrl = root.dataset.undoUrl;
   var nextUrl = root.dataset.nextUrl;
+  var renewUrl = root.dataset.renewUrl;
+  var releaseUrl = root.dataset.releaseUrl;
+  var leaseSeconds = Number(root.dataset.leaseSeconds) || 60;
   //: Task ids this page was handed, newest last; sent as `exclude` so none comes back twice.
   var SEEN_LIMIT = 800;
   var seen = [];
@@ -48,6 +54,12 @@
     if (seen.length > SEEN_LIMIT) {
       seen.splice(0, seen.length - SEEN_LIMIT);
     }
+  }
+
+  function taskIds(elements) {
+    return elements.map(function (el) {
+      return Number(el.dataset.taskId);
+    });
   }
 
   function wait(ms) {
@@ -136,6 +148,145 @@
     return details.task_id ? [details.task_id] : [];
   }
 
+  // --- leases ----------------------------------------------------------------------------------
+  // `held`: the tasks leased to this page and not decided. A heartbeat renews them while the
+  // page is visible and someone used it in the last IDLE_MS; a beacon (it outlives the page)
+  // gives them back when the page is hidden or closed, or nobody is there. A renewal takes
+  // back what nobody else leased meanwhile; the rest is lost, and the page lets it go.
+
+  var IDLE_MS = 5 * 60 * 1000;
+  var held = {};
+  var away = false; // the leases were given back; the next renewal takes them again
+  var idle = false; // given back because nobody was there: the next key only wakes the page
+  var lastInput = Date.now();
+  var renewing = null;
+  var lostHandler = function () {};
+
+  function heldIds() {
+    return Object.keys(held).map(Number);
+  }
+
+  function hold(ids) {
+    ids.forEach(function (id) {
+      held[id] = true;
+    });
+    if (away && ids.length) {
+      sendRelease(ids); // leased while the page was hidden: not for now
+    }
+  }
+
+  function letGo(ids) {
+    ids.forEach(function (id) {
+      delete held[id];
+    });
+  }
+
+  function sendRelease(ids) {
+    var body = new URLSearchParams();
+    body.set("csrf_token", csrfToken()); // a beacon cannot set the CSRF header
+    body.set("task_ids", ids.join(","));
+    if (!navigator.sendBeacon || !navigator.sendBeacon(releaseUrl, body)) {
+      fetch(releaseUrl, { method: "POST", credentials: "same-origin", body: body, keepalive: true }).catch(
+        function () {}
+      );
+    }
+  }
+
+  function release() {
+    if (away) {
+      return;
+    }
+    away = true;
+    var ids = heldIds();
+    if (ids.length) {
+      sendRelease(ids);
+    }
+  }
+
+  function renew() {
+    if (renewing) {
+      return renewing;
+    }
+    var ids = heldIds();
+    if (!ids.length) {
+      return Promise.resolve();
+    }
+    renewing = postJSON(renewUrl, { task_ids: ids })
+      .then(
+        function (result) {
+          if (!result.ok) {
+            errorOf(result);
+            return;
+          }
+          var lost = result.data.lost.filter(function (id) {
+            return held[id];
+          });
+          if (lost.length) {
+            letGo(lost);
+            lostHandler(lost);
+          }
+        },
+        function () {} // offline for a moment: the next beat tries again
+      )
+      .then(function () {
+        renewing = null;
+      });
+    return renewing;
+  }
+
+  function comeBack() {
+    away = false;
+    return renew();
+  }
+
+  function beat() {
+    if (document.visibilityState !== "visible") {
+      return;
+    }
+    if (Date.now() - lastInput > IDLE_MS) {
+      if (!idle) {
+        idle = true;
+        release();
+        showMessage("You were away, so your tasks went back to the queue. Press a key to go on.", "info");
+      }
+      return;
+    }
+    renew();
+  }
+
+  window.setInterval(beat, Math.max(500, (leaseSeconds * 1000) / 3));
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "hidden") {
+      release();
+    } else if (!idle) {
+      comeBack();
+    }
+  });
+  window.addEventListener("pagehide", release);
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted) {
+      comeBack(); // back from the browser's page cache
+    }
+  });
+  ["keydown", "pointerdown", "wheel"].forEach(function (type) {
+    document.addEventListener(
+      type,
+      function (event) {
+        lastInput = Date.now();
+        if (!idle) {
+          return;
+        }
+        idle = false;
+        clearMessage();
+        comeBack();
+        if (type === "keydown") {
+          event.preventDefault(); // this key wakes the page; it decides nothing
+        }
+      },
+      true
+    );
+  });
+
   // Leases the next `n` tasks; resolves to the batch element, parked in the hidden box so its
   // images load now.
   function fetchBatch(n) {
@@ -162,11 +313,11 @@
         holder.innerHTML = html; // inert: no script in it runs, and the CSP allows none
         var batch = holder.querySelector(".batch");
         if (batch) {
-          remember(
-            Array.prototype.map.call(batch.querySelectorAll("[data-task-id]"), function (el) {
-              return Number(el.dataset.taskId);
-            })
-          );
+          var ids = Array.prototype.map.call(batch.querySelectorAll("[data-task-id]"), function (el) {
+            return Number(el.dataset.taskId);
+          });
+          remember(ids);
+          hold(ids);
           prefetchBox.appendChild(batch);
         }
         return batch;
@@ -267,10 +418,18 @@
       if (busy || !page) {
         return;
       }
+      var live = tiles.filter(function (tile) {
+        return !tile.classList.contains("gone");
+      });
+      if (!live.length) {
+        advance();
+        return;
+      }
       busy = true;
       root.classList.add("busy");
-      var seconds = (performance.now() - shownAt) / 1000 / Math.max(1, tiles.length);
-      var decisions = tiles.map(function (tile) {
+      var seconds = (performance.now() - shownAt) / 1000 / Math.max(1, live.length);
+      letGo(taskIds(live)); // decided from now on, unless sending fails
+      var decisions = live.map(function (tile) {
         return {
           task_id: Number(tile.dataset.taskId),
           lease_version: Number(tile.dataset.leaseVersion),
@@ -303,6 +462,7 @@
           var error = errorOf(result);
           var gone = affectedTasks(error);
           if ((result.status === 409 || result.status === 403) && gone.length) {
+            letGo(gone);
             // Those tasks are not ours to decide any more: drop them, send the rest again
             // with the same keys (anything already stored comes back as it was).
             tiles.forEach(function (tile) {
@@ -323,10 +483,12 @@
             return;
           }
           done();
+          hold(undecided(decisions));
           showMessage(error.message, "bad");
         },
         function () {
           done();
+          hold(undecided(decisions));
           showMessage(
             "Could not reach the server. Press Enter to send the page again: nothing is " +
               "recorded twice.",
@@ -339,6 +501,29 @@
     function done() {
       busy = false;
       root.classList.remove("busy");
+    }
+
+    function undecided(decisions) {
+      return decisions.map(function (d) {
+        return d.task_id;
+      });
+    }
+
+    // Tasks that went to someone else while the page was away: greyed out, not sent.
+    function markGone(ids) {
+      var gone = 0;
+      [stage, prefetchBox].forEach(function (box) {
+        ids.forEach(function (id) {
+          var tile = box.querySelector('.tile[data-task-id="' + id + '"]');
+          if (tile) {
+            tile.classList.add("gone");
+            gone += box === stage ? 1 : 0;
+          }
+        });
+      });
+      if (gone) {
+        showMessage(gone + " image(s) of this page went to another annotator while you were away.", "warn");
+      }
     }
 
     function advance() {
@@ -384,10 +569,8 @@
       button.addEventListener("click", submit);
     }
 
-    var first = stage.querySelector(".batch");
-    if (first) {
-      mount(first);
-    }
+    lostHandler = markGone;
+    advance();
 
     return {
       onKey: function (event) {
@@ -522,6 +705,7 @@
         history.shift();
       }
       queue.shift();
+      letGo([decision.task_id]);
       prefetchBox.appendChild(item);
       clearMessage();
       show();
@@ -541,6 +725,7 @@
           function () {
             forget(entry);
             queue.unshift(item);
+            hold([decision.task_id]);
             show();
             showMessage("Could not reach the server; decide this one again.", "bad");
             return null;
@@ -577,6 +762,7 @@
               return null;
             }
             entry.item.dataset.leaseVersion = String(result.data.task.lease_version);
+            hold([result.data.task.id]);
             queue.unshift(entry.item);
             show();
             showMessage("Undone: decide this one again.", "info");
@@ -590,9 +776,25 @@
         });
     }
 
-    take(stage.querySelector(".batch"));
+    // Tasks that went to someone else while the page was away leave the queue.
+    lostHandler = function (ids) {
+      var before = queue.length;
+      var wasShown = current();
+      queue = queue.filter(function (item) {
+        return ids.indexOf(Number(item.dataset.taskId)) < 0;
+      });
+      if (queue.length === before) {
+        return;
+      }
+      refill();
+      if (current() !== wasShown) {
+        show();
+        showMessage("That one went to another annotator while you were away.", "warn");
+      }
+    };
+
+    refill(); // the first batch
     show();
-    refill();
 
     return {
       current: current,

@@ -31,11 +31,11 @@ def _page_size(kind: TaskKind, size: int) -> int:
     return size
 
 
-def _exclude(text: str) -> list[int]:
+def _task_ids(text: str, name: str = "task_ids") -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError as exc:
-        raise Invalid("exclude must be comma-separated task ids") from exc
+        raise Invalid(f"{name} must be comma-separated task ids") from exc
 
 
 @router.get("/")
@@ -78,31 +78,22 @@ def review_page(
     kind: TaskKind,
     size: PageSize = views.GRID_PAGE_SIZES[0],
 ) -> HTMLResponse:
-    """Leases the first batch (the annotator's own live leases first, so a reload takes
-    nothing new) and renders the review page for the kind."""
+    """The review page for the kind, without tasks: a GET leases nothing (a link from another
+    site must not take tasks). The page's script leases its first batch at once with a POST
+    carrying the CSRF token (``next``), renews it while the page is open and visible, and
+    gives it back when the page is hidden or closed."""
     settings: Settings = request.app.state.settings
     dataset = service.get_dataset(session, dataset_id)
     page_size = _page_size(kind, size)
-    data = service.lease_batch(
-        session,
-        user=principal.user,
-        dataset=dataset,
-        kind=kind,
-        n=page_size,
-        lease_for=lease_duration(request),
-        references_per_class=views.GIVEN_REFERENCES,
-        class_grid=views.CLASS_GRID,
-    )
     view = views.review_page(
         dataset,
         kind,
-        data,
         service.progress(session, user=principal.user),
         remaining=service.remaining(
             session, user=principal.user, kind=kind, dataset_id=dataset.id, cap=views.REMAINING_CAP
         ),
-        thumbnail_sizes=settings.thumbnail_sizes,
         page_size=page_size,
+        lease_seconds=settings.review_browser_lease_seconds,
     )
     return render(request, "review/page.html", principal=principal, view=view)
 
@@ -117,8 +108,9 @@ def next_batch(
     n: Annotated[int, Form(ge=1, le=service.MAX_LEASE)] = 1,
     exclude: Annotated[str, Form(description="Task ids shown or decided already.")] = "",
 ) -> HTMLResponse:
-    """The next tasks, leased now, as the page's fragment: the script keeps it out of sight
-    until the annotator gets there, so images are loaded by then."""
+    """The next tasks, leased now, as the page's fragment (the first batch too): the script
+    keeps it out of sight until the annotator gets there, so images are loaded by then. The
+    annotator's own live leases of the queue come back first, so a reload takes nothing new."""
     settings: Settings = request.app.state.settings
     dataset = service.get_dataset(session, dataset_id)
     data = service.lease_batch(
@@ -127,13 +119,26 @@ def next_batch(
         dataset=dataset,
         kind=kind,
         n=n,
-        exclude=_exclude(exclude),
-        lease_for=lease_duration(request),
+        exclude=_task_ids(exclude, "exclude"),
+        lease_for=lease_duration(request, principal),
         references_per_class=views.GIVEN_REFERENCES,
         class_grid=views.CLASS_GRID,
     )
     batch = views.batch(kind, data, thumbnail_sizes=settings.thumbnail_sizes, page_size=n)
     return render(request, "review/_batch.html", principal=principal, view=batch)
+
+
+@router.post("/review/release", status_code=204)
+def release(
+    session: SessionDep,
+    principal: AnnotatorDep,
+    task_ids: Annotated[str, Form(description="Comma-separated ids of the tasks to give back.")],
+) -> Response:
+    """Gives back the page's leases when it is hidden or closed. The page sends it with
+    ``navigator.sendBeacon``, which cannot set headers: the CSRF token comes in the form body
+    (``csrf_token``), where the authentication dependency also looks for it."""
+    service.release_leases(session, user=principal.user, task_ids=_task_ids(task_ids))
+    return Response(status_code=204)
 
 
 @router.get("/review/{dataset_id}/{kind}/progress")

@@ -439,6 +439,48 @@ def lease(
     return found
 
 
+def renew_leases(
+    session: Session, *, user_id: int, task_ids: Collection[int], expires_at: datetime
+) -> list[int]:
+    """Moves the expiry of ``user_id``'s leases on these tasks to ``expires_at``: live ones,
+    and expired ones nobody took since (the owner is still ``user_id``). Returns their ids."""
+    renewed: list[int] = []
+    for part in chunks(sorted(task_ids)):
+        renewed.extend(
+            session.scalars(
+                update(_TASKS)
+                .where(_t.id.in_(part), _IS_LEASED, _t.lease_owner_id == user_id)
+                .values(lease_expires_at=expires_at)
+                .returning(_t.id)
+            )
+        )
+    return renewed
+
+
+def release_leases(
+    session: Session, *, user_id: int, task_ids: Collection[int], now: datetime
+) -> list[int]:
+    """Ends ``user_id``'s live leases on these tasks now: anyone may lease them from then on,
+    and until someone does the owner stays, so its decision or renewal is still taken.
+    Returns the ids released."""
+    released: list[int] = []
+    for part in chunks(sorted(task_ids)):
+        released.extend(
+            session.scalars(
+                update(_TASKS)
+                .where(
+                    _t.id.in_(part),
+                    _IS_LEASED,
+                    _t.lease_owner_id == user_id,
+                    _t.lease_expires_at > now,
+                )
+                .values(lease_expires_at=now)
+                .returning(_t.id)
+            )
+        )
+    return released
+
+
 def task_row(session: Session, task_id: int) -> TaskRow:
     return TaskRow._make(session.execute(select(*_LEASE_RETURNING).where(_t.id == task_id)).one())
 

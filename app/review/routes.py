@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from app.auth.deps import AnnotatorDep, EngineerDep
+from app.auth.service import Principal
 from app.db import SessionDep
 from app.review import service
 from app.review.schemas import (
@@ -26,7 +27,10 @@ from app.review.schemas import (
     HistoryEntryRead,
     LeaseCreate,
     LeasedTaskRead,
+    LeaseHold,
     LeaseRead,
+    LeaseReleaseRead,
+    LeaseRenewalRead,
     ProgressRead,
     QueueCountRead,
     QueueStatsRead,
@@ -45,9 +49,15 @@ router = APIRouter(prefix="/api/review", tags=["review"])
 CLASS_LIST_MAX_AGE = 300
 
 
-def lease_duration(request: Request) -> timedelta:
-    """The configured lease length (``THRESHER_REVIEW_LEASE_SECONDS``)."""
-    return timedelta(seconds=request.app.state.settings.review_lease_seconds)
+def lease_duration(request: Request, principal: Principal) -> timedelta:
+    """How long a lease lasts. A signed-in browser's is short
+    (``THRESHER_REVIEW_BROWSER_LEASE_SECONDS``): the review page renews it while it is open and
+    visible, so an abandoned tab holds its tasks for about that long. An API token's lasts
+    ``THRESHER_REVIEW_LEASE_SECONDS``."""
+    settings = request.app.state.settings
+    if principal.via == "session":
+        return timedelta(seconds=settings.review_browser_lease_seconds)
+    return timedelta(seconds=settings.review_lease_seconds)
 
 
 # --- engineers: queueing ------------------------------------------------------------------------
@@ -131,9 +141,33 @@ def lease_tasks(
         dataset_id=body.dataset_id,
         n=body.n,
         exclude=body.exclude,
-        lease_for=lease_duration(request),
+        lease_for=lease_duration(request, principal),
     )
     return LeaseRead(tasks=[LeasedTaskRead.model_validate(task) for task in tasks])
+
+
+@router.post("/leases/renew")
+def renew_leases(
+    principal: AnnotatorDep, body: LeaseHold, session: SessionDep, request: Request
+) -> LeaseRenewalRead:
+    """Extends your leases on these tasks by a lease length (a review page's heartbeat); a
+    lapsed one comes back unless someone else leased the task since (``lost``)."""
+    renewal = service.renew_leases(
+        session,
+        user=principal.user,
+        task_ids=body.task_ids,
+        lease_for=lease_duration(request, principal),
+    )
+    return LeaseRenewalRead.model_validate(renewal)
+
+
+@router.post("/leases/release")
+def release_leases(
+    principal: AnnotatorDep, body: LeaseHold, session: SessionDep
+) -> LeaseReleaseRead:
+    """Gives back your leases on these tasks, so others may take them now."""
+    released = service.release_leases(session, user=principal.user, task_ids=body.task_ids)
+    return LeaseReleaseRead(released=released)
 
 
 @router.post("/decisions")
@@ -170,7 +204,7 @@ def undo(
         decision_id=body.decision_id,
         idempotency_key=body.idempotency_key,
         seconds=body.seconds,
-        lease_for=lease_duration(request),
+        lease_for=lease_duration(request, principal),
     )
     return UndoRead.model_validate(result)
 

@@ -78,6 +78,16 @@ class LeasedTask:
 
 
 @dataclass(frozen=True)
+class LeaseRenewal:
+    """What a heartbeat kept: the tasks still the caller's, now until ``lease_expires_at``,
+    and those it lost (decided, cancelled, or leased to someone else since)."""
+
+    renewed: list[int]
+    lost: list[int]
+    lease_expires_at: datetime
+
+
+@dataclass(frozen=True)
 class DecisionRecord:
     id: int
     task_id: int
@@ -279,6 +289,24 @@ class LeaseCreate(BaseModel):
         default_factory=list,
         description="Ids of tasks the caller holds and shows already: not handed back again.",
     )
+
+
+class LeaseHold(BaseModel):
+    """Tasks the caller holds: to renew (a page's heartbeat) or to give back."""
+
+    task_ids: list[int] = Field(max_length=1_000)
+
+
+class LeaseRenewalRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    renewed: list[int]
+    lost: list[int]
+    lease_expires_at: datetime
+
+
+class LeaseReleaseRead(BaseModel):
+    released: list[int]
 
 
 class SuggestionRead(BaseModel):

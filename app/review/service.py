@@ -32,6 +32,7 @@ from app.review.schemas import (
     HistoryEntry,
     HourCount,
     LeasedTask,
+    LeaseRenewal,
     Progress,
     QueueCount,
     QueueStats,
@@ -365,6 +366,53 @@ def lease_tasks(
     if not rows and dataset_id is not None and repository.get_dataset(session, dataset_id) is None:
         raise NotFound(f"no dataset with id {dataset_id}")
     return _leased(rows)
+
+
+def renew_leases(
+    session: Session,
+    *,
+    user: User,
+    task_ids: Collection[int],
+    lease_for: timedelta,
+    now: datetime | None = None,
+) -> LeaseRenewal:
+    """A page's heartbeat: extends the user's leases on ``task_ids`` to ``now + lease_for``.
+
+    A lease that lapsed (the page was hidden, or slept) is taken back as long as nobody else
+    leased the task since; the others are ``lost``. The lease version does not change, so the
+    decisions the page makes under it stay valid.
+    """
+    _check_held(task_ids)
+    now = now or utcnow()
+    expires_at = now + lease_for
+    wanted = set(task_ids)
+    renewed = set(
+        repository.renew_leases(session, user_id=user.id, task_ids=wanted, expires_at=expires_at)
+    )
+    return LeaseRenewal(
+        renewed=sorted(renewed), lost=sorted(wanted - renewed), lease_expires_at=expires_at
+    )
+
+
+def release_leases(
+    session: Session, *, user: User, task_ids: Collection[int], now: datetime | None = None
+) -> list[int]:
+    """Gives back the user's live leases on ``task_ids`` (a page hidden, closed or done with
+    them): others may lease those tasks at once. Until someone does, the user's decision on
+    one is still taken and a renewal takes it back. Returns the ids released; releasing
+    again releases nothing."""
+    _check_held(task_ids)
+    released = repository.release_leases(
+        session, user_id=user.id, task_ids=set(task_ids), now=now or utcnow()
+    )
+    if released:
+        log.info("review.leases.released", user=user.username, n=len(released))
+    return sorted(released)
+
+
+def _check_held(task_ids: Collection[int]) -> None:
+    if len(task_ids) > MAX_EXCLUDE:
+        raise Invalid(f"name at most {MAX_EXCLUDE} tasks at a time")
 
 
 def _leased(rows: Sequence[TaskRow]) -> list[LeasedTask]:

@@ -253,12 +253,14 @@ class ReviewPage:
     page_size: int
     size_links: list[SizeLink]  # grid review: other page sizes
     ahead: int
-    batch: Batch
     progress: ProgressView
     next_url: str
     progress_url: str
     classes_url: str
     home_url: str
+    renew_url: str
+    release_url: str
+    lease_seconds: int  # the page renews its leases well within this
 
 
 def note(task: LeasedTask) -> str:
@@ -362,13 +364,13 @@ def _class_item(task: LeasedTask, data: ReviewBatch, sizes: Sequence[int]) -> Cl
 def review_page(
     dataset: Dataset,
     kind: TaskKind,
-    data: ReviewBatch,
     progress: Progress,
     *,
     remaining: int,
-    thumbnail_sizes: Sequence[int],
     page_size: int,
+    lease_seconds: int,
 ) -> ReviewPage:
+    """The page around the batches; it holds no task (its script leases them)."""
     mode = MODES[kind]
     keys = {"grid": GRID_KEYS, "label": LABEL_KEYS, "class": CLASS_KEYS}[mode]
     base = queue_url(dataset.id, kind)
@@ -388,12 +390,14 @@ def review_page(
         if mode == "grid"
         else [],
         ahead=LABEL_AHEAD,
-        batch=batch(kind, data, thumbnail_sizes=thumbnail_sizes, page_size=page_size),
         progress=progress_view(progress, remaining=remaining),
         next_url=f"{base}/next",
         progress_url=f"{base}/progress",
         classes_url=f"/api/review/datasets/{dataset.id}/classes",
         home_url="/",
+        renew_url="/api/review/leases/renew",
+        release_url="/review/release",
+        lease_seconds=lease_seconds,
     )
 
 

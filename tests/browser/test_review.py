@@ -1,13 +1,16 @@
 """An annotator reviews in Chromium with the keyboard: the grid, label and class pages.
 
 Each test signs in a new annotator through the real login form, works a queue of its own, and
-then reads the database: it must hold exactly the decisions the keys made.
+then reads the database: it must hold exactly the decisions the keys made. The page's leases
+are followed in the database too: taken by the page's script, renewed while it is visible,
+given back by its beacon when it is hidden, left or closed.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
@@ -20,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.auth import service as auth_service
 from app.db import transaction
 from app.main import create_app
-from app.models import ReviewDecision, Role, TaskKind, Verdict
+from app.models import ReviewDecision, ReviewTask, Role, TaskKind, TaskState, Verdict, utcnow
 from app.settings import Settings
 from tests.app.review.factories import Pets, make_pets, queue
 from tests.browser.conftest import Browser, serve_in_thread
@@ -38,6 +41,7 @@ class ReviewServer:
     root: Path
     factory: sessionmaker[Session]
     names: Iterator[int]
+    settings: Settings
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +62,17 @@ def review_server(
             root=tmp / "images",
             factory=app.state.session_factory,
             names=count(1),
+            settings=settings,
         )
+
+
+@pytest.fixture
+def short_lease(review_server: ReviewServer) -> Iterator[int]:
+    """Page leases of two seconds (the server reads the setting on each request)."""
+    before = review_server.settings.review_browser_lease_seconds
+    review_server.settings.review_browser_lease_seconds = 2
+    yield 2
+    review_server.settings.review_browser_lease_seconds = before
 
 
 @dataclass(frozen=True)
@@ -127,6 +141,38 @@ def decisions(server: ReviewServer, username: str) -> list[ReviewDecision]:
         )
 
 
+def live_leases(server: ReviewServer, username: str) -> dict[int, int]:
+    """The user's tasks under a live lease, with their lease versions."""
+    with transaction(server.factory) as session:
+        user = auth_service.user_by_username(session, username)
+        rows = session.execute(
+            select(ReviewTask.id, ReviewTask.lease_version).where(
+                ReviewTask.lease_owner_id == user.id,
+                ReviewTask.state == TaskState.LEASED,
+                ReviewTask.lease_expires_at > utcnow(),
+            )
+        )
+        return {task_id: version for task_id, version in rows}
+
+
+def eventually(check: Callable[[], bool], *, within: float = 5.0) -> None:
+    """Polls ``check`` until it holds, for ``within`` seconds at most."""
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, "the server never got there"
+        time.sleep(0.1)
+
+
+def set_visibility(page: Page, state: str) -> None:
+    """Hides or shows the page as switching tabs would, for its script."""
+    page.evaluate(
+        "state => { Object.defineProperty(document, 'visibilityState',"
+        " { value: state, configurable: true });"
+        " document.dispatchEvent(new Event('visibilitychange')); }",
+        state,
+    )
+
+
 def press_and_wait(page: Page, key: str, url_part: str = "/api/review/decisions") -> None:
     """Presses ``key`` and waits for the request it sends to be answered."""
     with page.expect_response(lambda response: url_part in response.url) as answered:
@@ -154,7 +200,7 @@ def test_grid_review_marks_junk_with_the_keyboard_and_submits_page_after_page(
     page = browser.page
     sign_in(page, review_server, setup, TaskKind.JUNK_CHECK)
     tiles = page.locator("#stage .tile")
-    assert tiles.count() == 48
+    page.wait_for_function("() => document.querySelectorAll('#stage .tile').length === 48")
     page.wait_for_function("() => document.querySelectorAll('#prefetch .tile').length === 12")
 
     page.keyboard.press("?")
@@ -274,4 +320,62 @@ def test_class_review_keeps_and_drops_with_k_and_d(
         (setup.task_ids[1], Verdict.DROP),
         (setup.task_ids[2], Verdict.KEEP),
     ]
+    assert browser.problems.all() == []
+
+
+def test_the_page_leases_by_post_and_gives_the_leases_back_when_left_or_closed(
+    review_server: ReviewServer, browser: Browser
+) -> None:
+    setup = prepare(review_server, TaskKind.JUNK_CHECK, class_sizes={"cat": 30, "dog": 30})
+    page = browser.page
+    leases: list[str] = []
+    page.on("request", lambda r: leases.append(f"{r.method} {r.url}") if "/next" in r.url else None)
+    sign_in(page, review_server, setup, TaskKind.JUNK_CHECK)
+    page.wait_for_function("() => document.querySelectorAll('#prefetch .tile').length === 12")
+    assert set(live_leases(review_server, setup.username)) == set(setup.task_ids)
+    assert leases and all(entry.startswith("POST ") for entry in leases)
+
+    page.goto(f"{review_server.url}/review")  # moving on: the beacon gives all 60 back
+    eventually(lambda: live_leases(review_server, setup.username) == {})
+
+    page.goto(f"{review_server.url}/review/{setup.pets.dataset_id}/junk_check")
+    page.wait_for_function("() => document.querySelectorAll('#prefetch .tile').length === 12")
+    assert len(live_leases(review_server, setup.username)) == 60
+    page.close()
+    eventually(lambda: live_leases(review_server, setup.username) == {})
+    problems = browser.problems  # leaving a page aborts its image loads: not a problem
+    assert problems.console_errors + problems.page_errors + problems.error_responses == []
+
+
+def test_a_hidden_page_gives_its_leases_back_and_takes_them_again_when_shown(
+    review_server: ReviewServer, browser: Browser
+) -> None:
+    setup = prepare(review_server, TaskKind.LABEL_CHECK, class_sizes={"cat": 3, "dog": 3})
+    page = browser.page
+    sign_in(page, review_server, setup, TaskKind.LABEL_CHECK)
+    showing(page, setup.task_ids[0])
+    eventually(lambda: len(live_leases(review_server, setup.username)) == 3)
+    set_visibility(page, "hidden")
+    eventually(lambda: live_leases(review_server, setup.username) == {})
+    set_visibility(page, "visible")  # nobody took them: the heartbeat takes them back
+    eventually(lambda: len(live_leases(review_server, setup.username)) == 3)
+    press_and_wait(page, "a")
+    showing(page, setup.task_ids[1])
+    assert browser.problems.all() == []
+
+
+def test_a_visible_page_keeps_its_leases_past_the_lease_length(
+    review_server: ReviewServer, browser: Browser, short_lease: int
+) -> None:
+    setup = prepare(review_server, TaskKind.CLASS_CHECK, class_sizes={"cat": 3, "dog": 2})
+    page = browser.page
+    sign_in(page, review_server, setup, TaskKind.CLASS_CHECK)
+    showing(page, setup.task_ids[0])
+    first = live_leases(review_server, setup.username)
+    assert set(first) == set(setup.task_ids)
+    time.sleep(short_lease * 2.5)
+    assert page.evaluate("document.visibilityState") == "visible"
+    assert live_leases(review_server, setup.username) == first  # renewed, same versions
+    press_and_wait(page, "k")
+    showing(page, setup.task_ids[1])
     assert browser.problems.all() == []

@@ -126,6 +126,30 @@ def test_annotator_leases_decides_and_undoes_with_the_session_cookie(
     assert count(app, ReviewDecision) == 2
 
 
+def test_an_api_client_gives_back_its_leases_and_a_browser_gets_a_short_one(
+    app: FastAPI, client: TestClient, login: Login, pets: Pets, engineer: Account
+) -> None:
+    queue_tasks(client, engineer, pets, "junk_check")
+    leased = client.post(
+        "/api/review/leases", json={"kind": "junk_check", "n": 6}, headers=engineer.headers
+    ).json()["tasks"]
+    ids = [task["id"] for task in leased]
+    released = client.post(
+        "/api/review/leases/release", json={"task_ids": ids}, headers=engineer.headers
+    )
+    assert released.status_code == 200, released.text
+    assert released.json() == {"released": sorted(ids)}
+    ann = login("ann")
+    taken = lease(ann, "junk_check", n=6)
+    assert sorted(task["id"] for task in taken) == sorted(ids)
+    seconds = app.state.settings.review_browser_lease_seconds
+    with transaction(app.state.session_factory) as session:
+        ends = session.scalars(select(ReviewTask.lease_expires_at)).all()
+    assert all(seconds - 30 < (end - utcnow()).total_seconds() <= seconds for end in ends)
+    too_many = ann.post("/api/review/leases/renew", json={"task_ids": list(range(1001))})
+    assert too_many.status_code == 422
+
+
 def test_cookie_writes_without_the_csrf_header_are_refused(
     app: FastAPI, client: TestClient, login: Login, pets: Pets, engineer: Account
 ) -> None:

@@ -301,6 +301,63 @@ def test_expired_lease_returns_task_to_queue(
     assert theirs.lease_version == mine.lease_version + 1
 
 
+def test_released_lease_is_free_at_once_and_its_owner_may_still_decide(
+    session_factory: sessionmaker[Session], pets: Pets, people: People
+) -> None:
+    create(session_factory, pets, JUNK, pets.samples["cat"][:2])
+    mine = lease(session_factory, people.ann, JUNK, n=2)
+    with transaction(session_factory) as session:
+        released = service.release_leases(session, user=people.ann, task_ids=[mine[0].id])
+        # Another's task, or one released already, is not released (again).
+        assert service.release_leases(session, user=people.bob, task_ids=[mine[1].id]) == []
+        assert service.release_leases(session, user=people.ann, task_ids=[mine[0].id]) == []
+    assert released == [mine[0].id]
+    [record] = decide(session_factory, people.ann, verdict(mine[0], Verdict.JUNK))
+    assert record.task_id == mine[0].id
+    assert lease(session_factory, people.bob, JUNK) == []  # mine[1] is still held
+
+
+def test_renewal_extends_live_leases_takes_back_lapsed_ones_and_reports_the_lost(
+    session_factory: sessionmaker[Session], pets: Pets, people: People
+) -> None:
+    create(session_factory, pets, JUNK, pets.samples["cat"][:3])
+    kept, lapsed, lost = lease(session_factory, people.ann, JUNK, n=3)
+    with transaction(session_factory) as session:
+        service.release_leases(session, user=people.ann, task_ids=[lapsed.id, lost.id])
+    [taken] = lease(session_factory, people.bob, JUNK, n=1)
+    lost, lapsed = (lost, lapsed) if taken.id == lost.id else (lapsed, lost)
+    later = utcnow() + timedelta(seconds=30)
+    with transaction(session_factory) as session:
+        renewal = service.renew_leases(
+            session,
+            user=people.ann,
+            task_ids=[kept.id, lapsed.id, lost.id],
+            lease_for=timedelta(minutes=1),
+            now=later,
+        )
+    assert renewal.renewed == sorted([kept.id, lapsed.id])
+    assert renewal.lost == [lost.id]
+    assert renewal.lease_expires_at == later + timedelta(minutes=1)
+    for task in (kept, lapsed):
+        row = task_state(session_factory, task.id)
+        assert row.lease_owner_id == people.ann.id
+        assert row.lease_version == task.lease_version  # decisions made under it stay valid
+    assert [t.id for t in lease(session_factory, people.bob, JUNK, n=3, now=later)] == [taken.id]
+
+
+def test_renewal_and_release_refuse_too_many_tasks(session: Session, people: People) -> None:
+    ids = list(range(1, service.MAX_EXCLUDE + 2))
+    refused(Invalid, service.release_leases, session, user=people.ann, task_ids=ids)
+    refused(
+        Invalid,
+        service.renew_leases,
+        session,
+        user=people.ann,
+        task_ids=ids,
+        lease_for=timedelta(minutes=1),
+    )
+
+
 # --- deciding -----------------------------------------------------------------------------------
 
 
