@@ -239,7 +239,10 @@ class PipelineSample(Base):
 
 
 class PipelineClass(Base):
-    """A class's state in the class review."""
+    """A class's state in the class review, from its votes (see
+    :func:`app.pipeline.rules.class_outcome`). An engineer who restores a dropped class sets
+    aside every vote made until then: only class_check decisions with an id above
+    ``votes_after_id`` count."""
 
     __tablename__ = "pipeline_classes"
 
@@ -254,6 +257,9 @@ class PipelineClass(Base):
     round_id: Mapped[int | None] = mapped_column(
         ForeignKey("pipeline_rounds.id", ondelete="SET NULL")
     )
+    votes_after_id: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    restored_at: Mapped[datetime | None]
+    restored_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

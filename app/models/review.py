@@ -74,6 +74,7 @@ _CLASS_TASK = text("class_id IS NOT NULL")
 _SECOND_OPINION = text("origin_task_id IS NOT NULL")
 _UNDO = text("supersedes_id IS NOT NULL")
 _CONFIRMATION = text("kind = 'label_check' AND verdict IN ('accept', 'relabel')")
+_CLASS_VOTE = text("kind = 'class_check'")
 
 
 def _where(clause: Any) -> dict[str, Any]:
@@ -190,6 +191,8 @@ class ReviewDecision(Base):
         Index("ix_review_decisions_sample_id", "sample_id"),
         # Reference images: samples a human confirmed in a class.
         Index("ix_review_decisions_confirmed_class", "class_id", **_where(_CONFIRMATION)),
+        # Class votes: who voted on a class already (a lease never offers it to them again).
+        Index("ix_review_decisions_class_vote", "class_id", "user_id", **_where(_CLASS_VOTE)),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
