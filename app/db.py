@@ -1,9 +1,17 @@
-"""Engine and session factory, built at start-up; the per-request session dependency."""
+"""Engine and session factory, built at start-up; the per-request session dependency.
+
+**Reads take no write lock.** A request that only reads (GET, HEAD, OPTIONS) runs in a
+read-only transaction: on SQLite it begins DEFERRED, so it never waits for, or holds up, a
+writer; on both databases a flush in it raises :class:`ReadOnlyTransaction`, so a GET that
+starts writing is caught by the tests rather than by a "database is locked" in production.
+Writes begin IMMEDIATE on SQLite (see ``_begin_sqlite_transaction``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -12,6 +20,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: The execution option (and ``Session.info`` key) that marks a read-only transaction.
+READ_ONLY = "thresher_read_only"
+#: The execution option of a write that would rather fail than wait for the write lock.
+NO_WAIT = "thresher_no_wait"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class ReadOnlyTransaction(RuntimeError):
+    """A read-only transaction tried to write: a bug in the code, never the client's fault."""
 
 
 def is_sqlite(url: str) -> bool:
@@ -49,19 +66,49 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _begin_sqlite_transaction(connection: Any) -> None:
+    if connection.get_execution_options().get(READ_ONLY):
+        # A reader sees a snapshot (WAL) and needs no lock: writers go on while it reads.
+        connection.exec_driver_sql("BEGIN")
+        return
     # IMMEDIATE takes the write lock up front, so a read-then-write transaction (a lease, an
     # import) waits its turn instead of failing with "database is locked" halfway through.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    if not connection.get_execution_options().get(NO_WAIT):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        return
+    connection.exec_driver_sql("PRAGMA busy_timeout=0")
+    try:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    finally:
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
 
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    factory = sessionmaker(bind=engine, expire_on_commit=False)
+    event.listen(factory, "before_flush", _refuse_writes_when_read_only)
+    return factory
+
+
+def _refuse_writes_when_read_only(session: Session, _context: Any, _instances: Any) -> None:
+    if session.info.get(READ_ONLY) and (session.new or session.dirty or session.deleted):
+        raise ReadOnlyTransaction("a read-only transaction tried to write")
 
 
 @contextmanager
-def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session that commits when the block succeeds and rolls back when it raises."""
-    with factory() as session:
+def transaction(
+    factory: sessionmaker[Session], *, read_only: bool = False, no_wait: bool = False
+) -> Iterator[Session]:
+    """A session that commits when the block succeeds and rolls back when it raises.
+
+    ``read_only`` transactions take no write lock on SQLite and may not write (see above).
+    ``no_wait`` ones fail with OperationalError at once, rather than wait, when SQLite's write
+    lock is taken: for writes worth skipping under contention."""
+    if read_only:
+        session = factory(bind=_bind_with(factory.kw["bind"], READ_ONLY), info={READ_ONLY: True})
+    elif no_wait:
+        session = factory(bind=_bind_with(factory.kw["bind"], NO_WAIT))
+    else:
+        session = factory()
+    with session:
         try:
             yield session
             session.commit()
@@ -70,9 +117,16 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
             raise
 
 
+@lru_cache(maxsize=32)
+def _bind_with(engine: Engine, option: str) -> Engine:
+    return engine.execution_options(**{option: True})
+
+
 def get_session(request: Request) -> Iterator[Session]:
-    """One session per request: committed when the route returns, rolled back if it raises."""
-    with transaction(request.app.state.session_factory) as session:
+    """One session per request: committed when the route returns, rolled back if it raises.
+    Requests that only read (GET, HEAD) get a read-only one."""
+    read_only = request.method in SAFE_METHODS
+    with transaction(request.app.state.session_factory, read_only=read_only) as session:
         yield session
 
 

@@ -45,7 +45,7 @@ def prepare_demo(
     """Creates the admin (printing its password once), builds and imports the demo dataset."""
     admin, password = _ensure_admin(factory)
     if source is None:
-        demo = build_demo_dataset(settings.data_dir / "demo")
+        demo = build_demo_dataset(settings.demo_dir)
         console.print(
             f"demo dataset: {demo.files:,} images in {demo.images} "
             f"({demo.junk} junk photos, {demo.flipped} flipped labels; truth in {demo.truth.name})"
@@ -62,7 +62,7 @@ def prepare_demo(
     if run.status is not ImportStatus.SUCCEEDED:
         raise AppError(f"the import of {name!r} failed: {run.error}")
     dataset_id = _ensure_pipeline(factory, started.dataset.id, admin, builtin=source is None)
-    truth = settings.data_dir / "demo" / "truth.csv" if source is None else None
+    truth = settings.demo_dir / "truth.csv" if source is None else None
     _print_welcome(settings, password, dataset_id=dataset_id, name=name, truth=truth)
 
 

@@ -29,6 +29,7 @@ from app.media import routes as media_routes
 from app.pipeline import pages as pipeline_pages
 from app.pipeline import routes as pipeline_routes
 from app.review import pages as review_pages
+from app.request_limits import RequestLimits
 from app.review import routes as review_routes
 from app.security_headers import SECURITY_HEADERS, SecurityHeaders
 from app.settings import PROJECT_ROOT, Settings, get_settings
@@ -88,7 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestLimits, settings=settings)
+    app.add_middleware(SecurityHeaders)  # added last: outermost, so every response has them
 
     app.add_exception_handler(AppError, _app_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error_handler)  # type: ignore[arg-type]

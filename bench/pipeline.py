@@ -244,7 +244,9 @@ def run_loop(
     url, factory = _database(work)
     from ml.embeddings import default_embeddings_dir
 
-    with running_stack(url, factory, work, embeddings=default_embeddings_dir()) as stack:
+    with running_stack(
+        url, factory, work, embeddings=default_embeddings_dir(), import_roots=(work, WORK)
+    ) as stack:
         dataset_id = stack.import_dataset(name, real.manifest, root=real.root, timeout=900)
         log(f"{name}: imported in {clock():.0f} s")
         _post(stack, f"/api/pipelines/{dataset_id}", {"config": config, "auto": not label_stage})

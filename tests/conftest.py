@@ -126,6 +126,7 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
         database_url=db_url,
         secret_key=TEST_SECRET,
         import_processes=2,
+        import_roots=(tmp_path,),
     )
 
 

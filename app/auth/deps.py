@@ -6,18 +6,22 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from app import security
 from app.auth import service
 from app.auth.service import Principal
-from app.db import SessionDep
+from app.db import READ_ONLY, SAFE_METHODS, SessionDep, transaction
 from app.errors import CsrfFailed, Forbidden, NotAuthenticated
+from app.logging import get_logger
 from app.models import Role, TokenScope
+
+log = get_logger(__name__)
 
 SESSION_COOKIE = "thresher_session"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -35,11 +39,27 @@ def optional_principal(request: Request, session: SessionDep) -> Principal | Non
     """The caller, from a bearer token (preferred) or the session cookie; None if anonymous."""
     bearer = _bearer(request)
     if bearer is not None:
-        return service.principal_from_bearer(session, bearer)
+        principal = service.principal_from_bearer(session, bearer)
+        if service.token_use_is_stale(principal):
+            _record_token_use(request, session, principal)
+        return principal
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         return service.principal_from_session_cookie(session, cookie)
     return None
+
+
+def _record_token_use(request: Request, session: Session, principal: Principal) -> None:
+    if not session.info.get(READ_ONLY):
+        service.record_token_use(session, principal)
+        return
+    # A read stays a read: the rare write of a token's last use takes its own short
+    # transaction, and is skipped (for the next request to do) rather than wait for a writer.
+    try:
+        with transaction(request.app.state.session_factory, no_wait=True) as writer:
+            service.record_token_use(writer, principal)
+    except OperationalError:
+        log.debug("auth.token.use_not_recorded", token_id=principal.token_id)
 
 
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]

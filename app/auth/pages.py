@@ -13,7 +13,7 @@ from app import security
 from app.auth import service
 from app.auth.deps import SESSION_COOKIE, CurrentPrincipal, OptionalPrincipal
 from app.auth.throttle import LoginThrottle, TooManySignIns
-from app.db import SessionDep
+from app.db import SessionDep, transaction
 from app.errors import CsrfFailed, NotAuthenticated
 from app.settings import Settings
 from app.web import render
@@ -61,7 +61,6 @@ def login_form(request: Request, principal: OptionalPrincipal, next: str | None 
 @router.post("/login")
 def login(
     request: Request,
-    session: SessionDep,
     username: Annotated[str, Form()],
     password: Annotated[str, Form()],
     csrf_token: Annotated[str, Form()] = "",
@@ -76,15 +75,17 @@ def login(
         throttle.check(username, client)
     except TooManySignIns as exc:
         return _login_page(request, next_url=_safe_next(next), error=exc.message, status_code=429)
+    factory = request.app.state.session_factory
     try:
-        user = service.authenticate(session, username=username, password=password)
+        user = service.authenticate(factory, username=username, password=password)
     except NotAuthenticated as exc:
         throttle.failed(username, client)
         return _login_page(request, next_url=_safe_next(next), error=exc.message, status_code=401)
     throttle.succeeded(username, client)
     settings: Settings = request.app.state.settings
     lifetime = timedelta(hours=settings.session_hours)
-    secret, _ = service.start_web_session(session, user=user, lifetime=lifetime)
+    with transaction(factory) as session:
+        secret, _ = service.start_web_session(session, user=user, lifetime=lifetime)
     response = RedirectResponse(_safe_next(next), status_code=303)
     response.set_cookie(
         SESSION_COOKIE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from app.models import ApiToken, TokenScope, User, WebSession
@@ -41,6 +41,14 @@ def list_tokens(session: Session, user_id: int | None = None) -> Sequence[ApiTok
 
 def get_token(session: Session, token_id: int) -> ApiToken | None:
     return session.get(ApiToken, token_id)
+
+
+def set_password_hash(session: Session, user_id: int, password_hash: str) -> None:
+    session.execute(update(User).where(User.id == user_id).values(password_hash=password_hash))
+
+
+def touch_token(session: Session, token_id: int, *, now: datetime) -> None:
+    session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))
 
 
 def get_web_session_by_digest(session: Session, digest: str) -> tuple[WebSession, User] | None:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from app import security
 from app.auth import repository
+from app.db import transaction
 from app.errors import Conflict, Forbidden, Invalid, NotAuthenticated, NotFound
 from app.logging import get_logger
 from app.models import ApiToken, Role, TokenScope, User, WebSession, utcnow
@@ -29,6 +30,8 @@ class Principal:
     via: str  # "session" or "token"
     token_scope: TokenScope | None = None
     csrf_token: str | None = None
+    token_id: int | None = None  # the bearer token's id (the lease of a job is bound to it)
+    token_last_used_at: datetime | None = None
 
     @property
     def role(self) -> Role:
@@ -80,9 +83,15 @@ def user_by_username(session: Session, username: str) -> User:
     return user
 
 
-def authenticate(session: Session, *, username: str, password: str) -> User:
-    """The active user with these credentials. The same error for every failure."""
-    user = repository.get_user_by_username(session, username)
+def authenticate(factory: sessionmaker[Session], *, username: str, password: str) -> User:
+    """The active user with these credentials. The same error for every failure.
+
+    Takes a session factory, not a session: the user is read in one short read-only
+    transaction and the (deliberately slow) password check runs outside any, so a flood of
+    wrong passwords holds no database lock. Upgrading an outdated hash is a second, short write.
+    """
+    with transaction(factory, read_only=True) as session:
+        user = repository.get_user_by_username(session, username)
     if user is None:
         # Spend the same time as a real check, so timing does not reveal which names exist.
         security.verify_password(_dummy_hash(), password)
@@ -90,7 +99,9 @@ def authenticate(session: Session, *, username: str, password: str) -> User:
     if not security.verify_password(user.password_hash, password) or not user.is_active:
         raise NotAuthenticated("wrong username or password")
     if security.password_needs_rehash(user.password_hash):
-        user.password_hash = security.hash_password(password)
+        new_hash = security.hash_password(password)
+        with transaction(factory) as session:
+            repository.set_password_hash(session, user.id, new_hash)
     return user
 
 
@@ -139,10 +150,27 @@ def principal_from_bearer(session: Session, secret: str) -> Principal:
         raise NotAuthenticated("this API token was revoked")
     if not user.is_active:
         raise NotAuthenticated("this API token's user is deactivated")
-    now = utcnow()
-    if token.last_used_at is None or now - token.last_used_at > TOKEN_TOUCH_INTERVAL:
-        token.last_used_at = now
-    return Principal(user=user, via="token", token_scope=token.scope)
+    return Principal(
+        user=user,
+        via="token",
+        token_scope=token.scope,
+        token_id=token.id,
+        token_last_used_at=token.last_used_at,
+    )
+
+
+def token_use_is_stale(principal: Principal) -> bool:
+    """Whether the token's last use should be written now (at most once a TOKEN_TOUCH_INTERVAL,
+    so that reading with a token stays a read)."""
+    if principal.token_id is None:
+        return False
+    last = principal.token_last_used_at
+    return last is None or utcnow() - last > TOKEN_TOUCH_INTERVAL
+
+
+def record_token_use(session: Session, principal: Principal) -> None:
+    if principal.token_id is not None:
+        repository.touch_token(session, principal.token_id, now=utcnow())
 
 
 def start_web_session(session: Session, *, user: User, lifetime: timedelta) -> tuple[str, str]:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, BackgroundTasks, Body, Query, Request, status
 from app.auth.deps import EngineerDep
 from app.datasets import service
 from app.datasets.deps import DatasetDep, ImportDep
+from app.datasets.roots import ImportRoots
 from app.datasets.schemas import (
     ClassRead,
     DatasetCreate,
@@ -25,6 +26,10 @@ from app.db import SessionDep
 from app.models import IssueReason
 
 router = APIRouter(prefix="/api", tags=["datasets"])
+
+
+def _import_roots(request: Request) -> ImportRoots:
+    return ImportRoots.of(request.app.state.settings)
 
 
 def _run_in_background(
@@ -66,6 +71,7 @@ def create_dataset(
         root=body.root,
         classes=body.classes,
         user=principal.user,
+        roots=_import_roots(request),
     )
     _run_in_background(request, background, started)
     return _accepted(started)
@@ -92,7 +98,11 @@ def reimport_dataset(
 ) -> ImportAccepted:
     """Imports the dataset's source again: adds new files, updates changed ones, marks gone ones."""
     started = service.restart_import(
-        session, dataset=dataset, classes=body.classes if body else None, user=principal.user
+        session,
+        dataset=dataset,
+        classes=body.classes if body else None,
+        user=principal.user,
+        roots=_import_roots(request),
     )
     _run_in_background(request, background, started)
     return _accepted(started)

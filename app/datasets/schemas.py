@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -122,6 +123,10 @@ class StartedImport:
 # --- API bodies -------------------------------------------------------------------------------
 
 
+#: A class list sent in the request (its names are checked like a file's lines).
+ClassNames = Annotated[list[str], Field(max_length=100_000)]
+
+
 class DatasetCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f/]+$")
     path: str = Field(
@@ -137,15 +142,18 @@ class DatasetCreate(BaseModel):
         description="Manifests only: the folder manifest paths are relative to "
         "(default: the manifest's folder).",
     )
-    classes: str | None = Field(
+    classes: str | ClassNames | None = Field(
         default=None,
-        description="A text file on the server with the allowed class names, one per line.",
+        description="The allowed class names: a text file on the server, one per line, or "
+        "the list itself.",
     )
 
 
 class ImportCreate(BaseModel):
-    classes: str | None = Field(
-        default=None, description="A text file with the allowed class names, one per line."
+    classes: str | ClassNames | None = Field(
+        default=None,
+        description="The allowed class names: a text file on the server, one per line, or "
+        "the list itself.",
     )
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.datasets import repository, sources
 from app.datasets.importer import ImportOptions, ProgressCallback, default_processes, run_import
+from app.datasets.roots import ImportRoots
 from app.datasets.schemas import (
     ClassCount,
     ConflictGroup,
@@ -173,17 +176,25 @@ def start_import(
     path: str,
     format: ImportFormat | None = None,
     root: str | None = None,
-    classes: str | None = None,
+    classes: str | Sequence[str] | None = None,
     user: User | None = None,
+    roots: ImportRoots | None = None,
 ) -> StartedImport:
     """Checks the source and creates a running import; the dataset too on its first import.
+
+    ``classes`` is a class-list file, or the names themselves. With ``roots`` (requests through
+    the API), every path must lie inside one of them (see :mod:`app.datasets.roots`).
 
     An existing dataset of that name is re-imported when the source is the same one (folder or
     manifest, format and root); another source under the same name is a ``Conflict``. The caller
     commits, then runs the import with ``run_started_import`` (never inside a request).
     """
+    if roots is not None:
+        roots.check(path, field="path")
+        if root is not None:
+            roots.check(root, field="root")
     resolved = sources.resolve_source(path, format=format, root=root)
-    class_list = tuple(sources.read_class_list(classes)) if classes is not None else None
+    class_list = _class_list(classes, roots)
     dataset = repository.get_dataset_by_name(session, name)
     if dataset is None:
         dataset = Dataset(
@@ -214,13 +225,33 @@ def start_import(
 
 
 def restart_import(
-    session: Session, *, dataset: Dataset, classes: str | None = None, user: User | None = None
+    session: Session,
+    *,
+    dataset: Dataset,
+    classes: str | Sequence[str] | None = None,
+    user: User | None = None,
+    roots: ImportRoots | None = None,
 ) -> StartedImport:
-    """A new run over the dataset's own source (it must still exist)."""
+    """A new run over the dataset's own source (it must still exist, and with ``roots``, still
+    lie inside them)."""
     root = None if dataset.source_format is ImportFormat.IMAGEFOLDER else dataset.root
+    if roots is not None:
+        roots.check(dataset.source, field="path")
+        roots.check(dataset.root, field="root")
     sources.resolve_source(dataset.source, format=dataset.source_format, root=root)
-    class_list = tuple(sources.read_class_list(classes)) if classes is not None else None
-    return _new_run(session, dataset, class_list, user)
+    return _new_run(session, dataset, _class_list(classes, roots), user)
+
+
+def _class_list(
+    classes: str | Sequence[str] | None, roots: ImportRoots | None
+) -> tuple[str, ...] | None:
+    if classes is None:
+        return None
+    if isinstance(classes, str):
+        if roots is not None:
+            roots.check(classes, field="classes")
+        return tuple(sources.read_class_list(classes))
+    return tuple(sources.check_class_names(classes))
 
 
 def _new_run(

@@ -194,15 +194,23 @@ def read_class_list(path: str) -> list[str]:
         raise Invalid(
             f"cannot read the class list {escape_text(str(file))}: {problem}", field="classes"
         ) from exc
-    names = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
+    return check_class_names(text.splitlines())
+
+
+def check_class_names(lines: Sequence[str]) -> list[str]:
+    """The class names of a list (a file's lines, or a request's list): stripped, blank ones
+    ignored, repeats dropped. A refusal names the line, never its text (the list may be a file
+    the caller could not otherwise read)."""
+    names = list(dict.fromkeys(line.strip() for line in lines if line.strip()))
     if not names:
         raise Invalid("the class list is empty", field="classes")
-    too_long = [name for name in names if len(name) > MAX_LABEL_LENGTH or "\x00" in name]
-    if too_long:
-        raise Invalid(
-            f"class names must be at most {MAX_LABEL_LENGTH} characters: {too_long[0][:40]}…",
-            field="classes",
-        )
+    for number, name in enumerate(names, start=1):
+        if len(name) > MAX_LABEL_LENGTH or "\x00" in name:
+            raise Invalid(
+                f"class names must be at most {MAX_LABEL_LENGTH} characters, without NUL; "
+                f"class {number} of the list is not",
+                field="classes",
+            )
     return names
 
 

@@ -27,6 +27,12 @@ class JobSettings(BaseSettings):
     retry_backoff_max_seconds: float = Field(default=3600.0, ge=0)
     log_tail_lines: int = Field(default=200, ge=1, description="Log lines kept per job.")
     max_log_line_chars: int = Field(default=2000, ge=80)
+    max_artifact_bytes: int = Field(
+        default=4 << 30, gt=0, description="Largest artifact (a checkpoint) a worker may upload."
+    )
+    artifact_quota_bytes: int = Field(
+        default=16 << 30, gt=0, description="All artifacts of one job together."
+    )
 
 
 def job_settings(request: Request) -> JobSettings:

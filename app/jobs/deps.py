@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from starlette.concurrency import run_in_threadpool
 
 from app.auth.deps import CurrentPrincipal, optional_principal
@@ -24,13 +24,11 @@ from app.auth.service import Principal
 from app.db import SessionDep, transaction
 from app.errors import AppError, Forbidden, NotAuthenticated
 from app.jobs import service
+from app.jobs.config import job_settings
 from app.jobs.schemas import UploadedFile
 from app.models import Job, TokenScope
 from app.settings import Settings
-from ml.protocol import MAX_RESULT_CHUNK_BYTES
-
-#: Artifacts (checkpoints) larger than this are refused (16 GiB).
-MAX_ARTIFACT_BYTES = 16 << 30
+from ml.protocol import FENCE_HEADER, MAX_RESULT_CHUNK_BYTES
 
 
 class PayloadTooLarge(AppError):
@@ -67,6 +65,28 @@ def authenticated_worker(request: Request) -> Principal:
 
 
 StreamingWorkerDep = Annotated[Principal, Depends(authenticated_worker)]
+FenceHeader = Annotated[int, Header(alias=FENCE_HEADER)]
+
+
+def held_lease(
+    request: Request, principal: StreamingWorkerDep, job_id: int, fence: FenceHeader
+) -> Job:
+    """The job, if the caller's lease ``fence`` holds it: checked before an upload's body is
+    read, so a stale or foreign lease gets its 409 without sending a byte. For artifacts, the
+    declared size is checked against the job's quota too."""
+    config = job_settings(request)
+    with transaction(request.app.state.session_factory, read_only=True) as session:
+        job = service.check_lease(session, job_id=job_id, fence=fence, token_id=principal.token_id)
+        name = request.path_params.get("name")
+        declared = _content_length(request)
+        if name is not None and declared is not None:
+            service.check_artifact_quota(
+                session, job=job, name=str(name), size=declared, config=config
+            )
+    return job
+
+
+HeldLease = Annotated[Job, Depends(held_lease)]
 
 
 def job_or_404(job_id: int, session: SessionDep) -> Job:
@@ -84,9 +104,14 @@ def data_dir(request: Request) -> Path:
 DataDir = Annotated[Path, Depends(data_dir)]
 
 
-def _declared_length(request: Request, limit: int) -> None:
+def _content_length(request: Request) -> int | None:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    return int(declared) if declared is not None and declared.isdigit() else None
+
+
+def _declared_length(request: Request, limit: int) -> None:
+    declared = _content_length(request)
+    if declared is not None and declared > limit:
         raise PayloadTooLarge(f"the body has {declared} bytes; the limit is {limit}")
 
 
@@ -109,7 +134,8 @@ SmallBody = Annotated[bytes, Depends(small_body)]
 async def _file_body(request: Request) -> UploadedFile:
     """The request body streamed to a temporary file under the data directory, hashed on the
     way. The route moves the file into place or it is removed after the response."""
-    _declared_length(request, MAX_ARTIFACT_BYTES)
+    limit = job_settings(request).max_artifact_bytes
+    _declared_length(request, limit)
     settings: Settings = request.app.state.settings
     directory = settings.data_dir / service.UPLOAD_DIR
     directory.mkdir(parents=True, exist_ok=True)
@@ -120,8 +146,8 @@ async def _file_body(request: Request) -> UploadedFile:
     try:
         async for part in request.stream():
             size += len(part)
-            if size > MAX_ARTIFACT_BYTES:
-                raise PayloadTooLarge(f"the file is over the limit of {MAX_ARTIFACT_BYTES} bytes")
+            if size > limit:
+                raise PayloadTooLarge(f"the file is over the limit of {limit} bytes")
             digest.update(part)
             await run_in_threadpool(handle.write, part)
     except BaseException:

@@ -136,6 +136,14 @@ def get_artifact_by_name(session: Session, job_id: int, name: str) -> JobArtifac
     return session.scalars(query).one_or_none()
 
 
+def artifact_bytes(session: Session, job_id: int, *, excluding: str) -> int:
+    """The bytes of the job's artifacts, but for the one named ``excluding``."""
+    query = select(func.coalesce(func.sum(JobArtifact.byte_size), 0)).where(
+        JobArtifact.job_id == job_id, JobArtifact.name != excluding
+    )
+    return int(session.scalar(query) or 0)
+
+
 def delete_artifacts(session: Session, job_id: int) -> list[str]:
     """Deletes the job's artifact rows; returns their storage paths (the caller removes files)."""
     paths = list(

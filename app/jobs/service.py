@@ -15,8 +15,10 @@ The state machine (every change of ``Job.state`` goes through :func:`_move`)::
     failed, cancelled  -> queued     an engineer retries it (a fresh budget of attempts)
 
 **Leases and fences.** A lease lasts ``lease_seconds`` and each heartbeat renews it. Every lease
-increments ``Job.fence``; every worker write must carry the fence it was given, and is refused
-with :class:`LeaseLost` (409) otherwise, before anything is written. A lease that expired is
+increments ``Job.fence`` and is bound to the worker token that asked for it; every worker write
+must carry the fence it was given and come with that token, and is refused with
+:class:`LeaseLost` (409) otherwise, before anything is written (and, for uploads, before the
+body is read). A lease that expired is
 reaped (the attempt counts) when the next worker asks for work; until then its holder may
 still renew it, as no one else can have it. A new lease discards the results and artifacts of
 the previous one: a job's stored results always come from one attempt.
@@ -83,6 +85,11 @@ ARTIFACT_DIR = "jobs/artifacts"
 UPLOAD_DIR = "jobs/uploads"
 MAX_RESULT_CHUNK_INDEX = 1_000_000
 _ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+class QuotaExceeded(AppError):
+    status_code = 413
+    code = "quota_exceeded"
 
 
 class LeaseLost(AppError):
@@ -480,9 +487,15 @@ def reap_expired_leases(
 
 
 def lease_job(
-    session: Session, *, request: LeaseRequest, config: JobSettings, now: datetime | None = None
+    session: Session,
+    *,
+    request: LeaseRequest,
+    config: JobSettings,
+    token_id: int | None,
+    now: datetime | None = None,
 ) -> LeaseGrant | None:
-    """Leases the next job this worker can run (its kinds, its device), or None.
+    """Leases the next job this worker can run (its kinds, its device), or None. The lease is
+    bound to the worker token ``token_id``: its writes must come with that token.
 
     On PostgreSQL concurrent leases skip each other's locked rows, so two workers never get
     the same job; on SQLite the transaction holds the database's write lock.
@@ -500,6 +513,7 @@ def lease_job(
     job.fence += 1
     job.attempts += 1
     job.worker = request.worker
+    job.lease_token_id = token_id
     job.leased_at = now
     job.started_at = job.heartbeat_at = None
     job.lease_expires_at = now + timedelta(seconds=config.lease_seconds)
@@ -536,20 +550,45 @@ def lease_job(
     )
 
 
-def _held(session: Session, job_id: int, fence: int) -> Job:
-    """The job, row-locked, if ``fence`` still holds it; else LeaseLost and nothing is written."""
+def _held(session: Session, job_id: int, fence: int, token_id: int | None) -> Job:
+    """The job, row-locked, if the lease ``fence`` of the token ``token_id`` still holds it;
+    else LeaseLost and nothing is written."""
     job = _locked_job(session, job_id)
-    if job.fence != fence or not job.state.is_held:
-        log.warning(
-            "jobs.write.fenced", job_id=job_id, sent=fence, fence=job.fence, state=job.state.value
-        )
-        # The current fence stays out of the reply: it would let the caller write as the
-        # worker that holds the job now.
-        raise LeaseLost(
-            f"job {job_id} is no longer held under lease {fence}: the lease expired or ended, "
-            "or another worker holds the job now; stop working on it"
-        )
+    _check_holder(job, fence, token_id)
     return job
+
+
+def check_lease(session: Session, *, job_id: int, fence: int, token_id: int | None) -> Job:
+    """The job, if this lease holds it (LeaseLost otherwise); for checks made before a body
+    is read. Takes no lock: the write that follows checks again."""
+    job = get_job(session, job_id)
+    _check_holder(job, fence, token_id)
+    return job
+
+
+def _check_holder(job: Job, fence: int, token_id: int | None) -> None:
+    if job.fence == fence and job.state.is_held and job.lease_token_id == token_id:
+        return
+    log.warning(
+        "jobs.write.fenced",
+        job_id=job.id,
+        sent=fence,
+        fence=job.fence,
+        state=job.state.value,
+        token_id=token_id,
+        holder_token_id=job.lease_token_id,
+    )
+    # The same reply whatever differs, and without the current fence: it would let the caller
+    # write as the worker that holds the job now.
+    raise LeaseLost(
+        f"job {job.id} is no longer held under lease {fence}: the lease expired or ended, "
+        "or another worker holds the job now; stop working on it"
+    )
+
+
+def _same_lease(job: Job, fence: int, token_id: int | None) -> bool:
+    """Whether a message repeats one of the lease that last held the job (a retried call)."""
+    return job.fence == fence and job.lease_token_id == token_id
 
 
 def record_heartbeat(
@@ -558,12 +597,13 @@ def record_heartbeat(
     job_id: int,
     message: Heartbeat,
     config: JobSettings,
+    token_id: int | None,
     now: datetime | None = None,
 ) -> HeartbeatReply:
     """Renews the lease and stores progress, epoch metrics and new log lines. The reply tells
     the worker whether the job was cancelled."""
     now = now or utcnow()
-    job = _held(session, job_id, message.fence)
+    job = _held(session, job_id, message.fence, token_id)
     if job.state is JobState.LEASED:
         _move(job, JobState.RUNNING, now=now)
         job.started_at = now
@@ -596,7 +636,14 @@ def record_heartbeat(
 
 
 def store_result_chunk(
-    session: Session, *, job_id: int, fence: int, index: int, data: bytes, data_dir: Path
+    session: Session,
+    *,
+    job_id: int,
+    fence: int,
+    token_id: int | None,
+    index: int,
+    data: bytes,
+    data_dir: Path,
 ) -> ResultsStored:
     """Validates and stores one chunk of results; the same chunk again is a no-op, a different
     chunk under the same index replaces it.
@@ -605,7 +652,7 @@ def store_result_chunk(
         LeaseLost: the fence is stale (nothing is read or written).
         MalformedUpload: truncated, corrupt or invalid bundle, or samples outside the job's set.
     """
-    job = _held(session, job_id, fence)
+    job = _held(session, job_id, fence, token_id)
     if not 0 <= index < MAX_RESULT_CHUNK_INDEX:
         raise MalformedUpload(f"chunk index {index} is out of range")
     try:
@@ -657,18 +704,21 @@ def store_artifact(
     *,
     job_id: int,
     fence: int,
+    token_id: int | None,
     name: str,
     upload: UploadedFile,
     claimed_sha256: str | None,
     data_dir: Path,
+    config: JobSettings,
 ) -> JobArtifact:
     """Moves an uploaded file into the job's artifacts (replacing one of the same name).
 
     Raises:
         LeaseLost: stale fence. MalformedUpload: bad name, or the bytes do not match the
-        SHA-256 the worker sent (a truncated or corrupted upload).
+        SHA-256 the worker sent (a truncated or corrupted upload). QuotaExceeded: the job's
+        artifacts would exceed ``artifact_quota_bytes``.
     """
-    job = _held(session, job_id, fence)
+    job = _held(session, job_id, fence, token_id)
     if not _ARTIFACT_NAME.fullmatch(name):
         raise MalformedUpload(f"artifact name {name!r}: use letters, digits, '.', '_' and '-'")
     if claimed_sha256 is not None and claimed_sha256.lower() != upload.sha256:
@@ -676,6 +726,7 @@ def store_artifact(
             f"artifact {name!r} arrived with SHA-256 {upload.sha256} and {upload.byte_size} "
             f"bytes, the worker sent {claimed_sha256.lower()}: not stored"
         )
+    check_artifact_quota(session, job=job, name=name, size=upload.byte_size, config=config)
     job_dir = data_dir / ARTIFACT_DIR / str(job.id)
     # Named by content too: a rolled-back transaction can leave a stray file, never a row
     # pointing at other bytes than its hash.
@@ -702,17 +753,35 @@ def store_artifact(
     return artifact
 
 
+def check_artifact_quota(
+    session: Session, *, job: Job, name: str, size: int, config: JobSettings
+) -> None:
+    """QuotaExceeded unless an artifact of ``size`` bytes named ``name`` (replacing one of the
+    same name) keeps the job's artifacts within ``artifact_quota_bytes``."""
+    others = repository.artifact_bytes(session, job.id, excluding=name)
+    if others + size > config.artifact_quota_bytes:
+        raise QuotaExceeded(
+            f"job {job.id} may store {config.artifact_quota_bytes} bytes of artifacts; "
+            f"it has {others} and this one has {size}"
+        )
+
+
 def complete_job(
-    session: Session, *, job_id: int, message: Complete, now: datetime | None = None
+    session: Session,
+    *,
+    job_id: int,
+    message: Complete,
+    token_id: int | None,
+    now: datetime | None = None,
 ) -> Job:
     """Marks the job succeeded once the results the worker reports are all stored. Sending it
     again after it succeeded is a no-op. A cancel that arrived after the work was done does
     not undo it: the job succeeds."""
     now = now or utcnow()
     job = _locked_job(session, job_id)
-    if job.state is JobState.SUCCEEDED and job.fence == message.fence:
+    if job.state is JobState.SUCCEEDED and _same_lease(job, message.fence, token_id):
         return job
-    job = _held(session, job_id, message.fence)
+    job = _held(session, job_id, message.fence, token_id)
     chunks, highest = repository.result_chunk_stats(session, job.id)
     if chunks != message.chunks or highest != message.chunks - 1:
         raise ResultsIncomplete(
@@ -736,15 +805,16 @@ def fail_job(
     job_id: int,
     message: Fail,
     config: JobSettings,
+    token_id: int | None,
     now: datetime | None = None,
 ) -> Job:
     """Records a failed attempt: queued again after a backoff while attempts are left and the
     failure is retriable, failed otherwise. Sending it again is a no-op."""
     now = now or utcnow()
     job = _locked_job(session, job_id)
-    if job.fence == message.fence and not job.state.is_held:
+    if not job.state.is_held and _same_lease(job, message.fence, token_id):
         return job
-    job = _held(session, job_id, message.fence)
+    job = _held(session, job_id, message.fence, token_id)
     log.warning(
         "jobs.job.attempt_failed", job_id=job.id, worker=job.worker, error=message.error[:500]
     )
@@ -760,15 +830,16 @@ def release_job(
     job_id: int,
     message: Release,
     config: JobSettings,
+    token_id: int | None,
     now: datetime | None = None,
 ) -> Job:
     """A stopping worker hands the job back: queued again at once, the attempt not counted
     (cancelled instead, when a cancel was pending). Sending it again is a no-op."""
     now = now or utcnow()
     job = _locked_job(session, job_id)
-    if job.fence == message.fence and not job.state.is_held:
+    if not job.state.is_held and _same_lease(job, message.fence, token_id):
         return job
-    job = _held(session, job_id, message.fence)
+    job = _held(session, job_id, message.fence, token_id)
     _append_log(
         job, [f"-- handed back by {job.worker}: {message.reason or 'no reason given'}"], config
     )

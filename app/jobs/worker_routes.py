@@ -15,11 +15,18 @@ from fastapi.responses import FileResponse
 from app.db import SessionDep, transaction
 from app.jobs import service
 from app.jobs.config import JobSettings, job_settings
-from app.jobs.deps import DataDir, FileBody, SmallBody, StreamingWorkerDep, WorkerDep
+from app.jobs.deps import (
+    DataDir,
+    FenceHeader,
+    FileBody,
+    HeldLease,
+    SmallBody,
+    StreamingWorkerDep,
+    WorkerDep,
+)
 from app.media import service as media_service
 from app.media.service import SampleFile
 from ml.protocol import (
-    FENCE_HEADER,
     SHA256_HEADER,
     Complete,
     Fail,
@@ -34,7 +41,6 @@ from ml.protocol import (
 router = APIRouter(prefix="/api/worker", tags=["worker protocol"])
 
 JobSettingsDep = Annotated[JobSettings, Depends(job_settings)]
-FenceHeader = Annotated[int, Header(alias=FENCE_HEADER)]
 
 
 @router.post(
@@ -45,7 +51,7 @@ def lease(
     principal: WorkerDep, body: LeaseRequest, session: SessionDep, config: JobSettingsDep
 ) -> Response:
     """The next job this worker can run, or 204: wait (with backoff) and ask again."""
-    grant = service.lease_job(session, request=body, config=config)
+    grant = service.lease_job(session, request=body, config=config, token_id=principal.token_id)
     if grant is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return Response(grant.model_dump_json(), media_type="application/json")
@@ -60,12 +66,15 @@ def heartbeat(
     config: JobSettingsDep,
 ) -> HeartbeatReply:
     """Renews the lease, stores progress, metrics and log lines; says whether to cancel."""
-    return service.record_heartbeat(session, job_id=job_id, message=body, config=config)
+    return service.record_heartbeat(
+        session, job_id=job_id, message=body, config=config, token_id=principal.token_id
+    )
 
 
 @router.put("/jobs/{job_id}/results/{chunk}")
 def upload_results(
     principal: StreamingWorkerDep,
+    _: HeldLease,
     body: SmallBody,
     job_id: int,
     chunk: int,
@@ -76,19 +85,27 @@ def upload_results(
     """Stores chunk ``chunk`` of the job's results (a results bundle); 400 with the reason
     when it is truncated or malformed, and then nothing is stored."""
     return service.store_result_chunk(
-        session, job_id=job_id, fence=fence, index=chunk, data=body, data_dir=data_dir
+        session,
+        job_id=job_id,
+        fence=fence,
+        token_id=principal.token_id,
+        index=chunk,
+        data=body,
+        data_dir=data_dir,
     )
 
 
 @router.put("/jobs/{job_id}/artifacts/{name}", status_code=status.HTTP_201_CREATED)
 def upload_artifact(
     principal: StreamingWorkerDep,
+    _: HeldLease,
     upload: FileBody,
     job_id: int,
     name: str,
     fence: FenceHeader,
     session: SessionDep,
     data_dir: DataDir,
+    config: JobSettingsDep,
     sha256: Annotated[str | None, Header(alias=SHA256_HEADER)] = None,
 ) -> dict[str, object]:
     """Stores a file of the job (a checkpoint), streamed; checked against ``X-Thresher-SHA256``."""
@@ -96,10 +113,12 @@ def upload_artifact(
         session,
         job_id=job_id,
         fence=fence,
+        token_id=principal.token_id,
         name=name,
         upload=upload,
         claimed_sha256=sha256,
         data_dir=data_dir,
+        config=config,
     )
     return {"id": artifact.id, "name": artifact.name, "sha256": artifact.sha256}
 
@@ -108,7 +127,7 @@ def upload_artifact(
 def complete(
     principal: WorkerDep, job_id: int, body: Complete, session: SessionDep
 ) -> dict[str, str]:
-    job = service.complete_job(session, job_id=job_id, message=body)
+    job = service.complete_job(session, job_id=job_id, message=body, token_id=principal.token_id)
     return {"state": job.state.value}
 
 
@@ -116,7 +135,9 @@ def complete(
 def fail(
     principal: WorkerDep, job_id: int, body: Fail, session: SessionDep, config: JobSettingsDep
 ) -> dict[str, str]:
-    job = service.fail_job(session, job_id=job_id, message=body, config=config)
+    job = service.fail_job(
+        session, job_id=job_id, message=body, config=config, token_id=principal.token_id
+    )
     return {"state": job.state.value}
 
 
@@ -124,7 +145,9 @@ def fail(
 def release(
     principal: WorkerDep, job_id: int, body: Release, session: SessionDep, config: JobSettingsDep
 ) -> dict[str, str]:
-    job = service.release_job(session, job_id=job_id, message=body, config=config)
+    job = service.release_job(
+        session, job_id=job_id, message=body, config=config, token_id=principal.token_id
+    )
     return {"state": job.state.value}
 
 

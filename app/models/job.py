@@ -75,6 +75,10 @@ class Job(CreatedAt, Base):
     not_before_at: Mapped[datetime | None] = mapped_column(doc="Retry backoff: not leased before.")
     fence: Mapped[int] = mapped_column(default=0)
     worker: Mapped[str | None] = mapped_column(String(200), doc="Who holds or last held it.")
+    lease_token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_tokens.id", ondelete="SET NULL"),
+        doc="The worker token that leased it: every write of the lease must come with it.",
+    )
     lease_expires_at: Mapped[datetime | None]
     leased_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]

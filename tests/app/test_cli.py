@@ -33,9 +33,9 @@ def test_users_create_prints_a_generated_password_that_works(
     result = runner.invoke(cli, ["users", "create", "alice", "--role", "engineer"])
     assert result.exit_code == 0, result.output
     password = result.output.split("password (shown once):")[1].split()[0]
-    with transaction(create_session_factory(engine)) as session:
-        user = auth_service.authenticate(session, username="alice", password=password)
-        assert user.role.value == "engineer"
+    factory = create_session_factory(engine)
+    user = auth_service.authenticate(factory, username="alice", password=password)
+    assert user.role.value == "engineer"
 
 
 def test_users_create_reads_password_from_stdin(runner: CliRunner, engine: Engine) -> None:
@@ -44,8 +44,8 @@ def test_users_create_reads_password_from_stdin(runner: CliRunner, engine: Engin
     )
     assert result.exit_code == 0, result.output
     assert "shown once" not in result.output
-    with transaction(create_session_factory(engine)) as session:
-        auth_service.authenticate(session, username="bob", password="a fine password")
+    factory = create_session_factory(engine)
+    auth_service.authenticate(factory, username="bob", password="a fine password")
 
 
 def test_duplicate_user_is_a_clear_error(runner: CliRunner) -> None:

@@ -10,8 +10,10 @@ The callers check that the data in ``../shared/data`` is there before calling in
 from __future__ import annotations
 
 import csv
+import os
 import random
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -152,10 +154,12 @@ class PipelineServer(Server):
     processes, leases long enough for a loaded CPU."""
 
     lease_seconds: float = 60.0
+    import_roots: tuple[Path, ...] = (Path(tempfile.gettempdir()),)
 
     def env(self) -> dict[str, str]:
         return {
             **super().env(),
+            "THRESHER_IMPORT_ROOTS": os.pathsep.join(str(root) for root in self.import_roots),
             "THRESHER_PIPELINE_RECONCILE_SECONDS": "0.5",
             "THRESHER_IMPORT_PROCESSES": "2",
             "THRESHER_JOBS_LEASE_SECONDS": str(self.lease_seconds),
@@ -317,11 +321,12 @@ def running_stack(
     worker: bool = True,
     lease_seconds: float = 60.0,
     embeddings: Path | None = None,
+    import_roots: tuple[Path, ...] = (Path(tempfile.gettempdir()),),
 ) -> Iterator[Stack]:
     """An admin with an API token and a worker token in the (migrated, empty) database at
     ``db_url``, the server on it and (unless ``worker`` is false) one CPU worker with both
     cores; logs and data under ``work_dir``, the workers' embedding cache in ``embeddings``
-    (default: under ``work_dir``)."""
+    (default: under ``work_dir``). The server imports from ``import_roots``."""
     with transaction(factory) as session:
         admin, _ = auth_service.create_user(
             session, username="boss", role=Role.ADMIN, password=TEST_PASSWORD
@@ -330,7 +335,12 @@ def running_stack(
         _, worker_token = auth_service.create_token(
             session, user=admin, name="worker", scope=TokenScope.WORKER
         )
-    server = PipelineServer(db_url=db_url, data_dir=work_dir / "data", lease_seconds=lease_seconds)
+    server = PipelineServer(
+        db_url=db_url,
+        data_dir=work_dir / "data",
+        lease_seconds=lease_seconds,
+        import_roots=import_roots,
+    )
     server.start()
     http = httpx.Client(
         base_url=server.url, headers={"Authorization": f"Bearer {api_token}"}, timeout=60

@@ -90,6 +90,7 @@ def lease(
 ) -> LeaseGrant | None:
     grant = service.lease_job(
         session,
+        token_id=None,
         request=LeaseRequest(worker=worker, kinds=list(kinds), device=device),
         config=config,
         now=now,

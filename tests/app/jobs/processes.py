@@ -138,6 +138,7 @@ class Server:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -153,6 +154,7 @@ class Server:
             "THRESHER_JOBS_LEASE_SECONDS": str(LEASE_SECONDS),
             "THRESHER_JOBS_HEARTBEAT_SECONDS": "0.5",
             "THRESHER_JOBS_RETRY_BACKOFF_SECONDS": "0",
+            **self.extra_env,
         }
 
     def start(self) -> None:

@@ -59,6 +59,7 @@ def take_over(session: Session, worker: str = "w2"):  # type: ignore[no-untyped-
 def heartbeat(session: Session, job: Job, fence: int, **fields: object) -> bool:
     reply = service.record_heartbeat(
         session,
+        token_id=None,
         job_id=job.id,
         message=Heartbeat(fence=fence, **fields),
         config=CONFIG,  # type: ignore[arg-type]
@@ -69,7 +70,13 @@ def heartbeat(session: Session, job: Job, fence: int, **fields: object) -> bool:
 
 def upload(session: Session, job: Job, fence: int, index: int, data: bytes, data_dir: Path) -> bool:
     stored = service.store_result_chunk(
-        session, job_id=job.id, fence=fence, index=index, data=data, data_dir=data_dir
+        session,
+        token_id=None,
+        job_id=job.id,
+        fence=fence,
+        index=index,
+        data=data,
+        data_dir=data_dir,
     )
     session.commit()
     return stored.duplicate
@@ -196,6 +203,7 @@ def test_retriable_failures_requeue_until_the_attempts_run_out(
         assert grant is not None and grant.attempt == attempt
         service.fail_job(
             session,
+            token_id=None,
             job_id=job.id,
             message=Fail(fence=grant.fence, error="CUDA OOM"),
             config=CONFIG,
@@ -212,7 +220,7 @@ def test_permanent_failure_fails_at_once(session: Session, data_dir: Path) -> No
     grant = lease(session)
     assert grant is not None
     message = Fail(fence=grant.fence, error="bad recipe", retriable=False)
-    service.fail_job(session, job_id=job.id, message=message, config=CONFIG)
+    service.fail_job(session, token_id=None, job_id=job.id, message=message, config=CONFIG)
     session.commit()
     assert reload(session, job).state is JobState.FAILED
 
@@ -222,7 +230,11 @@ def test_release_requeues_without_using_an_attempt(session: Session, data_dir: P
     grant = lease(session)
     assert grant is not None
     service.release_job(
-        session, job_id=job.id, message=Release(fence=grant.fence, reason="SIGTERM"), config=CONFIG
+        session,
+        token_id=None,
+        job_id=job.id,
+        message=Release(fence=grant.fence, reason="SIGTERM"),
+        config=CONFIG,
     )
     session.commit()
     job = reload(session, job)
@@ -244,12 +256,18 @@ def test_stale_fence_is_refused_and_writes_nothing(session: Session, data_dir: P
     writes = [
         lambda: heartbeat(session, job, old.fence, log=["late line"]),
         lambda: upload(session, job, old.fence, 1, chunk_bytes([3, 4]), data_dir),
-        lambda: service.complete_job(session, job_id=job.id, message=Complete(fence=old.fence)),
+        lambda: service.complete_job(
+            session, token_id=None, job_id=job.id, message=Complete(fence=old.fence)
+        ),
         lambda: service.fail_job(
-            session, job_id=job.id, message=Fail(fence=old.fence, error="x"), config=CONFIG
+            session,
+            token_id=None,
+            job_id=job.id,
+            message=Fail(fence=old.fence, error="x"),
+            config=CONFIG,
         ),
         lambda: service.release_job(
-            session, job_id=job.id, message=Release(fence=old.fence), config=CONFIG
+            session, token_id=None, job_id=job.id, message=Release(fence=old.fence), config=CONFIG
         ),
     ]
     for write in writes:
@@ -286,6 +304,7 @@ def test_cancelling_a_running_job_tells_its_worker_then_ends_on_hand_back(
     assert heartbeat(session, job, grant.fence)
     service.release_job(
         session,
+        token_id=None,
         job_id=job.id,
         message=Release(fence=grant.fence, reason="cancelled"),
         config=CONFIG,
@@ -310,7 +329,11 @@ def test_retry_requeues_a_failed_job_with_fresh_attempts(session: Session, data_
     grant = lease(session)
     assert grant is not None
     service.fail_job(
-        session, job_id=job.id, message=Fail(fence=grant.fence, error="boom"), config=CONFIG
+        session,
+        token_id=None,
+        job_id=job.id,
+        message=Fail(fence=grant.fence, error="boom"),
+        config=CONFIG,
     )
     service.retry_job(session, job_id=job.id)
     session.commit()
@@ -323,7 +346,7 @@ def test_finished_jobs_refuse_illegal_transitions(session: Session, data_dir: Pa
     job = new_job(session, data_dir)
     grant = lease(session)
     assert grant is not None
-    service.complete_job(session, job_id=job.id, message=Complete(fence=grant.fence))
+    service.complete_job(session, token_id=None, job_id=job.id, message=Complete(fence=grant.fence))
     session.commit()
     with pytest.raises(IllegalTransition):
         service.retry_job(session, job_id=job.id)
@@ -336,7 +359,9 @@ def test_complete_sent_twice_is_a_no_op(session: Session, data_dir: Path) -> Non
     grant = lease(session)
     assert grant is not None
     for _ in range(2):
-        service.complete_job(session, job_id=job.id, message=Complete(fence=grant.fence))
+        service.complete_job(
+            session, token_id=None, job_id=job.id, message=Complete(fence=grant.fence)
+        )
         session.commit()
     assert reload(session, job).state is JobState.SUCCEEDED
 
@@ -424,12 +449,15 @@ def test_complete_checks_every_chunk_arrived(session: Session, data_dir: Path) -
     upload(session, job, grant.fence, 0, chunk_bytes([1, 2]), data_dir)
     with pytest.raises(ResultsIncomplete, match="2 result chunks"):
         service.complete_job(
-            session, job_id=job.id, message=Complete(fence=grant.fence, chunks=2, rows=4)
+            session,
+            token_id=None,
+            job_id=job.id,
+            message=Complete(fence=grant.fence, chunks=2, rows=4),
         )
     session.rollback()
     upload(session, job, grant.fence, 1, chunk_bytes([3, 4]), data_dir)
     service.complete_job(
-        session, job_id=job.id, message=Complete(fence=grant.fence, chunks=2, rows=4)
+        session, token_id=None, job_id=job.id, message=Complete(fence=grant.fence, chunks=2, rows=4)
     )
     session.commit()
     assert reload(session, job).state is JobState.SUCCEEDED

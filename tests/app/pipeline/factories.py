@@ -259,6 +259,7 @@ class FakeWorker:
         with transaction(self.factory) as session:
             grant = jobs.lease_job(
                 session,
+                token_id=None,
                 request=LeaseRequest(worker="fake", kinds=list(_KINDS), device="cpu"),
                 config=JOB_CONFIG,
             )
@@ -271,6 +272,7 @@ class FakeWorker:
 
                 jobs.fail_job(
                     session,
+                    token_id=None,
                     job_id=grant.job_id,
                     message=Fail(fence=grant.fence, error="boom", retriable=False),
                     config=JOB_CONFIG,
@@ -281,6 +283,7 @@ class FakeWorker:
             if chunk is not None and len(chunk):
                 jobs.store_result_chunk(
                     session,
+                    token_id=None,
                     job_id=grant.job_id,
                     fence=grant.fence,
                     index=0,
@@ -291,15 +294,18 @@ class FakeWorker:
             for name, data in files.items():
                 jobs.store_artifact(
                     session,
+                    token_id=None,
                     job_id=grant.job_id,
                     fence=grant.fence,
                     name=name,
                     upload=_upload(self.env.data_dir, data),
                     claimed_sha256=None,
                     data_dir=self.env.data_dir,
+                    config=JOB_CONFIG,
                 )
             jobs.complete_job(
                 session,
+                token_id=None,
                 job_id=grant.job_id,
                 message=Complete(fence=grant.fence, chunks=chunks, rows=rows, summary=summary),
             )
