@@ -142,6 +142,13 @@ class PipelineConfig(BaseModel):
     knn_k: int = Field(10, ge=1, le=1000, description="Neighbours of the kNN detector.")
     # --- class stage ---
     min_class_size: int = Field(50, ge=0, description="Classes with fewer kept samples: review.")
+    class_drop_votes: int = Field(
+        2,
+        ge=1,
+        le=10,
+        description="Distinct annotators who must say drop before a class is dropped (a keep "
+        "from anyone keeps it).",
+    )
     # --- final training ---
     min_eval_samples: int = Field(
         100, ge=1, description="Human-verified samples needed to evaluate on them."

@@ -18,7 +18,6 @@ from app.models import (
     SampleStatus,
     Stage,
     TaskKind,
-    Verdict,
 )
 from app.pipeline import repository
 from app.pipeline.config import (
@@ -86,15 +85,19 @@ def start_class_review(ctx: Ctx) -> None:
 
 
 def finish_class_review(ctx: Ctx) -> None:
+    """The round's classes as their votes left them (a drop still short of people is
+    ``awaiting_votes``: it stays under review, and a later vote still applies)."""
     tasks = repository.tasks_of_source(ctx.session, ctx.dataset.id, ctx.round.source)
-    class_ids = [t.class_id for t in tasks if t.class_id is not None]
-    verdicts = repository.class_verdicts(ctx.session, ctx.dataset.id, class_ids)
-    counts = Counter(v for _, v in verdicts.values())
+    class_ids = {t.class_id for t in tasks if t.class_id is not None}
+    rows = repository.pipeline_classes(ctx.session, ctx.dataset.id)
+    states = {cid: rows[cid].state for cid in class_ids if cid in rows}
+    counts = Counter(states.values())
     ctx.stats(
-        decided=len(verdicts),
-        kept_classes=counts[Verdict.KEEP],
-        dropped_classes=counts[Verdict.DROP],
-        dropped=[cid for cid, (_, v) in sorted(verdicts.items()) if v is Verdict.DROP],
+        decided=counts[ClassState.KEPT] + counts[ClassState.DROPPED],
+        kept_classes=counts[ClassState.KEPT],
+        dropped_classes=counts[ClassState.DROPPED],
+        awaiting_votes=counts[ClassState.REVIEW],
+        dropped=sorted(cid for cid, state in states.items() if state is ClassState.DROPPED),
     )
 
 

@@ -1,15 +1,15 @@
 """The cleaning dashboard (engineers): a dataset's pipeline at a glance, its live part polled by
-htmx while a round is open."""
+htmx while a round is open, and the form that restores a dropped class."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from app.auth.deps import EngineerDep
 from app.datasets.deps import DatasetDep
 from app.db import SessionDep
-from app.pipeline import reports, views
+from app.pipeline import reports, service, views
 from app.web import render
 
 router = APIRouter(include_in_schema=False)
@@ -28,6 +28,7 @@ def cleaning_page(
             training=reports.training_runs(session, pipeline),
             classes=reports.class_sizes(session, pipeline, dataset),
             final=reports.final_metrics(session, pipeline),
+            dropped=reports.dropped_classes(session, dataset),
         )
     return render(request, "pipeline/dashboard.html", principal=principal, view=view)
 
@@ -52,3 +53,13 @@ def cleaning_live(
     if live.poll_url is None:
         response.headers["HX-Refresh"] = "true"
     return response
+
+
+@router.post("/datasets/{dataset_id}/cleaning/classes/{class_id}/restore")
+def restore_class(
+    session: SessionDep, principal: EngineerDep, dataset: DatasetDep, class_id: int
+) -> RedirectResponse:
+    """The dashboard's Restore button (a form with the CSRF token): the class is kept again
+    and its samples return to the training set; back to the dashboard."""
+    service.restore_class(session, dataset=dataset, class_id=class_id, user=principal.user)
+    return RedirectResponse(f"/datasets/{dataset.id}/cleaning#cleaning-dropped", status_code=303)

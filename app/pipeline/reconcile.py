@@ -32,15 +32,16 @@ from app.models import (
     RoundState,
     SampleStatus,
     TaskKind,
-    Verdict,
     utcnow,
 )
 from app.pipeline import junk, repository, rounds, stages
 from app.pipeline.config import PipelineEnv, parse_config
 from app.pipeline.rules import (
+    ClassOutcome,
     HumanVerdict,
     NextStep,
     RoundView,
+    class_outcome,
     effective_verdict,
     next_step,
     resolve_status,
@@ -148,28 +149,37 @@ def apply_sample_verdicts(
 
 
 def apply_class_verdicts(
-    session: Session, *, dataset_id: int, class_ids: set[int], now: datetime
+    session: Session, *, dataset_id: int, class_ids: set[int], required: int, now: datetime
 ) -> int:
-    """Sets the state of these classes from their standing class_check decisions, and the
-    status of their samples (a dropped class's samples leave the training set); returns how
-    many classes changed."""
+    """Sets the state of these classes from their votes (standing class_check decisions, by
+    :func:`~app.pipeline.rules.class_outcome`: ``required`` distinct people must say drop), and
+    the status of their samples (a dropped class's samples leave the training set); returns
+    how many classes changed. A drop still short of people asks someone else: a copy of the
+    latest drop's task that its voter may not take (and the lease offers a class to nobody who
+    voted on it). Votes made before a restore do not count."""
     if not class_ids:
         return 0
-    verdicts = repository.class_verdicts(session, dataset_id, class_ids)
+    votes = repository.class_votes(session, dataset_id, class_ids)
     rows = repository.pipeline_classes(session, dataset_id)
     busy = repository.open_class_tasks(session, dataset_id)
     changed: dict[int, ClassState] = {}
     events: list[dict[str, Any]] = []
+    ask: dict[int, int] = {}
     for class_id in sorted(class_ids):
         row = rows.get(class_id)
         if row is None:
             continue
-        decision = verdicts.get(class_id)
-        if decision is None:
-            state = ClassState.REVIEW if class_id in busy else ClassState.ACTIVE
-        else:
-            state = ClassState.DROPPED if decision[1] is Verdict.DROP else ClassState.KEPT
-        decision_id = decision[0] if decision else None
+        counted = [v for v in votes.get(class_id, []) if v.decision_id > row.votes_after_id]
+        outcome = class_outcome(counted, required=required)
+        if outcome.ask is not None and class_id not in busy:
+            ask[outcome.ask.task_id] = outcome.ask.user_id
+        state = outcome.state
+        if state is None:
+            if row.restored_at is not None:
+                state = ClassState.KEPT
+            else:
+                state = ClassState.REVIEW if class_id in busy else ClassState.ACTIVE
+        decision_id = outcome.decision_id
         if state is row.state and decision_id == row.decision_id:
             continue
         was_dropped = row.state is ClassState.DROPPED
@@ -186,15 +196,30 @@ def apply_class_verdicts(
                 round_id=row.round_id,
                 class_id=class_id,
                 decision_id=decision_id,
-                detail=f"class {state.value}"
-                + (f" (decision {decision_id})" if decision_id else " (decision undone)"),
+                detail=_class_detail(state, outcome, required),
             )
         )
     session.flush()
     repository.insert_events(session, events)
+    if ask:
+        asked = review.queue_copies(session, excluding=ask)
+        log.info(
+            "pipeline.class.vote_asked", dataset_id=dataset_id, tasks=asked.task_ids, of=required
+        )
     if changed:
         restatus_classes(session, dataset_id=dataset_id, class_ids=set(changed), now=now)
     return len(events)
+
+
+def _class_detail(state: ClassState, outcome: ClassOutcome, required: int) -> str:
+    if state is ClassState.DROPPED:
+        said = f"{outcome.drops} annotators said drop"
+        return f"class dropped: {said} (decision {outcome.decision_id})"
+    if outcome.decision_id is not None:
+        return f"class kept (decision {outcome.decision_id})"
+    if outcome.drops:
+        return f"class under review: {outcome.drops} of the {required} drops it needs"
+    return f"class {state.value} (decision undone)"
 
 
 def restatus_classes(
@@ -241,6 +266,7 @@ def sync_decisions(
     made on the dataset), in batches. Returns (decisions read, samples changed, classes
     changed)."""
     dataset_id = pipeline.dataset_id
+    required = parse_config(pipeline.config).class_drop_votes
     after = 0 if full else pipeline.decisions_seen_id
     read = samples = classes = 0
     settled: int | None = None
@@ -260,7 +286,7 @@ def sync_decisions(
             session, dataset_id=dataset_id, sample_ids=sample_ids, now=now
         )
         classes += apply_class_verdicts(
-            session, dataset_id=dataset_id, class_ids=class_ids, now=now
+            session, dataset_id=dataset_id, class_ids=class_ids, required=required, now=now
         )
         for row in rows:
             if row.created_at <= now - WATERMARK_GRACE:
@@ -318,10 +344,12 @@ def advance_rounds(
                     changed = False
                 else:
                     # A task is done in the same commit as its decision: every decision of the
-                    # round is readable now, and is applied before the round ends.
+                    # round is readable now, and is applied before the round ends (unless
+                    # applying them asked for more: a class drop's next vote).
                     sync_decisions(session, pipeline, now=now)
-                    stages.close_review(ctx)
-                    changed = True
+                    changed = not stages.review_open(ctx)
+                    if changed:
+                        stages.close_review(ctx)
                 session.flush()
         except (AppError, ValueError, KeyError) as error:
             message = error.message if isinstance(error, AppError) else repr(error)

@@ -27,12 +27,14 @@ from app.models import (
     PipelineSample,
     RoundKind,
     SampleStatus,
+    Verdict,
 )
 from app.pipeline import repository
 from app.pipeline.config import parse_config, recipe_document, recipes_for, spec_recipe
 from app.pipeline.schemas import (
     ClassSize,
     DecisionRead,
+    DroppedClass,
     EpochPoint,
     EstimateRead,
     EstimateRecord,
@@ -310,6 +312,42 @@ def class_sizes(session: Session, pipeline: Pipeline, dataset: Dataset) -> list[
         )
         for cid, name in sorted(names.items(), key=lambda item: (item[1], item[0]))
     ]
+
+
+def dropped_classes(session: Session, dataset: Dataset) -> list[DroppedClass]:
+    """The classes the class review dropped, by name, with who dropped them (what the
+    dashboard offers to restore)."""
+    rows = repository.pipeline_classes(session, dataset.id)
+    dropped = {cid: row for cid, row in rows.items() if row.state is ClassState.DROPPED}
+    if not dropped:
+        return []
+    names = repository.class_names(session, dataset.id)
+    out = repository.class_counts(session, dataset.id, statuses={SampleStatus.DROPPED})
+    votes = repository.class_votes(session, dataset.id, set(dropped))
+    drops = {
+        cid: [
+            v
+            for v in votes.get(cid, [])
+            if v.verdict is Verdict.DROP and v.decision_id > row.votes_after_id
+        ]
+        for cid, row in dropped.items()
+    }
+    who = repository.decision_usernames(
+        session, {v.decision_id for found in drops.values() for v in found}
+    )
+    return sorted(
+        (
+            DroppedClass(
+                class_id=cid,
+                name=names.get(cid, f"class {cid}"),
+                samples=out.get(cid, 0),
+                dropped_by=sorted({who[v.decision_id] for v in drops[cid] if v.decision_id in who}),
+                decision_id=row.decision_id,
+            )
+            for cid, row in dropped.items()
+        ),
+        key=lambda item: (item.name, item.class_id),
+    )
 
 
 # --- training -----------------------------------------------------------------------------------

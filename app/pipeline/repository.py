@@ -52,6 +52,7 @@ from app.models import (
     User,
     Verdict,
 )
+from app.pipeline.rules import ClassVote
 
 #: Ids per ``IN (...)`` list: well under SQLite's variable limit.
 CHUNK = 5_000
@@ -721,35 +722,53 @@ def decided_sample_ids(session: Session, dataset_id: int) -> set[int]:
     return {int(sid) for sid in session.scalars(query)}
 
 
-def class_verdicts(
+def class_votes(
     session: Session, dataset_id: int, class_ids: Collection[int]
-) -> dict[int, tuple[int, Verdict]]:
-    """Each class's standing class_check decision (the latest that is neither an undo nor
-    undone): (decision id, keep or drop)."""
+) -> dict[int, list[ClassVote]]:
+    """The standing class_check decisions on these classes (neither an undo nor undone),
+    oldest first, by class."""
     undo = aliased(ReviewDecision)
-    standing = and_(
-        ReviewDecision.verdict != Verdict.UNDO,
-        ~exists().where(undo.supersedes_id == ReviewDecision.id),
-    )
-    result: dict[int, tuple[int, Verdict]] = {}
+    result: dict[int, list[ClassVote]] = {}
     for part in chunks(sorted(class_ids)):
-        latest = (
-            select(func.max(ReviewDecision.id))
+        rows = session.execute(
+            select(
+                ReviewDecision.class_id,
+                ReviewDecision.id,
+                ReviewDecision.task_id,
+                ReviewDecision.user_id,
+                ReviewDecision.verdict,
+            )
             .where(
                 ReviewDecision.dataset_id == dataset_id,
                 ReviewDecision.kind == TaskKind.CLASS_CHECK,
                 ReviewDecision.class_id.in_(part),
-                standing,
+                ReviewDecision.verdict != Verdict.UNDO,
+                ~exists().where(undo.supersedes_id == ReviewDecision.id),
             )
-            .group_by(ReviewDecision.class_id)
+            .order_by(ReviewDecision.id)
         )
-        rows = session.execute(
-            select(ReviewDecision.class_id, ReviewDecision.id, ReviewDecision.verdict).where(
-                ReviewDecision.id.in_(latest.scalar_subquery())
+        for class_id, decision_id, task_id, user_id, verdict in rows:
+            result.setdefault(int(class_id or 0), []).append(
+                ClassVote(
+                    decision_id=int(decision_id),
+                    task_id=int(task_id),
+                    user_id=int(user_id),
+                    verdict=verdict,
+                )
             )
-        )
-        result.update({int(cid or 0): (int(did), verdict) for cid, did, verdict in rows})
     return result
+
+
+def last_class_decision_id(session: Session, dataset_id: int, class_id: int) -> int:
+    """The id of the newest class_check decision on the class (undo rows too), 0 if none."""
+    newest = session.scalar(
+        select(func.max(ReviewDecision.id)).where(
+            ReviewDecision.dataset_id == dataset_id,
+            ReviewDecision.kind == TaskKind.CLASS_CHECK,
+            ReviewDecision.class_id == class_id,
+        )
+    )
+    return int(newest or 0)
 
 
 def decision_usernames(session: Session, decision_ids: Collection[int]) -> dict[int, str]:

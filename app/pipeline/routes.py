@@ -255,6 +255,16 @@ def read_classes(_: EngineerDep, dataset: DatasetDep, session: SessionDep) -> li
     return reports.class_sizes(session, service.get_pipeline(session, dataset), dataset)
 
 
+@router.post("/{dataset_id}/classes/{class_id}/restore")
+def restore_class(
+    principal: EngineerDep, dataset: DatasetDep, class_id: int, session: SessionDep
+) -> list[ClassSize]:
+    """Restores a dropped class: kept again, its samples back in the training set, the votes
+    on it so far set aside. Returns every class as ``…/classes`` does."""
+    service.restore_class(session, dataset=dataset, class_id=class_id, user=principal.user)
+    return reports.class_sizes(session, service.get_pipeline(session, dataset), dataset)
+
+
 @router.get("/{dataset_id}/training")
 def read_training(_: EngineerDep, dataset: DatasetDep, session: SessionDep) -> list[TrainingRun]:
     return reports.training_runs(session, service.get_pipeline(session, dataset))

@@ -9,12 +9,15 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from app.models import RoundKind, RoundState, SampleStatus, Stage, Verdict
+from app.models import ClassState, RoundKind, RoundState, SampleStatus, Stage, Verdict
 
 __all__ = [
+    "ClassOutcome",
+    "ClassVote",
     "HumanVerdict",
     "NextStep",
     "RoundView",
+    "class_outcome",
     "effective_verdict",
     "label_rank",
     "next_step",
@@ -104,6 +107,55 @@ def resolve_status(
     if model_status is SampleStatus.JUNK:  # a human said it is not junk after a bulk acceptance
         return SampleStatus.CANDIDATE, label
     return model_status, label
+
+
+# --- class review -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClassVote:
+    """A standing class_check decision (keep or drop) on a class, on the task ``task_id``."""
+
+    decision_id: int
+    task_id: int
+    user_id: int
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class ClassOutcome:
+    """What a class's votes decide: its state (None: nobody voted), the decision behind it,
+    and, while a drop waits for more people, the vote to copy for the next one (``ask``)."""
+
+    state: ClassState | None
+    decision_id: int | None = None
+    drops: int = 0
+    ask: ClassVote | None = None
+
+
+def class_outcome(votes: Sequence[ClassVote], *, required: int) -> ClassOutcome:
+    """The class review's rule. Dropping a class removes every image of it, so one key press
+    must not do it: each person's latest vote counts once, and the class is dropped when
+    ``required`` distinct people say drop and nobody says keep. A keep, from anyone, keeps the
+    class (a disagreement keeps it; the keeper can undo). Fewer drops than ``required`` and no
+    keep: the class stays under review and another person is asked (``ask``: the latest drop)."""
+    if required < 1:
+        raise ValueError(f"required must be at least 1, got {required}")
+    latest: dict[int, ClassVote] = {}
+    for vote in sorted(votes, key=lambda v: v.decision_id):
+        latest[vote.user_id] = vote
+    keeps = [v for v in latest.values() if v.verdict is Verdict.KEEP]
+    drops = sorted(
+        (v for v in latest.values() if v.verdict is Verdict.DROP), key=lambda v: v.decision_id
+    )
+    if keeps:
+        newest = max(v.decision_id for v in keeps)
+        return ClassOutcome(ClassState.KEPT, newest, drops=len(drops))
+    if len(drops) >= required:
+        return ClassOutcome(ClassState.DROPPED, drops[-1].decision_id, drops=len(drops))
+    if drops:
+        return ClassOutcome(ClassState.REVIEW, None, drops=len(drops), ask=drops[-1])
+    return ClassOutcome(None)
 
 
 # --- auto mode ----------------------------------------------------------------------------------

@@ -150,6 +150,17 @@ class ClassSize(_Read):
     decision_id: int | None
 
 
+class DroppedClass(_Read):
+    """A class the class review dropped: the samples out of the training set because of it
+    (by current label) and who dropped it (their standing drop votes)."""
+
+    class_id: int
+    name: str
+    samples: int
+    dropped_by: list[str]
+    decision_id: int | None
+
+
 class EpochPoint(_Read):
     epoch: int
     values: dict[str, float]

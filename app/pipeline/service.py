@@ -17,10 +17,12 @@ from app.errors import Conflict, Invalid, NotFound
 from app.jobs import service as jobs
 from app.logging import get_logger
 from app.models import (
+    ClassState,
     Dataset,
     EventKind,
     JobState,
     Pipeline,
+    PipelineClass,
     PipelineRound,
     RoundKind,
     RoundState,
@@ -327,3 +329,54 @@ def reconcile_now(
     )
     assert result is not None
     return result
+
+
+def restore_class(
+    session: Session, *, dataset: Dataset, class_id: int, user: User
+) -> PipelineClass:
+    """Undoes a class drop (an engineer's call): the class is kept, its samples return to the
+    training set, and every vote on it so far is set aside (only later votes count). Restoring
+    a class that was restored and not dropped since changes nothing.
+
+    Raises:
+        NotFound: the class is not one of the dataset's.
+        Conflict: the class is not dropped.
+    """
+    pipeline = _locked(session, dataset)
+    row = repository.pipeline_classes(session, pipeline.dataset_id).get(class_id)
+    if row is None:
+        raise NotFound(f"class {class_id} is not a class of dataset {dataset.name!r}")
+    name = repository.class_names(session, dataset.id).get(class_id, f"class {class_id}")
+    if row.state is not ClassState.DROPPED:
+        if row.state is ClassState.KEPT and row.restored_at is not None:
+            return row  # a retried restore
+        raise Conflict(f"class {name!r} is {row.state.value}, not dropped: nothing to restore")
+    now = utcnow()
+    row.state, row.decision_id = ClassState.KEPT, None
+    row.votes_after_id = repository.last_class_decision_id(session, dataset.id, class_id)
+    row.restored_at, row.restored_by_id = now, user.id
+    session.flush()
+    repository.insert_events(
+        session,
+        [
+            rounds.event_row(
+                dataset.id,
+                kind=EventKind.CLASS_KEPT,
+                now=now,
+                round_id=row.round_id,
+                class_id=class_id,
+                detail=f"class restored by {user.username}; its votes so far set aside",
+            )
+        ],
+    )
+    samples = reconcile.restatus_classes(
+        session, dataset_id=dataset.id, class_ids={class_id}, now=now
+    )
+    log.info(
+        "pipeline.class.restored",
+        dataset_id=dataset.id,
+        class_id=class_id,
+        user=user.username,
+        samples=samples,
+    )
+    return row

@@ -23,6 +23,7 @@ from app.jobs.views import job_url
 from app.models import ClassState, RoundState, Stage
 from app.pipeline.schemas import (
     ClassSize,
+    DroppedClass,
     EstimateRecord,
     FinalMetrics,
     Funnel,
@@ -493,6 +494,30 @@ def classes_view(classes: Sequence[ClassSize]) -> ClassesView:
     )
 
 
+@dataclass(frozen=True)
+class DroppedClassRow:
+    """A dropped class on the dashboard, with the form that restores it."""
+
+    class_id: int
+    name: str
+    samples: str
+    dropped_by: str
+    restore_url: str
+
+
+def dropped_rows(dataset_id: int, dropped: Sequence[DroppedClass]) -> list[DroppedClassRow]:
+    return [
+        DroppedClassRow(
+            class_id=item.class_id,
+            name=item.name,
+            samples=plural(item.samples, "image", "images"),
+            dropped_by=", ".join(item.dropped_by) or "–",
+            restore_url=f"/datasets/{dataset_id}/cleaning/classes/{item.class_id}/restore",
+        )
+        for item in dropped
+    ]
+
+
 # --- training -----------------------------------------------------------------------------------
 
 
@@ -677,6 +702,7 @@ class DashboardView:
     dataset_url: str
     live: LiveView | None
     classes: ClassesView | None
+    dropped: list[DroppedClassRow]
     final: FinalView | None
     missing: NoPipelineView | None
 
@@ -703,6 +729,7 @@ def dashboard(
     training: list[TrainingRun],
     classes: list[ClassSize],
     final: FinalMetrics | None,
+    dropped: Sequence[DroppedClass] = (),
 ) -> DashboardView:
     links = Links(status.dataset_id, enabled=True)
     return DashboardView(
@@ -711,6 +738,7 @@ def dashboard(
         dataset_url=dataset_url(status.dataset_id),
         live=live_view(status, training),
         classes=classes_view(classes),
+        dropped=dropped_rows(status.dataset_id, dropped),
         final=final_view(final, links) if final is not None else None,
         missing=None,
     )
@@ -723,6 +751,7 @@ def no_pipeline(dataset_id: int, name: str) -> DashboardView:
         dataset_url=dataset_url(dataset_id),
         live=None,
         classes=None,
+        dropped=[],
         final=None,
         missing=NoPipelineView(
             cli=f"thresher pipeline create {name}",

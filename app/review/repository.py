@@ -334,9 +334,28 @@ def _held(by_dataset: bool, excluding: bool) -> Select[Any]:
     return held.order_by(_t.priority.desc(), _t.id.desc()).limit(bindparam("p_n")).with_for_update()
 
 
-def _available(by_dataset: bool, limit: Any) -> Select[Any]:
+_VOTE = _DECISIONS.alias("vote")
+_VOTE_UNDONE = _DECISIONS.alias("vote_undone")
+
+
+def _not_voted_on_the_class() -> ColumnElement[bool]:
+    """The caller has no standing class_check vote on the task's class: a class drop needs
+    distinct people, so nobody is asked about a class twice (read from the partial index
+    ``ix_review_decisions_class_vote``)."""
+    vote, undone = _VOTE.c, _VOTE_UNDONE.c
+    return ~exists().where(
+        vote.class_id == _t.class_id,
+        vote.kind == literal_column("'class_check'"),
+        vote.user_id == bindparam("p_user"),
+        vote.verdict != literal_column("'undo'"),
+        ~exists().where(undone.supersedes_id == vote.id),
+    )
+
+
+def _available(by_dataset: bool, limit: Any, voting: bool) -> Select[Any]:
     """The best ``limit`` tasks of the queue the caller may take: pending tasks and expired
-    leases, each read from its own partial index, skipping rows other transactions hold."""
+    leases, each read from its own partial index, skipping rows other transactions hold.
+    ``voting`` (class_check): not the classes the caller voted on already."""
     branches = []
     for state in (_IS_PENDING, and_(_IS_LEASED, _t.lease_expires_at < bindparam("p_now"))):
         branch = select(_t.id, _t.priority).where(
@@ -346,6 +365,8 @@ def _available(by_dataset: bool, limit: Any) -> Select[Any]:
         )
         if by_dataset:
             branch = branch.where(_t.dataset_id == bindparam("p_dataset"))
+        if voting:
+            branch = branch.where(_not_voted_on_the_class())
         best = (
             branch.order_by(_t.priority.desc(), _t.id.desc())
             .limit(limit)
@@ -366,10 +387,10 @@ def _renew(held: Select[Any]) -> Update:
     )
 
 
-def _take(by_dataset: bool, limit: Any) -> Update:
+def _take(by_dataset: bool, limit: Any, voting: bool) -> Update:
     return (
         update(_TASKS)
-        .where(_t.id.in_(_available(by_dataset, limit).scalar_subquery()))
+        .where(_t.id.in_(_available(by_dataset, limit, voting).scalar_subquery()))
         .values(
             state=TaskState.LEASED,
             lease_owner_id=bindparam("p_user"),
@@ -381,12 +402,12 @@ def _take(by_dataset: bool, limit: Any) -> Update:
 
 
 @cache
-def _sqlite_lease(by_dataset: bool, excluding: bool) -> tuple[Update, Update]:
-    return _renew(_held(by_dataset, excluding)), _take(by_dataset, bindparam("p_n"))
+def _sqlite_lease(by_dataset: bool, excluding: bool, voting: bool) -> tuple[Update, Update]:
+    return _renew(_held(by_dataset, excluding)), _take(by_dataset, bindparam("p_n"), voting)
 
 
 @cache
-def _postgres_lease(by_dataset: bool, excluding: bool) -> Executable:
+def _postgres_lease(by_dataset: bool, excluding: bool, voting: bool) -> Executable:
     """A whole lease in one statement (one round trip), as data-modifying CTEs: ``renewed``,
     the caller's own live leases; ``taken``, available tasks up to ``p_n`` in all. And
     ``no_flush``: this commit need not wait for the disk, since a lease lost in a crash costs
@@ -396,7 +417,7 @@ def _postgres_lease(by_dataset: bool, excluding: bool) -> Executable:
     held = _held(by_dataset, excluding).where(exists(select(no_flush.c.v)))
     renewed = _renew(held).cte("renewed")
     left: Any = bindparam("p_n") - select(func.count()).select_from(renewed).scalar_subquery()
-    taken = _take(by_dataset, left).cte("taken")
+    taken = _take(by_dataset, left, voting).cte("taken")
     return union_all(select(renewed), select(taken)).add_cte(no_flush)
 
 
@@ -414,7 +435,8 @@ def lease(
     """Leases up to ``n`` tasks of a queue to ``user_id`` until ``expires_at``: first its own
     live leases (other than ``exclude``), renewed, then available tasks by priority (newest
     first on ties): pending ones and expired leases of anyone. Rows other transactions hold
-    are skipped, so concurrent leases never wait on each other nor take the same task.
+    are skipped, so concurrent leases never wait on each other nor take the same task. A
+    class_check task is never handed to someone who voted on its class already.
     """
     params: dict[str, Any] = {
         "p_user": user_id,
@@ -428,10 +450,11 @@ def lease(
     if exclude:
         params["p_exclude"] = list(exclude)
     by_dataset, excluding = dataset_id is not None, bool(exclude)
+    voting = kind is TaskKind.CLASS_CHECK
     if _dialect(session) == "postgresql":
-        rows = session.execute(_postgres_lease(by_dataset, excluding), params)
+        rows = session.execute(_postgres_lease(by_dataset, excluding, voting), params)
         return [TaskRow._make(row) for row in rows]
-    renew, take = _sqlite_lease(by_dataset, excluding)
+    renew, take = _sqlite_lease(by_dataset, excluding, voting)
     found = [TaskRow._make(row) for row in session.execute(renew, params)]
     if len(found) < n:
         rows = session.execute(take, {**params, "p_n": n - len(found)})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -308,22 +308,33 @@ def request_second_opinions(
         return CreatedTasks(created=0, skipped=0)
     count = max(1, round(fraction * len(candidates)))
     chosen = random.Random(seed).sample(candidates, count)
-    decider = dict(chosen)
+    created = queue_copies(session, excluding=dict(chosen), created_by=created_by)
+    log.info(
+        "review.second_opinions.created", dataset_id=dataset.id, kind=kind.value, n=created.created
+    )
+    return created
+
+
+def queue_copies(
+    session: Session, *, excluding: Mapping[int, int], created_by: User | None = None
+) -> CreatedTasks:
+    """Queues a copy of each decided task in ``excluding`` (task id → the user who may not
+    take the copy: the one who decided it), to ask someone else the same question. A task is
+    copied at most once: asking again queues nothing."""
     now = utcnow()
     rows = [
         {
             **{name: value for name, value in copy.items() if name != "id"},
             "origin_task_id": copy["id"],
-            "exclude_user_id": decider[copy["id"]],
+            "exclude_user_id": excluding[copy["id"]],
             "state": TaskState.PENDING,
             "lease_version": 0,
             "created_by_id": created_by.id if created_by else None,
             "created_at": now,
         }
-        for copy in repository.task_copies(session, list(decider))
+        for copy in repository.task_copies(session, list(excluding))
     ]
     ids = repository.insert_tasks(session, rows)
-    log.info("review.second_opinions.created", dataset_id=dataset.id, kind=kind.value, n=len(ids))
     return CreatedTasks(created=len(ids), skipped=len(rows) - len(ids), task_ids=ids)
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from app.models import RoundKind, RoundState, SampleStatus, Stage, Verdict
+from app.models import ClassState, RoundKind, RoundState, SampleStatus, Stage, Verdict
 from app.pipeline.config import (
     PipelineConfig,
     RecipeChoice,
@@ -18,8 +18,10 @@ from app.pipeline.config import (
 from app.pipeline.final import evaluation_set
 from app.pipeline.repository import SampleState
 from app.pipeline.rules import (
+    ClassVote,
     HumanVerdict,
     RoundView,
+    class_outcome,
     effective_verdict,
     label_rank,
     next_step,
@@ -253,3 +255,36 @@ def test_an_evaluation_set_is_stratified_and_leaves_every_class_a_training_sampl
     held = evaluation_set(final, final, 9, seed=1)
     labels = Counter(final[i].label_class_id for i in held)
     assert labels == {0: 6, 1: 3}  # class 2's only sample stays in training
+
+
+# --- class review -------------------------------------------------------------------------------
+
+
+def _vote(decision_id: int, user_id: int, verdict: Verdict) -> ClassVote:
+    return ClassVote(
+        decision_id=decision_id, task_id=100 + decision_id, user_id=user_id, verdict=verdict
+    )
+
+
+DROP, KEEP = Verdict.DROP, Verdict.KEEP
+
+
+def test_a_class_is_dropped_only_when_enough_distinct_people_say_drop() -> None:
+    one = class_outcome([_vote(1, 7, DROP)], required=2)
+    assert (one.state, one.decision_id, one.drops) == (ClassState.REVIEW, None, 1)
+    assert one.ask == _vote(1, 7, DROP)
+    same_person = class_outcome([_vote(1, 7, DROP), _vote(2, 7, DROP)], required=2)
+    assert (same_person.state, same_person.drops) == (ClassState.REVIEW, 1)
+    two = class_outcome([_vote(1, 7, DROP), _vote(3, 8, DROP)], required=2)
+    assert (two.state, two.decision_id, two.ask) == (ClassState.DROPPED, 3, None)
+    assert class_outcome([_vote(1, 7, DROP)], required=1).state is ClassState.DROPPED
+
+
+def test_a_keep_from_anyone_keeps_the_class_and_each_person_counts_with_their_latest_vote() -> None:
+    kept = class_outcome([_vote(1, 7, DROP), _vote(2, 8, DROP), _vote(3, 9, KEEP)], required=2)
+    assert (kept.state, kept.decision_id, kept.ask) == (ClassState.KEPT, 3, None)
+    changed_mind = class_outcome([_vote(1, 7, KEEP), _vote(2, 7, DROP)], required=1)
+    assert changed_mind.state is ClassState.DROPPED
+    assert class_outcome([], required=2).state is None
+    with pytest.raises(ValueError, match="at least 1"):
+        class_outcome([], required=0)

@@ -45,6 +45,7 @@ from tests.app.pipeline.factories import (
     missing_some,
 )
 from tests.app.pipeline.loop import Loop
+from tests.app.review.factories import make_user
 
 
 @pytest.fixture
@@ -435,6 +436,10 @@ def test_dropping_a_class_takes_its_samples_out_and_an_undo_brings_them_back(
     cat = toy.classes["cat"]
     annotator.answer = lambda kind, s, c: (Verdict.DROP if c == cat else Verdict.KEEP, None)
     annotator.review_all()
+    loop.reconcile()  # one drop: a second annotator is asked
+    with transaction(loop.factory) as session:
+        second = FakeAnnotator(loop.factory, toy, make_user(session, "bob"), annotator.answer)
+    assert second.review_all() == 1
     loop.reconcile()
     classes = loop.classes()
     assert classes[cat].state is ClassState.DROPPED
@@ -450,11 +455,13 @@ def test_dropping_a_class_takes_its_samples_out_and_an_undo_brings_them_back(
     with transaction(loop.factory) as session:
         decision_id = session.scalar(
             select(ReviewDecision.id).where(
-                ReviewDecision.class_id == cat, ReviewDecision.kind == TaskKind.CLASS_CHECK
+                ReviewDecision.class_id == cat,
+                ReviewDecision.kind == TaskKind.CLASS_CHECK,
+                ReviewDecision.user_id == second.user.id,
             )
         )
         assert decision_id is not None
-        review.undo(session, user=annotator.user, decision_id=decision_id, idempotency_key="u")
+        review.undo(session, user=second.user, decision_id=decision_id, idempotency_key="u")
     loop.reconcile()
     assert loop.classes()[cat].state is ClassState.REVIEW
     assert {loop.statuses()[sid] for sid in cats} == {SampleStatus.CANDIDATE}
