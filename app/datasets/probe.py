@@ -1,4 +1,4 @@
-"""Probing image files: one read per file, the facts an import stores, or why the file is unusable.
+"""Probing image files: the facts an import stores, or why the file is unusable.
 
 Pure functions with no database access, run in worker processes of a process pool
 (``probe_chunk``). A probe never raises for a bad file: every problem comes back as an
@@ -12,14 +12,14 @@ import hashlib
 import io
 import os
 import re
-import stat
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 from PIL import Image, UnidentifiedImageError
 
+from app.datasets.files import NotARegularFile, open_regular_file
 from app.models.dataset import IssueReason
 
 __all__ = [
@@ -33,6 +33,13 @@ __all__ = [
 
 #: Pillow format names we import. GIF and multi-page TIFF count by their first frame.
 ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF"})
+
+#: Files up to this size are read whole, hashed and decoded from memory; larger ones are
+#: decoded from the file and hashed in chunks (so a pool worker never holds more than this).
+_IN_MEMORY_BYTES = 32 << 20
+#: The read size for hashing large files (1 MiB reads cost far fewer syscalls than 256 KiB).
+_CHUNK_BYTES = 1 << 20
+_SIGNATURE_BYTES = 16
 
 # Image formats Pillow cannot identify, told apart from "not an image" by their magic bytes.
 _FOREIGN_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
@@ -109,11 +116,13 @@ def _failure(
 
 
 def probe_file(path: str, *, max_pixels: int) -> ProbeResult:
-    """Reads ``path`` once: size, mtime, SHA-256 of the bytes, and a full decode with Pillow.
+    """Size, mtime, SHA-256 of the bytes, and a full decode with Pillow of ``path``.
 
-    Never opens anything but a regular file (a FIFO would block, a device could be endless):
-    the path is stat'ed first, opened non-blocking, and the open descriptor checked again.
-    Images wider × higher than ``max_pixels`` are refused from their header, before decoding.
+    Never opens anything but a regular file (a FIFO would block, a device could be endless;
+    see ``open_regular_file``). Memory stays bounded whatever the file's size: a file up to
+    32 MiB is read once; a larger one is decoded from disk and hashed in chunks, and one that
+    is not an image is refused from its first bytes. Images wider × higher than ``max_pixels``
+    are refused from their header, before decoding.
     Safe to call in any process: no warning escapes and no global setting is changed (so
     Pillow's own process-wide limit, which ``init_worker`` sets in pool workers, still applies
     here as well: a ``max_pixels`` above twice that limit is capped by it).
@@ -125,39 +134,44 @@ def probe_file(path: str, *, max_pixels: int) -> ProbeResult:
 
 def _probe(path: str, max_pixels: int) -> ProbeResult:
     try:
-        info = os.stat(path)  # noqa: PTH116 - the hot path: no Path object per file
+        file = open_regular_file(path)
+    except NotARegularFile as exc:
+        return _failure(IssueReason.NOT_A_FILE, str(exc))
     except FileNotFoundError:
         if Path(path).is_symlink():
             return _failure(IssueReason.BROKEN_SYMLINK, "the symlink's target does not exist")
         return _failure(IssueReason.MISSING_FILE, "no such file")
-    except PermissionError as exc:
-        return _failure(IssueReason.UNREADABLE, _os_error_text(exc))
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return _failure(IssueReason.BROKEN_SYMLINK, "symlink loop")
-        return _failure(IssueReason.UNREADABLE, _os_error_text(exc))
-    if not stat.S_ISREG(info.st_mode):
-        return _failure(IssueReason.NOT_A_FILE, f"not a regular file ({_kind(info.st_mode)})")
+        return _with_stat(path, _failure(IssueReason.UNREADABLE, _os_error_text(exc)))
+    with file:
+        try:
+            return _probe_open(file, max_pixels)
+        except OSError as exc:
+            return _with_stat(path, _failure(IssueReason.UNREADABLE, _os_error_text(exc)))
 
-    try:
-        data, info = _read_regular(path)
-    except _NotRegular as exc:
-        return _failure(IssueReason.NOT_A_FILE, str(exc))
-    except FileNotFoundError:
-        return _failure(IssueReason.MISSING_FILE, "the file disappeared while probing")
-    except OSError as exc:
-        return _failure(
-            IssueReason.UNREADABLE,
-            _os_error_text(exc),
-            byte_size=info.st_size,
-            mtime_ns=info.st_mtime_ns,
-        )
-    size, mtime_ns = len(data), info.st_mtime_ns
-    if size == 0:
-        return _failure(IssueReason.EMPTY_FILE, "the file is empty", byte_size=0, mtime_ns=mtime_ns)
 
-    digest = hashlib.sha256(data).hexdigest()
-    found = _decode(data, max_pixels=max_pixels)
+def _probe_open(file: io.BufferedReader, max_pixels: int) -> ProbeResult:
+    """Files up to ``_IN_MEMORY_BYTES`` are read once, hashed and decoded from memory; a larger
+    one is decoded from the file (Pillow reads its header, and its pixels only when the header
+    passes), then hashed in chunks: a file that is no image is refused without reading it all."""
+    info = os.fstat(file.fileno())
+    mtime_ns = info.st_mtime_ns
+    data = _read_whole(file, info.st_size) if info.st_size <= _IN_MEMORY_BYTES else None
+    if data is not None:
+        if not data:
+            return _failure(
+                IssueReason.EMPTY_FILE, "the file is empty", byte_size=0, mtime_ns=mtime_ns
+            )
+        digest, size = hashlib.sha256(data).hexdigest(), len(data)
+        found = _decode(io.BytesIO(data), max_pixels=max_pixels)
+    else:
+        file.seek(0)
+        found = _decode(file, max_pixels=max_pixels)
+        if isinstance(found, ProbeResult):
+            return found._replace(byte_size=info.st_size, mtime_ns=mtime_ns)
+        digest, size = _sha256_of(file)
     if isinstance(found, ProbeResult):
         return found._replace(byte_size=size, mtime_ns=mtime_ns)
     width, height, mode, channels, image_format = found
@@ -166,40 +180,46 @@ def _probe(path: str, max_pixels: int) -> ProbeResult:
     )
 
 
-class _NotRegular(Exception):
-    pass
+def _read_whole(file: io.BufferedReader, size: int) -> bytes | None:
+    """The file's bytes, or None when it grew past ``_IN_MEMORY_BYTES`` since its stat."""
+    # One byte more than the size: a short read means the end (one call for most files).
+    data = file.read(size + 1)
+    if len(data) <= size:
+        return data
+    chunks = [data]
+    total = len(data)
+    while block := file.read(_CHUNK_BYTES):
+        chunks.append(block)
+        total += len(block)
+        if total > _IN_MEMORY_BYTES:
+            return None
+    return b"".join(chunks)
 
 
-def _read_regular(path: str) -> tuple[bytes, os.stat_result]:
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise _NotRegular(f"not a regular file ({_kind(info.st_mode)})")
-        # Asking for one byte more than the size: a short read means the end (one call).
-        data = os.read(fd, info.st_size + 1)
-        if len(data) <= info.st_size:
-            return data, info
-        chunks = [data]  # the file grew while we read it: read what is there now
-        while block := os.read(fd, 1 << 20):
-            chunks.append(block)
-        return b"".join(chunks), info
-    finally:
-        os.close(fd)
+def _sha256_of(file: io.BufferedReader) -> tuple[str, int]:
+    """SHA-256 of the whole file, read from the start in chunks, and the number of bytes."""
+    file.seek(0)
+    digest = hashlib.sha256()
+    buffer = bytearray(_CHUNK_BYTES)
+    view = memoryview(buffer)
+    size = 0
+    while count := file.readinto(buffer):
+        digest.update(view[:count])
+        size += count
+    return digest.hexdigest(), size
 
 
 _ImageFacts = tuple[int, int, str, int, str]
 
 
-def _decode(data: bytes, *, max_pixels: int) -> _ImageFacts | ProbeResult:
-    """Pillow facts of the image in ``data`` after a full decode, or a failure."""
+def _decode(source: IO[bytes], *, max_pixels: int) -> _ImageFacts | ProbeResult:
+    """Pillow facts of the image in ``source`` after a full decode, or a failure."""
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(source)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         return _too_many_pixels(exc, max_pixels)
     except UnidentifiedImageError:
-        return _unidentified(data)
+        return _unidentified(source)
     except Exception as exc:
         return _decode_failure(exc)
     with image:
@@ -236,7 +256,9 @@ def _too_many_pixels(exc: Warning | Exception, max_pixels: int) -> ProbeResult:
     )
 
 
-def _unidentified(data: bytes) -> ProbeResult:
+def _unidentified(source: IO[bytes]) -> ProbeResult:
+    source.seek(0)
+    data = source.read(_SIGNATURE_BYTES)
     for offset, magic, name in _FOREIGN_SIGNATURES:
         if data[offset : offset + len(magic)] == magic:
             return _failure(
@@ -257,17 +279,14 @@ def _decode_failure(exc: BaseException) -> ProbeResult:
     return _failure(IssueReason.CORRUPT, text)
 
 
+def _with_stat(path: str, failure: ProbeResult) -> ProbeResult:
+    """``failure`` with the file's size and mtime, when a stat can tell them."""
+    try:
+        info = os.stat(path)  # noqa: PTH116 - the hot path: no Path object per file
+    except OSError:
+        return failure
+    return failure._replace(byte_size=info.st_size, mtime_ns=info.st_mtime_ns)
+
+
 def _os_error_text(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"

@@ -9,6 +9,7 @@ files that are new or changed. Paths are POSIX, relative to the dataset root, an
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import stat
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from app.datasets.files import BoundedLines, LineTooLong, NotARegularFile, open_regular_file
 from app.datasets.probe import escape_text
 from app.errors import Invalid
 from app.logging import get_logger
@@ -27,6 +29,10 @@ log = get_logger(__name__)
 MAX_LABEL_LENGTH = 255
 JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
 CSV_REQUIRED_COLUMNS = ("path", "label")
+#: A manifest line longer than this is a bad row, skipped without being held whole.
+MAX_MANIFEST_LINE = 1 << 20
+#: A class-list file larger than this is refused unread (a million short names fit).
+MAX_CLASS_LIST_BYTES = 16 << 20
 
 
 class SourceEntry(NamedTuple):
@@ -148,12 +154,12 @@ def _check_listable(folder: str, field_name: str) -> None:
 def _check_manifest(source: Path, format: ImportFormat) -> None:
     try:
         if format is ImportFormat.CSV:
-            with source.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
-                header = next(csv.reader(handle), None)
+            with _open_text(source, errors="replace") as handle:
+                header = next(csv.reader(BoundedLines(handle, limit=MAX_MANIFEST_LINE)), None)
             _csv_columns(header)
             return
-        with source.open("rb") as handle:
-            for raw in handle:
+        with open_regular_file(source) as handle:
+            for raw in BoundedLines(handle, limit=MAX_MANIFEST_LINE):
                 if raw.strip():
                     try:
                         first = json.loads(raw)
@@ -165,12 +171,23 @@ def _check_manifest(source: Path, format: ImportFormat) -> None:
                             field="path",
                         )
                     return
+    except NotARegularFile as exc:
+        raise Invalid(
+            f"{escape_text(str(source))} is {exc.kind}, not a {format.value} file", field="path"
+        ) from exc
     except OSError as exc:
         raise Invalid(
             f"cannot read {escape_text(str(source))}: {exc.strerror}", field="path"
         ) from exc
-    except csv.Error as exc:
-        raise Invalid(f"not a CSV manifest: {exc}", field="path") from exc
+    except (csv.Error, LineTooLong) as exc:
+        raise Invalid(f"not a {format.name} manifest: {exc}", field="path") from exc
+
+
+def _open_text(source: str | Path, *, errors: str) -> io.TextIOWrapper:
+    """A manifest opened as text for ``csv`` (regular files only; see ``open_regular_file``)."""
+    return io.TextIOWrapper(
+        open_regular_file(source), encoding="utf-8-sig", errors=errors, newline=""
+    )
 
 
 def _csv_columns(header: list[str] | None) -> dict[str, int]:
@@ -188,9 +205,20 @@ def read_class_list(path: str) -> list[str]:
     """Class names from a text file, one per line; blank lines ignored, repeats dropped."""
     file = Path(path).expanduser()
     try:
-        text = file.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        problem = exc.strerror if isinstance(exc, OSError) else "not valid UTF-8"
+        with open_regular_file(file) as handle:
+            data = handle.read(MAX_CLASS_LIST_BYTES + 1)
+        if len(data) > MAX_CLASS_LIST_BYTES:
+            raise Invalid(
+                f"the class list is over {MAX_CLASS_LIST_BYTES >> 20} MiB", field="classes"
+            )
+        text = data.decode("utf-8-sig")
+    except (OSError, NotARegularFile, UnicodeDecodeError) as exc:
+        if isinstance(exc, OSError):
+            problem = exc.strerror
+        elif isinstance(exc, NotARegularFile):
+            problem = f"it is {exc.kind}, not a regular file"
+        else:
+            problem = "not valid UTF-8"
         raise Invalid(
             f"cannot read the class list {escape_text(str(file))}: {problem}", field="classes"
         ) from exc
@@ -403,26 +431,29 @@ class _Row(NamedTuple):
 
 
 def _csv_rows(source: str) -> Iterator[_Row]:
-    with open(source, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
-        reader = csv.reader(handle, strict=True)
+    with _open_text(source, errors="surrogateescape") as handle:
+        lines = BoundedLines(handle, limit=MAX_MANIFEST_LINE)
+        reader = csv.reader(lines, strict=True)
         try:
             header = next(reader)
         except StopIteration:
             return
+        except LineTooLong as exc:
+            raise Invalid(f"not a CSV manifest: {exc}", field="path") from exc
         columns = _csv_columns(header)
         width = len(header)
-        line = reader.line_num
         while True:
-            start = line + 1
+            start = lines.number + 1
             try:
                 row = next(reader)
             except StopIteration:
                 return
+            except LineTooLong as exc:
+                yield _Row(lines.number, None, None, str(exc))
+                continue
             except csv.Error as exc:
-                line = reader.line_num
                 yield _Row(start, None, None, f"malformed CSV: {exc}")
                 continue
-            line = reader.line_num
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
             if len(row) != width:
@@ -432,8 +463,17 @@ def _csv_rows(source: str) -> Iterator[_Row]:
 
 
 def _jsonl_rows(source: str) -> Iterator[_Row]:
-    with open(source, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+    with open_regular_file(source) as handle:
+        lines = BoundedLines(handle, limit=MAX_MANIFEST_LINE)
+        while True:
+            try:
+                raw = next(lines)
+            except StopIteration:
+                return
+            except LineTooLong as exc:
+                yield _Row(lines.number, None, None, str(exc))
+                continue
+            number = lines.number
             if not raw.strip():
                 continue
             try:
