@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DataError
 
+from app import docs
 from app.auth import pages as auth_pages
 from app.auth import routes as auth_routes
 from app.auth.throttle import LoginThrottle
@@ -58,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Clean noisy, long-tailed image datasets with people in the loop.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # app.docs serves /docs offline; no ReDoc
+        redoc_url=None,
     )
     engine = create_db_engine(settings.resolved_database_url)
     app.state.settings = settings
@@ -81,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         job_pages,
         pipeline_routes,
         pipeline_pages,
+        docs,
         review_pages,  # serves "/": the annotator's home; engineers go on to /datasets
     ):
         app.include_router(module.router)
