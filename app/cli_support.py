@@ -6,11 +6,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import typer
+from alembic.util import CommandError
 from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import create_db_engine, create_session_factory
+from app.db import create_db_engine, create_session_factory, is_sqlite
 from app.errors import AppError
 from app.migrate import current_revision, heads, upgrade
 from app.settings import Settings
@@ -30,17 +31,25 @@ def database(
 ) -> Iterator[sessionmaker[Session]]:
     """A session factory on the configured database, after checking (or upgrading) the schema.
 
-    Raises ``SchemaOutdated`` when the schema is not at this version's head and
-    ``upgrade_schema`` is off: only ``serve``, ``demo`` and ``db upgrade`` migrate.
+    SQLite, the embedded database of this machine's data directory, is created or upgraded by
+    any command that finds it behind. A PostgreSQL schema is migrated on purpose: by ``serve``,
+    ``demo`` and ``db upgrade`` (``upgrade_schema``) only; elsewhere a schema that is not at
+    this version's head raises ``SchemaOutdated``, which names the command to run.
     """
     url = settings.resolved_database_url
     settings.ensure_data_dir()
-    if upgrade_schema:
-        upgrade(url)
     engine = create_db_engine(url)
     try:
         expected = set(heads(url))
         found = current_revision(engine)
+        if found not in expected and (upgrade_schema or is_sqlite(url)):
+            try:
+                upgrade(url)
+            except CommandError as exc:  # a revision this version does not know: a newer one's
+                raise SchemaOutdated(
+                    f"cannot upgrade the database schema from {found}: {exc}"
+                ) from exc
+            found = current_revision(engine)
         if found not in expected:
             raise SchemaOutdated(
                 f"the database schema is at {found or 'nothing'}, this version needs "

@@ -15,9 +15,9 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from app.db import create_db_engine, create_session_factory, transaction
+from app.cli_support import database
+from app.db import transaction
 from app.errors import AppError, Invalid
-from app.migrate import current_revision, heads
 from app.models import Dataset, TaskKind
 from app.review import service
 from app.review.schemas import Suggestion, TaskItem
@@ -40,21 +40,8 @@ class CsvProblem(Invalid):
 @contextmanager
 def _session() -> Iterator[Session]:
     """A transaction on the configured database, after checking its schema is current."""
-    settings = get_settings()
-    url = settings.resolved_database_url
-    settings.ensure_data_dir()
-    engine = create_db_engine(url)
-    try:
-        found, expected = current_revision(engine), set(heads(url))
-        if found not in expected:
-            raise AppError(
-                f"the database schema is at {found or 'nothing'}, this version needs "
-                f"{', '.join(sorted(expected))}: run `thresher db upgrade`"
-            )
-        with transaction(create_session_factory(engine)) as session:
-            yield session
-    finally:
-        engine.dispose()
+    with database(get_settings()) as factory, transaction(factory) as session:
+        yield session
 
 
 def _dataset(session: Session, name_or_id: str) -> Dataset:

@@ -73,22 +73,6 @@ def test_annotators_cannot_get_api_tokens(runner: CliRunner) -> None:
     assert "engineers and admins" in result.output
 
 
-def test_commands_refuse_an_unmigrated_database(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("THRESHER_DATA_DIR", str(tmp_path / "fresh"))
-    monkeypatch.delenv("THRESHER_DATABASE_URL", raising=False)
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(cli, ["users", "list"])
-        assert result.exit_code == 1
-        assert "thresher db upgrade" in result.output
-        assert CliRunner().invoke(cli, ["db", "upgrade"]).exit_code == 0
-        assert CliRunner().invoke(cli, ["users", "list"]).exit_code == 0
-    finally:
-        get_settings.cache_clear()
-
-
 def test_a_new_password_revokes_api_tokens_but_not_worker_tokens(
     runner: CliRunner, engine: Engine
 ) -> None:

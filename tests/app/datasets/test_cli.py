@@ -91,18 +91,3 @@ def test_bad_path_is_a_clear_error(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(cli, ["import", "x", str(tmp_path / "nope")])
     assert result.exit_code == 1
     assert "does not exist" in result.output
-
-
-def test_unmigrated_database_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: Path
-) -> None:
-    monkeypatch.setenv("THRESHER_DATA_DIR", str(tmp_path / "fresh"))
-    monkeypatch.delenv("THRESHER_DATABASE_URL", raising=False)
-    monkeypatch.setenv("THRESHER_SECRET_KEY", TEST_SECRET)
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(cli, ["import", "pets", str(folder)])
-    finally:
-        get_settings.cache_clear()
-    assert result.exit_code == 1
-    assert "thresher db upgrade" in result.output
