@@ -29,7 +29,7 @@ from app.pipeline import export, reports, repository, service
 from app.pipeline.config import PipelineEnv, RecipeChoice
 from app.pipeline.rounds import StepParams
 from app.pipeline.schemas import RoundSummary
-from app.pipeline.simulate import Simulator, load_truth
+from app.pipeline.simulate import Simulator, WaitLog, load_truth
 from app.settings import get_settings
 
 pipeline_cli = typer.Typer(
@@ -349,7 +349,11 @@ def simulate_command(
     junk_column: Annotated[str, typer.Option(help="The truth's junk flag column.")] = "junk",
     path_column: Annotated[str, typer.Option(help="The truth's path column.")] = "path",
     follow: Annotated[
-        bool, typer.Option(help="Keep reviewing until the pipeline is done.")
+        bool,
+        typer.Option(
+            help="Keep reviewing until the pipeline is done, saying what it waits for "
+            "whenever there is nothing to review."
+        ),
     ] = False,
     idle_exit: Annotated[
         float, typer.Option(help="Without --follow: stop after this many idle seconds.")
@@ -383,7 +387,12 @@ def simulate_command(
             accounts=accounts or None,
         )
         try:
-            stats = simulator.run(follow=follow, idle_exit=idle_exit, timeout=timeout)
+            stats = simulator.run(
+                follow=follow,
+                idle_exit=idle_exit,
+                timeout=timeout,
+                on_wait=WaitLog(lambda line: console.print(line, markup=False, highlight=False)),
+            )
         finally:
             simulator.close()
     counts = ", ".join(f"{n} {verdict}" for verdict, n in sorted(stats.decisions.items()))

@@ -23,6 +23,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
@@ -822,6 +823,47 @@ def open_task_samples(session: Session, dataset_id: int, kinds: Collection[TaskK
         ReviewTask.sample_id.is_not(None),
     )
     return {int(sid) for sid in session.scalars(query)}
+
+
+class TaskHold(NamedTuple):
+    """Open tasks of a round of one kind: under a live lease of ``username`` until ``until``,
+    or (``username`` None) waiting for an annotator."""
+
+    kind: TaskKind
+    username: str | None
+    tasks: int
+    until: datetime | None
+
+
+def open_task_holds(
+    session: Session, dataset_id: int, source: str, now: datetime
+) -> list[TaskHold]:
+    """Who holds the round's open tasks (its ``source``, copies included): live leases by
+    holder, then the tasks nobody holds (pending, or leased once and lapsed)."""
+    of_round = and_(ReviewTask.dataset_id == dataset_id, ReviewTask.source == source)
+    live = and_(ReviewTask.state == TaskState.LEASED, ReviewTask.lease_expires_at >= now)
+    held = session.execute(
+        select(ReviewTask.kind, User.username, func.count(), func.max(ReviewTask.lease_expires_at))
+        .join(User, User.id == ReviewTask.lease_owner_id)
+        .where(of_round, live)
+        .group_by(ReviewTask.kind, User.username)
+        .order_by(func.count().desc(), User.username)
+    )
+    free = session.execute(
+        select(ReviewTask.kind, func.count())
+        .where(
+            of_round,
+            or_(
+                ReviewTask.state == TaskState.PENDING,
+                and_(ReviewTask.state == TaskState.LEASED, ReviewTask.lease_expires_at < now),
+            ),
+        )
+        .group_by(ReviewTask.kind)
+        .order_by(ReviewTask.kind)
+    )
+    return [TaskHold(kind, name, int(n), until) for kind, name, n, until in held] + [
+        TaskHold(kind, None, int(n), None) for kind, n in free
+    ]
 
 
 def open_class_tasks(session: Session, dataset_id: int) -> set[int]:

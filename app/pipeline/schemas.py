@@ -228,6 +228,9 @@ class PipelineStatus(_Read):
     estimates: list[EstimateRecord]
     decisions_seen_id: int
     created_at: datetime
+    waiting: list[str] = Field(
+        default_factory=list, description="What the loop waits for now, in words (UTC times)."
+    )
 
 
 # --- samples ------------------------------------------------------------------------------------

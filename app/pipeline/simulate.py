@@ -14,6 +14,12 @@ With probability ``error_rate`` an answer is wrong: a junk question flipped, a w
 keep/drop of a whole class is flipped with probability ``class_error_rate`` (default: the same),
 since a team may double-check those few, weighty decisions. The answers are reproducible for
 a given seed and order of work.
+
+A class drop needs votes from several people (the pipeline's ``class_drop_votes``), and nobody
+is asked about a class twice: when an open class question is one none of the simulated people
+may answer, the simulator signs in one more (it can when it created its accounts), so the loop
+never waits for a vote that no one would give. With ``--follow``, it says what the loop waits
+for while it has nothing to do (:class:`WaitLog`).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import secrets
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -34,7 +40,7 @@ import httpx
 
 from app.errors import Invalid
 
-__all__ = ["Annotator", "SimulationStats", "Simulator", "Truth", "load_truth"]
+__all__ = ["Annotator", "SimulationStats", "Simulator", "Truth", "WaitLog", "load_truth"]
 
 _CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 _TRUE = frozenset({"1", "true", "yes", "y", "junk"})
@@ -112,6 +118,30 @@ class Annotator:
         return self.client.post(path, json=body, headers={"X-CSRF-Token": self.csrf})
 
 
+@dataclass
+class WaitLog:
+    """Says what the simulation waits for, without flooding: a new state at most every
+    ``every`` seconds, and the same one again every ``repeat`` seconds."""
+
+    say: Callable[[str], None]
+    every: float = 5.0
+    repeat: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    _said: tuple[str, ...] = ()
+    _at: float | None = None
+
+    def __call__(self, lines: Sequence[str]) -> None:
+        now = self.clock()
+        if self._at is not None:
+            since = now - self._at
+            due = since >= self.repeat or (tuple(lines) != self._said and since >= self.every)
+            if not due:
+                return
+        for line in lines:
+            self.say(line)
+        self._said, self._at = tuple(lines), now
+
+
 def _check(response: httpx.Response, what: str) -> httpx.Response:
     if response.status_code >= 400:
         raise Invalid(f"{what} failed: HTTP {response.status_code} {response.text[:500]}")
@@ -161,6 +191,8 @@ class Simulator:
         if annotators < 1 and not accounts:
             raise Invalid("at least one annotator")
         self.client_factory = client_factory
+        self.tag = secrets.token_hex(3)
+        self.creates_accounts = not accounts
         self.engineer = client_factory()
         self.engineer.headers["Authorization"] = f"Bearer {token}"
         self.truth = truth
@@ -221,16 +253,21 @@ class Simulator:
             if after is None:
                 return paths
 
-    def _create_accounts(self, n: int) -> list[tuple[str, str]]:
-        tag = secrets.token_hex(3)
+    def _create_accounts(self, n: int, *, first: int = 1) -> list[tuple[str, str]]:
         accounts = []
-        for i in range(n):
-            name, password = f"sim-{tag}-{i + 1}", secrets.token_urlsafe(18)
+        for i in range(first, first + n):
+            name, password = f"sim-{self.tag}-{i}", secrets.token_urlsafe(18)
             _check(
                 self.engineer.post(
                     "/api/users", json={"username": name, "role": "annotator", "password": password}
                 ),
                 "creating an annotator account (needs an admin token)",
+            )
+            _check(
+                self.engineer.post(
+                    "/api/grants", json={"username": name, "dataset_id": self.dataset_id}
+                ),
+                "granting the annotator the dataset (needs an admin token)",
             )
             accounts.append((name, password))
         return accounts
@@ -289,42 +326,60 @@ class Simulator:
 
     def work_once(self) -> int:
         """Every annotator in turn leases one batch of each open queue and decides it.
-        Returns the decisions made."""
+        Returns the decisions made. When an open class question is left that none of them may
+        answer (they all voted on that class: a drop waits for another person), one more
+        annotator joins and answers it."""
         made = 0
+        open_kinds: set[str] = set()
         for person in self.people:
-            for kind in self.open_kinds(person):
-                leased = _check(
-                    person.post(
-                        "/api/review/leases",
-                        {"kind": kind, "dataset_id": self.dataset_id, "n": BATCH},
-                    ),
-                    "leasing tasks",
-                ).json()["tasks"]
-                if not leased:
-                    continue
-                decisions = [
-                    {
-                        "task_id": task["id"],
-                        "lease_version": task["lease_version"],
-                        "idempotency_key": uuid.uuid4().hex,
-                        "seconds": 1.0,
-                        **self.answer(task),
-                    }
-                    for task in leased
-                ]
-                _check(person.post("/api/review/decisions", {"decisions": decisions}), "deciding")
-                self.stats.batches += 1
-                for decision in decisions:
-                    self.stats.decisions[decision["verdict"]] += 1
-                made += len(decisions)
+            kinds = self.open_kinds(person)
+            open_kinds.update(kinds)
+            for kind in kinds:
+                made += self._work(person, kind)
+        if not made and "class_check" in open_kinds and self.creates_accounts:
+            [(name, password)] = self._create_accounts(1, first=len(self.people) + 1)
+            newcomer = sign_in(self.client_factory(), name, password)
+            self.people.append(newcomer)
+            made += self._work(newcomer, "class_check")
         return made
 
-    def pipeline_done(self) -> bool:
+    def _work(self, person: Annotator, kind: str) -> int:
+        """``person`` leases one batch of the queue and decides it; returns the decisions."""
+        leased = _check(
+            person.post(
+                "/api/review/leases", {"kind": kind, "dataset_id": self.dataset_id, "n": BATCH}
+            ),
+            "leasing tasks",
+        ).json()["tasks"]
+        if not leased:
+            return 0
+        decisions = [
+            {
+                "task_id": task["id"],
+                "lease_version": task["lease_version"],
+                "idempotency_key": uuid.uuid4().hex,
+                "seconds": 1.0,
+                **self.answer(task),
+            }
+            for task in leased
+        ]
+        _check(person.post("/api/review/decisions", {"decisions": decisions}), "deciding")
+        self.stats.batches += 1
+        for decision in decisions:
+            self.stats.decisions[decision["verdict"]] += 1
+        return len(decisions)
+
+    def pipeline_status(self) -> dict[str, Any] | None:
+        """The pipeline as the API shows it; None before it is created."""
         response = self.engineer.get(f"/api/pipelines/{self.dataset_id}")
         if response.status_code == 404:
-            return False
-        body = _check(response, "reading the pipeline").json()
-        return bool(body["stage"] == "done" and body["open_round"] is None)
+            return None
+        body: dict[str, Any] = _check(response, "reading the pipeline").json()
+        return body
+
+    def pipeline_done(self) -> bool:
+        body = self.pipeline_status()
+        return body is not None and body["stage"] == "done" and body["open_round"] is None
 
     def run(
         self,
@@ -334,9 +389,12 @@ class Simulator:
         timeout: float | None = None,
         poll: float = 1.0,
         on_batch: Callable[[SimulationStats], None] | None = None,
+        on_wait: Callable[[Sequence[str]], None] | None = None,
     ) -> SimulationStats:
         """Reviews until the queues have been empty for ``idle_exit`` seconds, or with
-        ``follow`` until the pipeline is done (stopping after ``timeout`` seconds either way)."""
+        ``follow`` until the pipeline is done (stopping after ``timeout`` seconds either way).
+        ``on_wait`` (with ``follow``) hears what the pipeline waits for whenever there is
+        nothing to review (see :class:`WaitLog`)."""
         started = time.monotonic()
         idle_since = time.monotonic()
         while True:
@@ -349,8 +407,11 @@ class Simulator:
             if timeout is not None and time.monotonic() - started > timeout:
                 return self.stats
             if follow:
-                if self.pipeline_done():
+                status = self.pipeline_status()
+                if status is not None and status["stage"] == "done" and not status["open_round"]:
                     return self.stats
+                if on_wait is not None:
+                    on_wait(status["waiting"] if status else ["waiting: no pipeline yet"])
             elif time.monotonic() - idle_since >= idle_exit:
                 return self.stats
             time.sleep(poll)

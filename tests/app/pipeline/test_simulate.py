@@ -9,10 +9,13 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from app.db import transaction
 from app.errors import Invalid
-from app.models import Role, SampleStatus
-from app.pipeline.simulate import Simulator, load_truth
+from app.models import Role, SampleStatus, TaskKind
+from app.pipeline.simulate import Simulator, WaitLog, load_truth
+from app.review import service as review
 from tests.app.pipeline.factories import Toy
+from tests.app.review.factories import make_user
 from tests.conftest import MakeAccount
 
 
@@ -121,3 +124,55 @@ def test_class_decisions_have_their_own_error_rate(
     finally:
         simulator.close()
     assert answer == {"verdict": verdict}
+
+
+def test_a_lone_simulated_annotator_brings_a_second_voter_for_a_class_drop(
+    client: TestClient, app: FastAPI, toy: Toy, make_account: MakeAccount, tmp_path: Path
+) -> None:
+    admin = make_account(Role.ADMIN)
+    base = f"/api/pipelines/{toy.dataset_id}"
+    client.post(base, json={"config": {"min_class_size": 1000}}, headers=admin.headers)
+    client.patch(base, json={"stage": "class"}, headers=admin.headers)
+    started = client.post(f"{base}/steps", json={"kind": "class_review"}, headers=admin.headers)
+    assert started.status_code == 201, started.text
+    simulator = _simulator(
+        app,
+        admin.token or "",
+        _truth_file(toy, tmp_path / "truth.csv"),
+        annotators=1,
+        class_error_rate=1.0,  # every class looks wrong: drop them all
+    )
+    try:
+        assert simulator.run().decisions == {"drop": len(toy.classes)}
+        client.post(f"{base}/reconcile", headers=admin.headers)  # asks for second votes
+        assert simulator.run().decisions == {"drop": 2 * len(toy.classes)}
+        assert len(simulator.people) == 2
+    finally:
+        simulator.close()
+    client.post(f"{base}/reconcile", headers=admin.headers)
+    classes = client.get(f"{base}/classes", headers=admin.headers).json()
+    assert {item["state"] for item in classes} == {"dropped"}
+    assert client.get(base, headers=admin.headers).json()["open_round"] is None
+
+
+def test_following_the_pipeline_says_what_it_waits_for(
+    client: TestClient, app: FastAPI, toy: Toy, make_account: MakeAccount, tmp_path: Path
+) -> None:
+    admin = make_account(Role.ADMIN)
+    base = f"/api/pipelines/{toy.dataset_id}"
+    client.post(base, json={"config": {"seed_random_samples": 0}}, headers=admin.headers)
+    client.post(f"{base}/steps", json={"kind": "junk_seed"}, headers=admin.headers)
+    with transaction(app.state.session_factory) as session:
+        alice = make_user(session, "alice")
+        held = review.lease_tasks(session, user=alice, kind=TaskKind.JUNK_CHECK, n=200)
+    simulator = _simulator(app, admin.token or "", _truth_file(toy, tmp_path / "truth.csv"))
+    said: list[str] = []
+    try:
+        stats = simulator.run(follow=True, timeout=0.5, poll=0.1, on_wait=WaitLog(said.append))
+    finally:
+        simulator.close()
+    assert stats.total == 0
+    until = held[0].lease_expires_at.strftime("%H:%M:%S")
+    assert said == [
+        f"waiting: {len(held)} junk_check tasks leased by alice until {until} UTC (junk seed 1)"
+    ]
