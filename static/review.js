@@ -283,7 +283,7 @@
           event.preventDefault(); // this key wakes the page; it decides nothing
         }
       },
-      true
+      { capture: true, passive: type !== "keydown" }
     );
   });
 
@@ -422,6 +422,7 @@
         return !tile.classList.contains("gone");
       });
       if (!live.length) {
+        page = null; // every image of it went to someone else: on to the next page
         advance();
         return;
       }

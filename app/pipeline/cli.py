@@ -140,6 +140,8 @@ def status(dataset: DatasetArg, as_json: JsonOption = False) -> None:
     if coming is not None:
         what = coming.kind.value if coming.kind else coming.stage.value
         console.print(f"next: {what} — {coming.reason}")
+    for line in report.waiting:
+        console.print(line, markup=False, highlight=False)
 
 
 @pipeline_cli.command("config")

@@ -41,6 +41,10 @@ def test_the_cli_drives_a_pipeline_and_exports_it(
     status = runner.invoke(cli, ["pipeline", "status", "toy", "--json"])
     body = json.loads(status.output)
     assert body["stage"] == "junk" and body["rounds"][0]["tasks"]["pending"] > 0
+    pending = body["rounds"][0]["tasks"]["pending"]
+    waiting = f"waiting: {pending} junk_check tasks for an annotator (junk seed 1)"
+    assert body["waiting"] == [waiting]
+    assert waiting in runner.invoke(cli, ["pipeline", "status", "toy"]).output
     out = tmp_path / "export"
     exported = runner.invoke(cli, ["export", "toy", "--out", str(out)])
     assert exported.exit_code == 0, exported.output
