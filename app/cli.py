@@ -5,20 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from app.auth import repository as auth_repository
-from app.auth import service as auth_service
+from app.auth.cli import tokens_cli, users_cli
 from app.cli_support import console, database, reported_errors
 from app.datasets.cli import import_command
-from app.db import create_db_engine, transaction
+from app.db import create_db_engine
 from app.logging import configure_logging
 from app.migrate import current_revision, upgrade
-from app.models import Role, TokenScope
 from app.pipeline.cli import export_command, pipeline_cli, simulate_command
 from app.review.cli import queue_cli
 from app.settings import Settings, get_settings
@@ -31,8 +28,6 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
 )
 db_cli = typer.Typer(help="The database schema.", no_args_is_help=True)
-users_cli = typer.Typer(help="Accounts.", no_args_is_help=True)
-tokens_cli = typer.Typer(help="API tokens for engineers and workers.", no_args_is_help=True)
 
 
 @cli.callback()
@@ -76,73 +71,6 @@ def db_current() -> None:
         console.print(current_revision(engine) or "empty (run `thresher db upgrade`)")
     finally:
         engine.dispose()
-
-
-# --- users and tokens -------------------------------------------------------------------------
-
-
-def _read_password(from_stdin: bool) -> str | None:
-    return sys.stdin.readline().rstrip("\n") if from_stdin else None
-
-
-@users_cli.command("create")
-def users_create(
-    username: str,
-    role: Annotated[Role, typer.Option(help="annotator, engineer or admin")] = Role.ANNOTATOR,
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
-    ] = False,
-) -> None:
-    """Creates a user. Without --password-stdin a password is generated and printed once."""
-    password = _read_password(password_stdin)
-    with reported_errors(), database(get_settings()) as factory, transaction(factory) as session:
-        user, generated = auth_service.create_user(
-            session, username=username, role=role, password=password
-        )
-    console.print(f"created {user.role.value} [bold]{user.username}[/]")
-    if generated:
-        console.print(f"password (shown once): [bold]{generated}[/]")
-
-
-@users_cli.command("set-password")
-def users_set_password(
-    username: str,
-    password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
-) -> None:
-    """Sets a new password (generated unless --password-stdin), signs the user out everywhere
-    and revokes their API tokens (worker tokens stay)."""
-    password = _read_password(password_stdin)
-    with reported_errors(), database(get_settings()) as factory, transaction(factory) as session:
-        user = auth_service.user_by_username(session, username)
-        generated = auth_service.set_password(session, user=user, password=password)
-    console.print(f"password of [bold]{username}[/] changed; their API tokens are revoked")
-    if generated:
-        console.print(f"password (shown once): [bold]{generated}[/]")
-
-
-@users_cli.command("list")
-def users_list() -> None:
-    """Lists the accounts."""
-    with reported_errors(), database(get_settings()) as factory, transaction(factory) as session:
-        for user in auth_repository.list_users(session):
-            state = "" if user.is_active else " (deactivated)"
-            console.print(f"{user.username:24} {user.role.value}{state}")
-
-
-@tokens_cli.command("create")
-def tokens_create(
-    user: Annotated[str, typer.Option(help="The token's owner (an engineer or admin).")],
-    name: Annotated[str, typer.Option(help="What the token is for, e.g. gpu-box-1.")],
-    scope: Annotated[
-        TokenScope, typer.Option(help="api: the engineer API; worker: only the worker protocol.")
-    ] = TokenScope.API,
-) -> None:
-    """Creates an API token and prints it once. Send it as `Authorization: Bearer <token>`."""
-    with reported_errors(), database(get_settings()) as factory, transaction(factory) as session:
-        owner = auth_service.user_by_username(session, user)
-        token, secret = auth_service.create_token(session, user=owner, name=name, scope=scope)
-    console.print(f"token {token.id} ({token.scope.value}) for [bold]{user}[/], shown once:")
-    typer.echo(secret)
 
 
 # --- serving ----------------------------------------------------------------------------------

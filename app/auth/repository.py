@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from app.models import ApiToken, TokenScope, User, WebSession
+from app.models import ApiToken, Role, TokenScope, User, WebSession
 
 
 def get_user(session: Session, user_id: int) -> User | None:
@@ -21,6 +21,25 @@ def get_user_by_username(session: Session, username: str) -> User | None:
 
 def list_users(session: Session) -> Sequence[User]:
     return session.scalars(select(User).order_by(User.username)).all()
+
+
+def lock_active_admins(session: Session) -> list[int]:
+    """The ids of the active admins, their rows locked until the transaction ends (PostgreSQL;
+    SQLite's writers hold the database lock already), so two admins demoting each other at
+    once cannot both see the other one left."""
+    return list(
+        session.scalars(
+            select(User.id)
+            .where(User.role == Role.ADMIN, User.is_active.is_(True))
+            .order_by(User.id)
+            .with_for_update()
+        ).all()
+    )
+
+
+def lock_user(session: Session, user: User) -> None:
+    """Re-reads ``user`` and locks its row until the transaction ends."""
+    session.refresh(user, with_for_update=True)
 
 
 def get_token_by_digest(session: Session, digest: str) -> tuple[ApiToken, User] | None:
@@ -72,15 +91,20 @@ def delete_web_sessions_of(session: Session, user_id: int) -> None:
     session.execute(delete(WebSession).where(WebSession.user_id == user_id))
 
 
-def revoke_api_tokens_of(session: Session, user_id: int, *, now: datetime) -> int:
-    """Revokes the user's live API-scope tokens (worker tokens stay); returns how many."""
-    tokens = session.scalars(
-        select(ApiToken).where(
+def revoke_tokens_of(
+    session: Session, user_id: int, *, scopes: Collection[TokenScope], now: datetime
+) -> int:
+    """Revokes the user's live tokens of these scopes; returns how many."""
+    if not scopes:
+        return 0
+    result = session.execute(
+        update(ApiToken)
+        .where(
             ApiToken.user_id == user_id,
-            ApiToken.scope == TokenScope.API,
+            ApiToken.scope.in_(list(scopes)),
             ApiToken.revoked_at.is_(None),
         )
-    ).all()
-    for token in tokens:
-        token.revoked_at = now
-    return len(tokens)
+        .values(revoked_at=now)
+        .execution_options(synchronize_session="fetch")
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from datetime import datetime
 
@@ -44,6 +45,59 @@ class UserCreated(UserRead):
     password: str | None = Field(
         default=None, description="The generated password, shown only in this response."
     )
+
+
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role | None = Field(default=None, description="The new role; leave out to keep it.")
+    is_active: bool | None = Field(
+        default=None,
+        description=(
+            "false deactivates: the user's browser sessions end and all their tokens are revoked "
+            "at once. true reactivates: they can sign in again with the same password; revoked "
+            "tokens stay revoked."
+        ),
+    )
+
+
+class TokensToRevoke(enum.StrEnum):
+    ALL = "all"
+    API = "api"
+    NONE = "none"
+
+    @property
+    def scopes(self) -> frozenset[TokenScope]:
+        return {
+            TokensToRevoke.ALL: frozenset(TokenScope),
+            TokensToRevoke.API: frozenset({TokenScope.API}),
+            TokensToRevoke.NONE: frozenset(),
+        }[self]
+
+
+class PasswordSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    password: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Leave out to have a password generated and returned once.",
+    )
+    revoke_tokens: TokensToRevoke = Field(
+        default=TokensToRevoke.ALL,
+        description=(
+            "Which of the user's tokens the new password revokes: all (API and worker), api "
+            "(worker tokens keep running jobs) or none. Browser sessions end in every case."
+        ),
+    )
+
+
+class PasswordChanged(BaseModel):
+    user: UserRead
+    password: str | None = Field(
+        default=None, description="The generated password, shown only in this response."
+    )
+    tokens_revoked: int
 
 
 class TokenCreate(BaseModel):

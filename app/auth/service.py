@@ -1,7 +1,13 @@
-"""Accounts: creating users and tokens, checking credentials, browser sessions."""
+"""Accounts: creating users and tokens, checking credentials, browser sessions, offboarding.
+
+**Who owns a token.** Tokens of both scopes belong to engineers and admins only, and are checked
+at every use as well as at creation: a token whose owner is deactivated or no longer an engineer
+or admin is refused (401), whatever the token says.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -20,6 +26,13 @@ log = get_logger(__name__)
 
 #: A token's last use is written at most this often, so reads stay reads.
 TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
+#: The role a token's owner needs, for tokens of either scope.
+TOKEN_OWNER_ROLE = Role.ENGINEER
+ALL_SCOPES = frozenset(TokenScope)
+
+
+class LastAdmin(Conflict):
+    code = "last_admin"
 
 
 @dataclass(frozen=True)
@@ -60,10 +73,19 @@ def create_user(
     return user, generated
 
 
-def set_password(session: Session, *, user: User, password: str | None = None) -> str | None:
-    """Sets (or generates and returns) a new password, ends the user's browser sessions and
-    revokes their API tokens: a new password is how a leaked credential is cut off. Worker
-    tokens stay: they run jobs and cannot act as the user."""
+def set_password(
+    session: Session,
+    *,
+    user: User,
+    password: str | None = None,
+    revoke: Collection[TokenScope] = ALL_SCOPES,
+) -> tuple[str | None, int]:
+    """Sets (or generates) a new password, ends the user's browser sessions and revokes their
+    tokens of the ``revoke`` scopes (all by default: a new password is how a leaked credential is
+    cut off, and whoever held the password could have made tokens of either scope).
+
+    Returns the generated password (None when one was given) and how many tokens were revoked.
+    """
     generated = None
     if password is None:
         password = generated = security.generate_password()
@@ -71,9 +93,73 @@ def set_password(session: Session, *, user: User, password: str | None = None) -
         raise Invalid(f"password must have at least {security.MIN_PASSWORD_LENGTH} characters")
     user.password_hash = security.hash_password(password)
     repository.delete_web_sessions_of(session, user.id)
-    revoked = repository.revoke_api_tokens_of(session, user.id, now=utcnow())
-    log.info("auth.password.changed", user=user.username, api_tokens_revoked=revoked)
-    return generated
+    revoked = repository.revoke_tokens_of(session, user.id, scopes=revoke, now=utcnow())
+    log.info(
+        "auth.password.changed",
+        user=user.username,
+        tokens_revoked=revoked,
+        scopes_revoked=sorted(scope.value for scope in revoke),
+    )
+    return generated, revoked
+
+
+def update_user(
+    session: Session,
+    *,
+    user: User,
+    by: User | None,
+    role: Role | None = None,
+    is_active: bool | None = None,
+) -> User:
+    """Changes the user's role and/or deactivates or reactivates them (None: leave as is).
+
+    Takes effect from the user's next request, since every request reads the user afresh.
+    Deactivating ends their browser sessions and revokes all their tokens; so does a role below
+    engineer (annotators own no tokens). Reactivating gives back sign-in with the same password,
+    not the tokens. Refuses (409 ``last_admin``) to leave no active admin. ``by`` is the admin
+    making the change (None: the command line); each change is logged with both names.
+    """
+    active_admins = repository.lock_active_admins(session)
+    repository.lock_user(session, user)
+    new_role = user.role if role is None else role
+    new_active = user.is_active if is_active is None else is_active
+    if new_role is user.role and new_active == user.is_active:
+        return user
+    stays_admin = new_active and new_role is Role.ADMIN
+    if active_admins == [user.id] and not stays_admin:
+        raise LastAdmin(f"{user.username} is the last active admin; make another user admin first")
+    actor = by.username if by is not None else "command line"
+    if new_role is not user.role:
+        log.info(
+            "auth.user.role_changed",
+            by=actor,
+            user=user.username,
+            previous=user.role.value,
+            role=new_role.value,
+        )
+        user.role = new_role
+    if new_active != user.is_active:
+        user.is_active = new_active
+        log.info(
+            "auth.user.deactivated" if not new_active else "auth.user.reactivated",
+            by=actor,
+            user=user.username,
+        )
+    if not new_active:
+        repository.delete_web_sessions_of(session, user.id)
+    if not new_active or not new_role.includes(TOKEN_OWNER_ROLE):
+        revoked = repository.revoke_tokens_of(session, user.id, scopes=ALL_SCOPES, now=utcnow())
+        if revoked:
+            log.info("auth.user.tokens_revoked", by=actor, user=user.username, count=revoked)
+    session.flush()
+    return user
+
+
+def user_or_404(session: Session, user_id: int) -> User:
+    user = repository.get_user(session, user_id)
+    if user is None:
+        raise NotFound(f"no user {user_id}")
+    return user
 
 
 def user_by_username(session: Session, username: str) -> User:
@@ -113,9 +199,15 @@ def _dummy_hash() -> str:
 def create_token(
     session: Session, *, user: User, name: str, scope: TokenScope = TokenScope.API
 ) -> tuple[ApiToken, str]:
-    """Creates an API token. Returns the row and the secret, which is never stored."""
-    if scope is TokenScope.API and not user.role.includes(Role.ENGINEER):
-        raise Forbidden("API tokens are for engineers and admins")
+    """Creates a token for an active engineer or admin. Returns the row and the secret, which
+    is never stored."""
+    if not user.role.includes(TOKEN_OWNER_ROLE):
+        raise Forbidden(
+            f"{scope.value} tokens are for engineers and admins; {user.username} is an "
+            f"{user.role.value}"
+        )
+    if not user.is_active:
+        raise Conflict(f"{user.username} is deactivated; reactivate them first")
     secret = security.new_token(security.API_TOKEN_PREFIX)
     token = ApiToken(
         user_id=user.id,
@@ -130,14 +222,40 @@ def create_token(
     return token, secret
 
 
-def revoke_token(session: Session, *, principal: Principal, token_id: int) -> ApiToken:
+def list_tokens(
+    session: Session, *, by: User, user_id: int | None = None, every: bool = False
+) -> Sequence[ApiToken]:
+    """``by``'s own tokens; another user's (``user_id``) or everyone's (``every``) for admins.
+    Revoked tokens are listed too."""
+    if every and user_id is not None:
+        raise Invalid("give user_id or all, not both")
+    others = every or (user_id is not None and user_id != by.id)
+    if others and not by.role.includes(Role.ADMIN):
+        raise Forbidden("only admins may list other users' tokens")
+    if every:
+        return repository.list_tokens(session)
+    if user_id is not None:
+        user_or_404(session, user_id)
+    return repository.list_tokens(session, user_id=by.id if user_id is None else user_id)
+
+
+def revoke_token(session: Session, *, token_id: int, by: User | None) -> ApiToken:
+    """Revokes a token (again: a no-op). Admins and the command line (``by`` None) may revoke
+    any token; others only their own, and someone else's is a 404, as if it did not exist."""
     token = repository.get_token(session, token_id)
     if token is None or (
-        token.user_id != principal.user.id and not principal.role.includes(Role.ADMIN)
+        by is not None and token.user_id != by.id and not by.role.includes(Role.ADMIN)
     ):
         raise NotFound(f"no token {token_id}")
     if token.revoked_at is None:
         token.revoked_at = utcnow()
+        log.info(
+            "auth.token.revoked",
+            by=by.username if by is not None else "command line",
+            owner_id=token.user_id,
+            token_id=token.id,
+            scope=token.scope.value,
+        )
     return token
 
 
@@ -150,6 +268,8 @@ def principal_from_bearer(session: Session, secret: str) -> Principal:
         raise NotAuthenticated("this API token was revoked")
     if not user.is_active:
         raise NotAuthenticated("this API token's user is deactivated")
+    if not user.role.includes(TOKEN_OWNER_ROLE):
+        raise NotAuthenticated("this API token's owner is no longer an engineer or admin")
     return Principal(
         user=user,
         via="token",

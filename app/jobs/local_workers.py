@@ -1,7 +1,8 @@
 """Worker processes started by ``thresher serve --local-workers N`` against the server itself.
 
-They run as a dedicated account, ``local-workers`` (an annotator-role account nobody can sign in
-as: its password is random and never shown), with one worker token per ``serve`` run:
+They run as a dedicated account, ``local-workers`` (an engineer-role account, since worker tokens
+belong to engineers and admins only, that nobody can sign in as: its password is random and never
+shown), with one worker token per ``serve`` run:
 
 * the token lives only in memory and in the workers' environment (not on their command line,
   where ``ps`` would show it);
@@ -19,13 +20,15 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
+from sqlalchemy.orm import Session
+
 from app.auth import repository as auth_repository
 from app.auth import service as auth_service
 from app.db import create_db_engine, create_session_factory, transaction
 from app.errors import AppError
 from app.jobs import repository
 from app.logging import get_logger
-from app.models import Role, TokenScope
+from app.models import ApiToken, Role, TokenScope
 from app.security import generate_password
 from app.settings import Settings
 
@@ -111,23 +114,29 @@ def _create_token(settings: Settings) -> tuple[int, str]:
     engine = create_db_engine(settings.resolved_database_url)
     try:
         with transaction(create_session_factory(engine)) as session:
-            user = auth_repository.get_user_by_username(session, LOCAL_WORKER_USER)
-            if user is None:
-                user, _ = auth_service.create_user(
-                    session,
-                    username=LOCAL_WORKER_USER,
-                    role=Role.ANNOTATOR,
-                    password=generate_password(),
-                )
-            stale = repository.revoke_tokens_named(session, user_id=user.id, name=LOCAL_TOKEN_NAME)
-            if stale:
-                log.info("jobs.local_workers.stale_tokens_revoked", count=stale)
-            token, secret = auth_service.create_token(
-                session, user=user, name=LOCAL_TOKEN_NAME, scope=TokenScope.WORKER
-            )
+            token, secret = create_local_worker_token(session)
             return token.id, secret
     finally:
         engine.dispose()
+
+
+def create_local_worker_token(session: Session) -> tuple[ApiToken, str]:
+    """A new worker token for the ``local-workers`` account, created as an engineer if missing.
+    An account left an annotator by an older version is made an engineer, since a worker token of
+    an annotator is refused; tokens left behind by earlier runs are revoked."""
+    user = auth_repository.get_user_by_username(session, LOCAL_WORKER_USER)
+    if user is None:
+        user, _ = auth_service.create_user(
+            session, username=LOCAL_WORKER_USER, role=Role.ENGINEER, password=generate_password()
+        )
+    elif not user.role.includes(Role.ENGINEER):
+        auth_service.update_user(session, user=user, by=None, role=Role.ENGINEER)
+    stale = repository.revoke_tokens_named(session, user_id=user.id, name=LOCAL_TOKEN_NAME)
+    if stale:
+        log.info("jobs.local_workers.stale_tokens_revoked", count=stale)
+    return auth_service.create_token(
+        session, user=user, name=LOCAL_TOKEN_NAME, scope=TokenScope.WORKER
+    )
 
 
 def _revoke(settings: Settings, *, token_ids: list[int]) -> None:

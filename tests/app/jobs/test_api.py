@@ -46,7 +46,7 @@ def engineer(make_account: MakeAccount) -> dict[str, str]:
 
 @pytest.fixture
 def worker(app: FastAPI, make_account: MakeAccount) -> dict[str, str]:
-    account = make_account(Role.ANNOTATOR, username="gpu-box", token=False)
+    account = make_account(Role.ENGINEER, username="gpu-box", token=False)
     with transaction(app.state.session_factory) as session:
         _, secret = auth_service.create_token(
             session, user=account.user, name="gpu", scope=TokenScope.WORKER
