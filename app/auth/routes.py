@@ -71,12 +71,16 @@ def update_user(
 
 @router.post("/users/{user_id}/password")
 def set_password(
-    _: AdminDep, body: PasswordSet, user: UserDep, session: SessionDep
+    principal: AdminDep, body: PasswordSet, user: UserDep, session: SessionDep
 ) -> PasswordChanged:
     """Sets a new password (generated and returned once when left out), ends the user's browser
     sessions and revokes their tokens as `revoke_tokens` says (all by default)."""
     generated, revoked = service.set_password(
-        session, user=user, password=body.password, revoke=body.revoke_tokens.scopes
+        session,
+        user=user,
+        password=body.password,
+        revoke=body.revoke_tokens.scopes,
+        by=principal.user,
     )
     return PasswordChanged(
         user=UserRead.model_validate(user), password=generated, tokens_revoked=revoked

@@ -79,12 +79,14 @@ def set_password(
     user: User,
     password: str | None = None,
     revoke: Collection[TokenScope] = ALL_SCOPES,
+    by: User | None = None,
 ) -> tuple[str | None, int]:
     """Sets (or generates) a new password, ends the user's browser sessions and revokes their
     tokens of the ``revoke`` scopes (all by default: a new password is how a leaked credential is
     cut off, and whoever held the password could have made tokens of either scope).
 
     Returns the generated password (None when one was given) and how many tokens were revoked.
+    ``by`` is the admin setting it (None: the command line).
     """
     generated = None
     if password is None:
@@ -96,6 +98,7 @@ def set_password(
     revoked = repository.revoke_tokens_of(session, user.id, scopes=revoke, now=utcnow())
     log.info(
         "auth.password.changed",
+        by=_actor(by),
         user=user.username,
         tokens_revoked=revoked,
         scopes_revoked=sorted(scope.value for scope in revoke),
@@ -128,7 +131,7 @@ def update_user(
     stays_admin = new_active and new_role is Role.ADMIN
     if active_admins == [user.id] and not stays_admin:
         raise LastAdmin(f"{user.username} is the last active admin; make another user admin first")
-    actor = by.username if by is not None else "command line"
+    actor = _actor(by)
     if new_role is not user.role:
         log.info(
             "auth.user.role_changed",
@@ -153,6 +156,11 @@ def update_user(
             log.info("auth.user.tokens_revoked", by=actor, user=user.username, count=revoked)
     session.flush()
     return user
+
+
+def _actor(by: User | None) -> str:
+    """Who made a change, for the logs."""
+    return by.username if by is not None else "command line"
 
 
 def user_or_404(session: Session, user_id: int) -> User:
@@ -249,10 +257,11 @@ def revoke_token(session: Session, *, token_id: int, by: User | None) -> ApiToke
         raise NotFound(f"no token {token_id}")
     if token.revoked_at is None:
         token.revoked_at = utcnow()
+        owner = repository.get_user(session, token.user_id)
         log.info(
             "auth.token.revoked",
-            by=by.username if by is not None else "command line",
-            owner_id=token.user_id,
+            by=_actor(by),
+            owner=owner.username if owner is not None else token.user_id,
             token_id=token.id,
             scope=token.scope.value,
         )

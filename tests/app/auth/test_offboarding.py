@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from structlog.testing import capture_logs
 
 from app.auth import service as auth_service
 from app.auth.service import LastAdmin
@@ -253,3 +254,24 @@ def test_two_admins_deactivating_each_other_at_once_leave_one_active(
 
     assert outcome == ["last_admin"]
     assert client.get("/api/me", headers=first.headers).json()["is_active"] is True
+
+
+def test_each_change_is_logged_with_who_made_it_and_to_whom(
+    client: TestClient, make_account: MakeAccount
+) -> None:
+    admin = make_account(Role.ADMIN)
+    engineer = make_account(Role.ENGINEER)
+    (token_id,) = [t["id"] for t in client.get("/api/tokens", headers=engineer.headers).json()]
+    path = f"/api/users/{engineer.user.id}"
+
+    with capture_logs() as logs:
+        client.delete(f"/api/tokens/{token_id}", headers=admin.headers)
+        client.post(f"{path}/password", json={"revoke_tokens": "none"}, headers=admin.headers)
+        client.patch(path, json={"role": "annotator", "is_active": False}, headers=admin.headers)
+
+    events = {entry["event"]: entry for entry in logs if entry["event"].startswith("auth.")}
+    by, to = admin.user.username, engineer.user.username
+    assert (events["auth.token.revoked"]["by"], events["auth.token.revoked"]["owner"]) == (by, to)
+    for name in ("auth.password.changed", "auth.user.role_changed", "auth.user.deactivated"):
+        assert (events[name]["by"], events[name]["user"]) == (by, to), name
+    assert events["auth.user.role_changed"]["previous"] == "engineer"
