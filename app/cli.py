@@ -13,6 +13,7 @@ import typer
 from app.auth.cli import tokens_cli, users_cli
 from app.cli_support import console, database, reported_errors
 from app.datasets.cli import import_command
+from app.datasets.grant_cli import grants_cli
 from app.db import create_db_engine
 from app.logging import configure_logging
 from app.migrate import current_revision, upgrade
@@ -41,6 +42,7 @@ cli.add_typer(db_cli, name="db")
 cli.add_typer(users_cli, name="users")
 cli.add_typer(tokens_cli, name="tokens")
 cli.command("import")(import_command)
+cli.add_typer(grants_cli, name="grants")
 cli.add_typer(queue_cli, name="queue")
 cli.command("worker")(worker_command)
 cli.add_typer(ml_app, name="ml")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -102,24 +101,16 @@ def transaction(
     ``read_only`` transactions take no write lock on SQLite and may not write (see above).
     ``no_wait`` ones fail with OperationalError at once, rather than wait, when SQLite's write
     lock is taken: for writes worth skipping under contention."""
-    if read_only:
-        session = factory(bind=_bind_with(factory.kw["bind"], READ_ONLY), info={READ_ONLY: True})
-    elif no_wait:
-        session = factory(bind=_bind_with(factory.kw["bind"], NO_WAIT))
-    else:
-        session = factory()
-    with session:
+    with factory(info={READ_ONLY: read_only}) as session:
+        if read_only or no_wait:
+            # Procures the connection now, with the option the begin listener reads.
+            session.connection(execution_options={READ_ONLY if read_only else NO_WAIT: True})
         try:
             yield session
             session.commit()
         except BaseException:
             session.rollback()
             raise
-
-
-@lru_cache(maxsize=32)
-def _bind_with(engine: Engine, option: str) -> Engine:
-    return engine.execution_options(**{option: True})
 
 
 def get_session(request: Request) -> Iterator[Session]:

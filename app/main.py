@@ -18,6 +18,7 @@ from app.auth import routes as auth_routes
 from app.auth.throttle import LoginThrottle
 from app.background import BackgroundRunner
 from app.datasets import pages as dataset_pages
+from app.datasets import grant_routes as dataset_grant_routes
 from app.datasets import routes as dataset_routes
 from app.datasets import service as dataset_service
 from app.db import create_db_engine, create_session_factory, transaction
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         auth_routes,
         auth_pages,
         dataset_routes,
+        dataset_grant_routes,
         dataset_pages,
         media_routes,
         job_routes,

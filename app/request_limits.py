@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.deps import optional_principal
 from app.db import SAFE_METHODS, transaction
-from app.errors import AppError, NotAuthenticated
+from app.errors import AppError
 from app.logging import get_logger
 from app.settings import Settings
 
@@ -173,7 +173,7 @@ def _authenticated(scope: Scope) -> bool:
     try:
         with transaction(request.app.state.session_factory, read_only=True) as session:
             return optional_principal(request, session) is not None
-    except NotAuthenticated:
+    except AppError:  # any refusal while identifying the caller: the app gives the answer
         return False
 
 

@@ -6,10 +6,11 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 #: Where the repository's templates, static files and migrations live.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -32,9 +33,21 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; defaults to SQLite in the data directory. "
         "PostgreSQL: postgresql+psycopg://user@host/db",
     )
+    database_password: str | None = Field(
+        default=None,
+        repr=False,
+        description="Put into THRESHER_DATABASE_URL, so the URL itself holds no secret.",
+    )
+    database_password_file: Path | None = Field(
+        default=None, description="A file holding the database password (e.g. a Docker secret)."
+    )
     secret_key: str | None = Field(
         default=None,
+        repr=False,
         description="Signs one-time links. Generated once into the data directory when unset.",
+    )
+    secret_key_file: Path | None = Field(
+        default=None, description="A file holding the secret key (e.g. a Docker secret)."
     )
     host: str = "127.0.0.1"
     port: int = 8000
@@ -86,6 +99,27 @@ class Settings(BaseSettings):
         "(streamed uploads are bounded by the pause alone).",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        """``<name>_file`` settings: the secret is read from the file (its surrounding
+        whitespace dropped), so it need not sit in the environment or a command line."""
+        if not isinstance(data, dict):
+            return data
+        for name in ("database_password", "secret_key"):
+            path = data.get(f"{name}_file")
+            if not path:
+                continue
+            if data.get(name):
+                raise ValueError(f"set THRESHER_{name.upper()} or its _FILE, not both")
+            try:
+                data = {**data, name: Path(path).read_text(encoding="utf-8").strip()}
+            except OSError as exc:
+                raise ValueError(
+                    f"THRESHER_{name.upper()}_FILE: cannot read {path}: {exc.strerror}"
+                ) from exc
+        return data
+
     @field_validator("secret_key")
     @classmethod
     def _refuse_placeholder_secret(cls, value: str | None) -> str | None:
@@ -115,6 +149,9 @@ class Settings(BaseSettings):
 
     @property
     def resolved_database_url(self) -> str:
+        if self.database_url and self.database_password:
+            url = make_url(self.database_url).set(password=self.database_password)
+            return url.render_as_string(hide_password=False)
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'thresher.db').resolve()}"

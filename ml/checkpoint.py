@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from ml.losses import prediction_logits
 from ml.models import create_model
+from ml.recipes import check_model_kwargs
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -241,38 +242,20 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return latest
 
 
-#: Arguments that would make building the network read weights or files: a checkpoint's own
-#: ``model.safetensors`` is the only weights it may load (its config may come from another
-#: machine, through an uploaded artifact).
-_WEIGHT_SOURCE_KWARGS = frozenset(
-    {
-        "pretrained",
-        "weights_file",
-        "pretrained_cfg",
-        "pretrained_cfg_overlay",
-        "checkpoint_path",
-        "cache_dir",
-        "pretrained_strict",
-    }
-)
-
-
 def checked_model_kwargs(kwargs: object, directory: Path) -> dict[str, Any]:
-    """A checkpoint's ``model_kwargs``: plain names with numbers, strings, booleans or lists of
-    them, and none that names a source of weights.
+    """A checkpoint's ``model_kwargs``, if allowed (:func:`ml.recipes.check_model_kwargs`): a
+    checkpoint's own ``model.safetensors`` is the only weights it may load, as its config may
+    come from another machine, through an uploaded artifact.
 
     Raises:
-        CheckpointError: anything else.
+        CheckpointError: a name off the allow-list, or a value that is not plain.
     """
-    if not isinstance(kwargs, dict):
-        raise CheckpointError(f"{directory}: model_kwargs must be an object")
-    for key, value in kwargs.items():
-        if not isinstance(key, str) or not key.isidentifier() or key in _WEIGHT_SOURCE_KWARGS:
-            raise CheckpointError(f"{directory}: model_kwargs may not set {key!r}")
-        items = value if isinstance(value, list) else [value]
-        if not all(isinstance(item, int | float | str | bool) for item in items):
-            raise CheckpointError(f"{directory}: model_kwargs {key!r} must be plain values")
-    return dict(kwargs)
+    try:
+        return check_model_kwargs(kwargs)
+    except ValueError as error:
+        raise CheckpointError(
+            f"{directory}: {error}".replace("model kwargs", "model_kwargs")
+        ) from error
 
 
 def load_trained_model(path: str | Path, *, device: str | torch.device = "cpu") -> TrainedModel:

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ml.augment import AugmentConfig
 
@@ -47,6 +54,47 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: The extra arguments of ``timm.create_model`` a recipe, or a checkpoint's config (which may
+#: come from another machine as an uploaded artifact), may set: regularisation and shape, and
+#: nothing that names a file or a source of weights.
+ALLOWED_MODEL_KWARGS = frozenset(
+    {
+        "drop_rate",
+        "drop_path_rate",
+        "drop_block_rate",
+        "attn_drop_rate",
+        "proj_drop_rate",
+        "pos_drop_rate",
+        "patch_drop_rate",
+        "global_pool",
+        "in_chans",
+        "img_size",
+        "layer_scale_init_value",
+        "head_init_scale",
+        # the shapes of the small CIFAR networks (ml.cifar_models)
+        "widths",
+        "stem_width",
+        "blocks",
+        "width",
+    }
+)
+
+
+def check_model_kwargs(kwargs: object) -> dict[str, Any]:
+    """``kwargs`` if every name is in :data:`ALLOWED_MODEL_KWARGS` and every value a number,
+    string or boolean (or a list of them); ValueError naming the first that is not."""
+    if not isinstance(kwargs, dict):
+        raise ValueError("model kwargs must be an object")
+    for key, value in kwargs.items():
+        if key not in ALLOWED_MODEL_KWARGS:
+            allowed = ", ".join(sorted(ALLOWED_MODEL_KWARGS))
+            raise ValueError(f"model kwargs may not set {key!r} (allowed: {allowed})")
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(item, int | float | str | bool) for item in items):
+            raise ValueError(f"model kwargs {key!r} must be plain values")
+    return dict(kwargs)
+
+
 class ModelConfig(_Strict):
     """Which network: a timm name, optional local weights (see :mod:`ml.models`)."""
 
@@ -55,6 +103,11 @@ class ModelConfig(_Strict):
     weights_file: Path | None = None
     drop_rate: float | None = Field(None, ge=0.0, lt=1.0)
     kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kwargs")
+    @classmethod
+    def _allowed_kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_model_kwargs(value)
 
 
 class OptimizerConfig(_Strict):

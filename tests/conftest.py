@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth import service as auth_service
+from app.datasets import grants
 from app.db import create_db_engine, create_session_factory, transaction
 from app.main import create_app
 from app.migrate import upgrade
@@ -158,17 +159,24 @@ MakeAccount = Callable[..., Account]
 
 @pytest.fixture
 def make_account(app: FastAPI) -> MakeAccount:
-    """Creates a user (and an API token for engineers and admins) directly in the database."""
+    """Creates a user (and an API token for engineers and admins) directly in the database.
+    Annotators and engineers may see every dataset unless ``every_dataset`` is false (the
+    tests of dataset access make those)."""
     counter = iter(range(1_000_000))
 
     def make(
-        role: Role = Role.ENGINEER, username: str | None = None, token: bool = True
+        role: Role = Role.ENGINEER,
+        username: str | None = None,
+        token: bool = True,
+        every_dataset: bool = True,
     ) -> Account:
         username = username or f"{role.value}{next(counter)}"
         with transaction(app.state.session_factory) as session:
             user, _ = auth_service.create_user(
                 session, username=username, role=role, password=TEST_PASSWORD
             )
+            if every_dataset and role is not Role.ADMIN:
+                grants.grant(session, user=user, dataset=None, by=None)
             secret = None
             if token and role.includes(Role.ENGINEER):
                 _, secret = auth_service.create_token(

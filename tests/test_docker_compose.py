@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy.engine import make_url
 
 from app.settings import Settings
 
@@ -44,13 +45,27 @@ def test_every_thresher_variable_is_a_setting(compose: dict[str, Any]) -> None:
                 assert variable in fields, f"{variable} is not a Thresher setting"
 
 
-def test_server_database_url_points_at_the_postgres_service(compose: dict[str, Any]) -> None:
+def test_server_database_url_points_at_the_postgres_service(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
     server = compose["services"]["server"]
-    url = server["environment"]["THRESHER_DATABASE_URL"]
-    assert url.startswith("postgresql+psycopg://")
+    environment = server["environment"]
     postgres = compose["services"]["postgres"]["environment"]
-    assert f"@postgres:5432/{postgres['POSTGRES_DB']}" in url
-    assert url.startswith(f"postgresql+psycopg://{postgres['POSTGRES_USER']}:")
+    # The URL holds no password: both services read it from the same secret file.
+    password = tmp_path / "postgres_password"
+    password.write_text("hunter2-but-longer\n")
+    settings = Settings(
+        database_url=environment["THRESHER_DATABASE_URL"], database_password_file=password
+    )
+    url = make_url(settings.resolved_database_url)
+    assert (url.drivername, url.host, url.port) == ("postgresql+psycopg", "postgres", 5432)
+    assert (url.username, url.database) == (postgres["POSTGRES_USER"], postgres["POSTGRES_DB"])
+    assert url.password == "hunter2-but-longer"
+    assert make_url(environment["THRESHER_DATABASE_URL"]).password is None
+    secret = Path(environment["THRESHER_DATABASE_PASSWORD_FILE"]).name
+    assert postgres["POSTGRES_PASSWORD_FILE"] == f"/run/secrets/{secret}"
+    for name in ("postgres", "server"):
+        assert secret in compose["services"][name]["secrets"]
     assert server["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
@@ -81,13 +96,22 @@ def test_worker_talks_to_the_server_service_over_http(compose: dict[str, Any]) -
     assert re.fullmatch(rf"http://server:{port}", server_url)
 
 
-def test_the_worker_token_comes_from_the_environment_not_the_command_line(
+def test_the_worker_token_comes_from_a_secret_file_not_the_command_line(
     compose: dict[str, Any],
 ) -> None:
     worker = compose["services"]["worker"]
-    assert "--token" not in worker["command"]
-    assert "THRESHER_WORKER_TOKEN" in _worker_variables()
-    assert worker["environment"]["THRESHER_WORKER_TOKEN"].startswith("${THRESHER_WORKER_TOKEN:?")
+    assert not any(part.startswith("--token") for part in worker["command"])
+    assert "THRESHER_WORKER_TOKEN_FILE" in _worker_variables()
+    path = Path(worker["environment"]["THRESHER_WORKER_TOKEN_FILE"])
+    assert path.parent == Path("/run/secrets") and path.name in worker["secrets"]
+    assert path.name in compose["secrets"]
+
+
+def test_no_secret_sits_in_the_compose_environment(compose: dict[str, Any]) -> None:
+    for service in compose["services"].values():
+        for name, value in service.get("environment", {}).items():
+            assert not re.search(r"PASSWORD$|TOKEN$|SECRET_KEY$", name), name
+            assert "${" not in str(value) or "PASSWORD" not in str(value), name
 
 
 def test_the_image_runs_as_an_unprivileged_user_owning_the_data_dirs(

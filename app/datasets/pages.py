@@ -9,7 +9,8 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
 from app.auth.deps import EngineerDep
-from app.datasets import service, views
+from app.datasets import access, service, views
+from app.datasets.deps import DatasetDep
 from app.db import SessionDep
 from app.errors import NotFound
 from app.models import ImportRun, IssueReason, utcnow
@@ -23,7 +24,8 @@ ReasonQuery = Annotated[IssueReason | None, Query(description="Only issues with 
 
 @router.get("/datasets")
 def dataset_list(request: Request, session: SessionDep, principal: EngineerDep) -> HTMLResponse:
-    view = views.dataset_list(service.list_datasets(session), now=utcnow())
+    visible = access.visible_dataset_ids(session, principal)
+    view = views.dataset_list(service.list_datasets(session, visible=visible), now=utcnow())
     return render(request, "datasets/list.html", principal=principal, view=view)
 
 
@@ -32,11 +34,11 @@ def dataset_page(
     request: Request,
     session: SessionDep,
     principal: EngineerDep,
-    dataset_id: int,
+    dataset: DatasetDep,
     reason: ReasonQuery = None,
 ) -> HTMLResponse:
     settings: Settings = request.app.state.settings
-    overview = service.dataset_overview(session, service.get_dataset(session, dataset_id))
+    overview = service.dataset_overview(session, dataset)
     report = None
     if overview.latest_import is not None:
         report = service.import_report(
@@ -61,18 +63,18 @@ def import_report_fragment(
     request: Request,
     session: SessionDep,
     principal: EngineerDep,
-    dataset_id: int,
+    dataset: DatasetDep,
     import_id: int,
 ) -> HTMLResponse:
     """The report section, polled by the page while the import runs. Once the run is over the
     response asks htmx to reload the page, so the counts and the chart catch up too."""
     settings: Settings = request.app.state.settings
-    run = _import_of(session, dataset_id, import_id)
+    run = _import_of(session, dataset.id, import_id)
     report = service.import_report(
         session, run, limit=views.ISSUE_PAGE_SIZE, conflict_limit=views.CONFLICTS_SHOWN
     )
     view = views.import_report(
-        dataset_id, report, now=utcnow(), thumbnail_sizes=settings.thumbnail_sizes
+        dataset.id, report, now=utcnow(), thumbnail_sizes=settings.thumbnail_sizes
     )
     response = render(
         request, "datasets/_import_report.html", principal=principal, view={"report": view}
@@ -87,18 +89,18 @@ def import_issues_fragment(
     request: Request,
     session: SessionDep,
     principal: EngineerDep,
-    dataset_id: int,
+    dataset: DatasetDep,
     import_id: int,
     reason: ReasonQuery = None,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> HTMLResponse:
     """The problem-file list, filtered by reason (offset 0: the whole list) or the rows of the
     next page (offset > 0: rows to put in place of the "show more" row)."""
-    run = _import_of(session, dataset_id, import_id)
+    run = _import_of(session, dataset.id, import_id)
     report = service.import_report(
         session, run, reason=reason, limit=views.ISSUE_PAGE_SIZE, offset=offset, conflict_limit=0
     )
-    page = views.issue_page(dataset_id, report, reason=reason, offset=offset)
+    page = views.issue_page(dataset.id, report, reason=reason, offset=offset)
     template = "datasets/_issue_rows.html" if offset else "datasets/_issues.html"
     return render(request, template, principal=principal, view=page, extra={"issues": page})
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Body, Query, Request, status
 
 from app.auth.deps import EngineerDep
-from app.datasets import service
+from app.datasets import access, grants, service
 from app.datasets.deps import DatasetDep, ImportDep
 from app.datasets.roots import ImportRoots
 from app.datasets.schemas import (
@@ -23,7 +23,8 @@ from app.datasets.schemas import (
     StartedImport,
 )
 from app.db import SessionDep
-from app.models import IssueReason
+from app.errors import Conflict
+from app.models import IssueReason, Role
 
 router = APIRouter(prefix="/api", tags=["datasets"])
 
@@ -62,7 +63,11 @@ def create_dataset(
     request: Request,
     background: BackgroundTasks,
 ) -> ImportAccepted:
-    """Registers a dataset and imports it; the same name and source again re-imports it."""
+    """Registers a dataset and imports it; the same name and source again re-imports it.
+    The engineer who registers a dataset is granted it."""
+    existing = service.find_dataset(session, body.name)
+    if existing is not None and not access.can_see(session, principal, existing.id):
+        raise Conflict(f"a dataset named {body.name!r} already exists")
     started = service.start_import(
         session,
         name=body.name,
@@ -73,13 +78,16 @@ def create_dataset(
         user=principal.user,
         roots=_import_roots(request),
     )
+    if existing is None and not principal.role.includes(Role.ADMIN):
+        grants.grant(session, user=principal.user, dataset=started.dataset, by=principal.user)
     _run_in_background(request, background, started)
     return _accepted(started)
 
 
 @router.get("/datasets")
-def list_datasets(_: EngineerDep, session: SessionDep) -> list[DatasetListItemRead]:
-    return [DatasetListItemRead.model_validate(item) for item in service.list_datasets(session)]
+def list_datasets(principal: EngineerDep, session: SessionDep) -> list[DatasetListItemRead]:
+    items = service.list_datasets(session, visible=access.visible_dataset_ids(session, principal))
+    return [DatasetListItemRead.model_validate(item) for item in items]
 
 
 @router.get("/datasets/{dataset_id}")

@@ -304,3 +304,20 @@ class ImportReportRead(BaseModel):
     issues: list[ImportIssueRead]
     total_issues: int
     conflicts: list[ConflictGroupRead]
+
+
+class GrantCreate(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    dataset_id: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="Leave out to grant every dataset."
+    )
+
+
+class GrantRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    user_id: int
+    dataset_id: int | None = Field(description="None: every dataset.")
+    granted_by_id: int | None
+    created_at: datetime

@@ -51,8 +51,11 @@ def fail_interrupted_imports(session: Session) -> int:
 # --- reading ----------------------------------------------------------------------------------
 
 
-def list_datasets(session: Session) -> list[DatasetListItem]:
-    """Every dataset by name, with its usable sample count, class count and latest import."""
+def list_datasets(
+    session: Session, *, visible: frozenset[int] | None = None
+) -> list[DatasetListItem]:
+    """Every dataset by name (or those in ``visible``), with its usable sample count, class
+    count and latest import."""
     usable = repository.usable_counts_by_dataset(session)
     classes = repository.class_counts_by_dataset(session)
     latest = repository.latest_imports(session)
@@ -64,7 +67,12 @@ def list_datasets(session: Session) -> list[DatasetListItem]:
             latest_import=latest.get(dataset.id),
         )
         for dataset in repository.list_datasets(session)
+        if visible is None or dataset.id in visible
     ]
+
+
+def find_dataset(session: Session, name: str) -> Dataset | None:
+    return repository.get_dataset_by_name(session, name)
 
 
 def get_dataset(session: Session, dataset_id: int) -> Dataset:

@@ -251,3 +251,15 @@ def jobs_of_kind(session: Session, *, kind: JobKind, dataset_id: int, state: Job
     """Every job of a kind and state for a dataset, newest first."""
     query = select(Job).where(Job.kind == kind, Job.dataset_id == dataset_id, Job.state == state)
     return list(session.scalars(query.order_by(Job.id.desc())))
+
+
+def datasets_held_by_token(session: Session, token_id: int | None) -> list[int]:
+    """The datasets of the jobs the worker token ``token_id`` holds a lease on now."""
+    if token_id is None:
+        return []
+    query = select(Job.dataset_id).where(
+        Job.lease_token_id == token_id,
+        Job.state.in_([JobState.LEASED, JobState.RUNNING]),
+        Job.dataset_id.is_not(None),
+    )
+    return [dataset_id for dataset_id in session.scalars(query.distinct()) if dataset_id]

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import FileResponse
 
 from app.auth.deps import EngineerDep
+from app.datasets import access
 from app.db import SessionDep
 from app.errors import NotFound
 from app.jobs import service
@@ -37,7 +38,10 @@ def create_job(
     data_dir: DataDir,
     config: JobSettingsDep,
 ) -> JobRead:
-    """Queues a job; a worker that can run its kind on its device will lease it."""
+    """Queues a job; a worker that can run its kind on its device will lease it. A job on a
+    dataset needs the right to see it."""
+    if body.dataset_id is not None:
+        access.check_can_see(session, principal, body.dataset_id)
     job = service.create_job_from_request(
         session, body=body, user=principal.user, data_dir=data_dir, config=config
     )

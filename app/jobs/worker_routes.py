@@ -12,6 +12,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Request, Response, status
 from fastapi.responses import FileResponse
 
+from app.auth.service import Principal
+from app.datasets import access
 from app.db import SessionDep, transaction
 from app.jobs import service
 from app.jobs.config import JobSettings, job_settings
@@ -167,7 +169,7 @@ def artifact(
     principal: StreamingWorkerDep, request: Request, artifact_id: int, data_dir: DataDir
 ) -> FileResponse:
     """A stored artifact, e.g. a teacher's checkpoint, streamed."""
-    with transaction(request.app.state.session_factory) as session:
+    with transaction(request.app.state.session_factory, read_only=True) as session:
         found, path = service.artifact_file(session, data_dir, artifact_id)
     return FileResponse(
         path,
@@ -177,8 +179,9 @@ def artifact(
     )
 
 
-def _sample_file(request: Request, sample_id: int) -> SampleFile:
-    with transaction(request.app.state.session_factory) as session:
+def _sample_file(request: Request, principal: Principal, sample_id: int) -> SampleFile:
+    with transaction(request.app.state.session_factory, read_only=True) as session:
+        access.check_can_see_sample(session, principal, sample_id)
         return media_service.find_sample_file(session, sample_id)
 
 
@@ -186,7 +189,8 @@ def _sample_file(request: Request, sample_id: int) -> SampleFile:
 def sample_original(
     principal: StreamingWorkerDep, request: Request, sample_id: int
 ) -> FileResponse:
-    """A sample's image file, for workers that cannot see the dataset's directory."""
-    file = _sample_file(request, sample_id)
+    """A sample's image file, for workers that cannot see the dataset's directory: only of a
+    dataset one of the worker token's held jobs runs on (404 otherwise)."""
+    file = _sample_file(request, principal, sample_id)
     path = media_service.original_path(file)
     return FileResponse(path, media_type=file.media_type, headers={"ETag": file.original_etag})

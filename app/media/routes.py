@@ -1,4 +1,5 @@
-"""Sample images by id, thumbnails and originals, for any signed-in user (annotators too)."""
+"""Sample images by id, thumbnails and originals, for signed-in users (annotators too) who may
+see the sample's dataset (:mod:`app.datasets.access`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse
 
 from app.auth.deps import optional_principal
+from app.datasets import access
 from app.db import transaction
 from app.errors import NotAuthenticated
 from app.media import service
@@ -18,14 +20,14 @@ router = APIRouter(prefix="/media", tags=["media"])
 
 
 def sample_file(request: Request, sample_id: int) -> SampleFile:
-    """Authenticates the caller and finds the sample in a short transaction of its own.
-
-    Not ``SessionDep``: that session stays open until the route returns, and on SQLite every
-    transaction holds the write lock, which must not last through image decoding.
-    """
-    with transaction(request.app.state.session_factory) as session:
-        if optional_principal(request, session) is None:
+    """Authenticates the caller and finds the sample, if the caller may see its dataset
+    (404 otherwise), in a short read-only transaction of its own: not ``SessionDep``, whose
+    session stays open until the route returns, through image decoding."""
+    with transaction(request.app.state.session_factory, read_only=True) as session:
+        principal = optional_principal(request, session)
+        if principal is None:
             raise NotAuthenticated("sign in or send an API token to see images")
+        access.check_can_see_sample(session, principal, sample_id)
         return service.find_sample_file(session, sample_id)
 
 

@@ -3,6 +3,7 @@
 from app.models.base import Base, utcnow
 from app.models.dataset import (
     Dataset,
+    DatasetGrant,
     ImportFormat,
     ImportIssue,
     ImportRun,
@@ -36,6 +37,7 @@ __all__ = [
     "Base",
     "ClassState",
     "Dataset",
+    "DatasetGrant",
     "EventKind",
     "ImportFormat",
     "ImportIssue",

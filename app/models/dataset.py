@@ -84,6 +84,21 @@ class Dataset(CreatedAt, Base):
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
 
 
+class DatasetGrant(CreatedAt, Base):
+    """Lets a user (annotator or engineer) see a dataset: its queues, classes and images.
+    ``dataset_id`` None grants every dataset, present and future. Admins need no grant."""
+
+    __tablename__ = "dataset_grants"
+    __table_args__ = (UniqueConstraint("user_id", "dataset_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    dataset_id: Mapped[int | None] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), index=True
+    )
+    granted_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+
+
 class LabelClass(Base):
     """A class of a dataset. ``sample_count`` counts its usable samples after the last import."""
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.auth.deps import AnnotatorDep, EngineerDep
+from app.datasets import access
 from app.db import SessionDep
 from app.errors import Invalid
 from app.models import Role, TaskKind
@@ -48,9 +49,10 @@ def start_page(principal: AnnotatorDep) -> Response:
 @router.get("/review")
 def home(request: Request, session: SessionDep, principal: AnnotatorDep) -> Response:
     """The review queues with their counts, and the signed-in user's progress today."""
+    visible = access.visible_dataset_ids(session, principal)
     view = views.home(
         principal.user.username,
-        service.open_queues(session),
+        [q for q in service.open_queues(session) if visible is None or q.dataset_id in visible],
         service.progress(session, user=principal.user),
     )
     return render(request, "review/home.html", principal=principal, view=view)
@@ -64,6 +66,7 @@ def stats_page(
     dataset_id: int | None = None,
     hours: Annotated[int, Query(ge=1, le=24 * 90)] = 24,
 ) -> HTMLResponse:
+    access.check_scope(session, principal, dataset_id)
     stats = service.queue_stats(session, dataset_id=dataset_id, hours=hours)
     view = views.stats_page(stats, hours=hours)
     return render(request, "review/stats.html", principal=principal, view=view)
@@ -83,7 +86,7 @@ def review_page(
     carrying the CSRF token (``next``), renews it while the page is open and visible, and
     gives it back when the page is hidden or closed."""
     settings: Settings = request.app.state.settings
-    dataset = service.get_dataset(session, dataset_id)
+    dataset = access.visible_dataset(session, principal, dataset_id)
     page_size = _page_size(kind, size)
     view = views.review_page(
         dataset,
@@ -112,7 +115,7 @@ def next_batch(
     keeps it out of sight until the annotator gets there, so images are loaded by then. The
     annotator's own live leases of the queue come back first, so a reload takes nothing new."""
     settings: Settings = request.app.state.settings
-    dataset = service.get_dataset(session, dataset_id)
+    dataset = access.visible_dataset(session, principal, dataset_id)
     data = service.lease_batch(
         session,
         user=principal.user,

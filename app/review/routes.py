@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from app.auth.deps import AnnotatorDep, EngineerDep
 from app.auth.service import Principal
+from app.datasets import access
 from app.db import SessionDep
 from app.review import service
 from app.review.schemas import (
@@ -26,6 +27,7 @@ from app.review.schemas import (
     DecisionRead,
     HistoryEntryRead,
     LeaseCreate,
+    LeasedTask,
     LeasedTaskRead,
     LeaseHold,
     LeaseRead,
@@ -81,7 +83,7 @@ def create_tasks(
     ]
     created = service.create_tasks(
         session,
-        dataset=service.get_dataset(session, body.dataset_id),
+        dataset=access.visible_dataset(session, principal, body.dataset_id),
         kind=body.kind,
         items=items,
         source=body.source,
@@ -99,7 +101,7 @@ def create_audit(
     """Queues junk_audit tasks for a seeded random sample of the samples believed clean."""
     created, seed, source = service.create_audit(
         session,
-        dataset=service.get_dataset(session, body.dataset_id),
+        dataset=access.visible_dataset(session, principal, body.dataset_id),
         n=body.n,
         seed=body.seed,
         source=body.source,
@@ -117,7 +119,7 @@ def request_second_opinions(
     """Queues a random fraction of the decided tasks again, for a different annotator."""
     created = service.request_second_opinions(
         session,
-        dataset=service.get_dataset(session, body.dataset_id),
+        dataset=access.visible_dataset(session, principal, body.dataset_id),
         kind=body.kind,
         fraction=body.fraction,
         seed=body.seed,
@@ -133,16 +135,22 @@ def request_second_opinions(
 def lease_tasks(
     principal: AnnotatorDep, body: LeaseCreate, session: SessionDep, request: Request
 ) -> LeaseRead:
-    """Leases up to ``n`` tasks of a queue; the caller's own live leases come back first."""
-    tasks = service.lease_tasks(
-        session,
-        user=principal.user,
-        kind=body.kind,
-        dataset_id=body.dataset_id,
-        n=body.n,
-        exclude=body.exclude,
-        lease_for=lease_duration(request, principal),
-    )
+    """Leases up to ``n`` tasks of a queue; the caller's own live leases come back first.
+    Without ``dataset_id``: from any dataset the caller may see."""
+    targets = access.visible_or_named(session, principal, body.dataset_id)
+    tasks: list[LeasedTask] = []
+    for dataset_id in [None] if targets is None else targets:
+        tasks += service.lease_tasks(
+            session,
+            user=principal.user,
+            kind=body.kind,
+            dataset_id=dataset_id,
+            n=body.n - len(tasks),
+            exclude=body.exclude,
+            lease_for=lease_duration(request, principal),
+        )
+        if len(tasks) >= body.n:
+            break
     return LeaseRead(tasks=[LeasedTaskRead.model_validate(task) for task in tasks])
 
 
@@ -210,9 +218,14 @@ def undo(
 
 
 @router.get("/queues")
-def open_queues(_: AnnotatorDep, session: SessionDep) -> list[QueueCountRead]:
+def open_queues(principal: AnnotatorDep, session: SessionDep) -> list[QueueCountRead]:
     """Queues with work left: tasks available to lease and tasks leased right now."""
-    return [QueueCountRead.model_validate(queue) for queue in service.open_queues(session)]
+    visible = access.visible_dataset_ids(session, principal)
+    return [
+        QueueCountRead.model_validate(queue)
+        for queue in service.open_queues(session)
+        if visible is None or queue.dataset_id in visible
+    ]
 
 
 @router.get("/progress")
@@ -223,10 +236,10 @@ def my_progress(principal: AnnotatorDep, session: SessionDep) -> ProgressRead:
 
 @router.get("/datasets/{dataset_id}/classes")
 def class_list(
-    _: AnnotatorDep, dataset_id: int, session: SessionDep, response: Response
+    principal: AnnotatorDep, dataset_id: int, session: SessionDep, response: Response
 ) -> dict[str, list[Any]]:
     """Every class of the dataset as ``[id, name]`` pairs, by name (for the class search)."""
-    dataset = service.get_dataset(session, dataset_id)
+    dataset = access.visible_dataset(session, principal, dataset_id)
     response.headers["Cache-Control"] = f"private, max-age={CLASS_LIST_MAX_AGE}"
     return {"classes": [list(pair) for pair in service.dataset_classes(session, dataset)]}
 
@@ -236,20 +249,23 @@ def class_list(
 
 @router.get("/stats")
 def queue_stats(
-    _: EngineerDep,
+    principal: EngineerDep,
     session: SessionDep,
     dataset_id: int | None = None,
     hours: Annotated[int, Query(ge=1, le=24 * 90)] = 24,
 ) -> QueueStatsRead:
     """Per queue: tasks by state. Per annotator: decisions per hour and median seconds per
-    decision over the last ``hours``. Agreement where a task was decided twice."""
+    decision over the last ``hours``. Agreement where a task was decided twice. Engineers
+    granted only some datasets name one of them."""
+    access.check_scope(session, principal, dataset_id)
     stats = service.queue_stats(session, dataset_id=dataset_id, hours=hours)
     return QueueStatsRead.model_validate(stats)
 
 
 @router.get("/samples/{sample_id}")
-def sample_review(_: EngineerDep, sample_id: int, session: SessionDep) -> SampleReviewRead:
+def sample_review(principal: EngineerDep, sample_id: int, session: SessionDep) -> SampleReviewRead:
     """A sample's current human verdict and every decision on it."""
+    access.check_can_see_sample(session, principal, sample_id)
     current = service.current_verdicts(session, sample_ids=[sample_id]).get(sample_id)
     return SampleReviewRead(
         current=CurrentVerdictRead.model_validate(current) if current else None,

@@ -142,13 +142,21 @@ def worker(
         ),
     ],
     token: Annotated[
-        str,
+        str | None,
         typer.Option(
             envvar="THRESHER_WORKER_TOKEN",
             help="A worker token (thresher tokens create --scope worker).",
             show_default=False,
         ),
-    ],
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="THRESHER_WORKER_TOKEN_FILE",
+            help="A file holding the worker token (e.g. a Docker secret), instead of --token.",
+            show_default=False,
+        ),
+    ] = None,
     device: Annotated[
         str, typer.Option(help="cpu, cuda, cuda:N, or auto (CUDA when there is one).")
     ] = "auto",
@@ -232,7 +240,7 @@ def worker(
         watch_parent=watch_parent,
     )
     config.cache_dir.mkdir(parents=True, exist_ok=True)
-    with ServerClient(server, token) as client:
+    with ServerClient(server, _worker_token(token, token_file)) as client:
         runner = Worker(config, client, on_progress=_Console())
         runner.install_signal_handlers()
         code = runner.run()
@@ -243,3 +251,14 @@ def main() -> None:
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(worker)
     app()
+
+
+def _worker_token(token: str | None, token_file: Path | None) -> str:
+    if (token is None) == (token_file is None):
+        raise typer.BadParameter("give the worker token with --token or --token-file, one of them")
+    if token_file is None:
+        return token or ""
+    try:
+        return token_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {token_file}: {exc.strerror}") from exc

@@ -170,8 +170,8 @@ def test_reads_and_wrong_passwords_take_no_write_lock(
         writer.close()
 
 
-def test_a_read_only_transaction_cannot_write(app: FastAPI) -> None:
-    factory = app.state.session_factory
+def test_a_read_only_transaction_cannot_write(app: FastAPI, client: TestClient) -> None:
+    factory = app.state.session_factory  # the client's lifespan closes the engine after
     with pytest.raises(ReadOnlyTransaction), transaction(factory, read_only=True) as session:
         session.add(User(username="sneaky", password_hash="x", role="annotator"))
         session.flush()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
 
 from app.settings import Settings, load_or_create_secret
 
@@ -53,3 +54,30 @@ def test_racing_processes_agree_on_one_secret(tmp_path: Path) -> None:
         secrets = set(pool.map(lambda _: load_or_create_secret(path), range(32)))
     assert len(secrets) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["secret_key"]
+
+
+def test_secrets_can_come_from_files_and_not_from_both_places(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, password = tmp_path / "secret_key", tmp_path / "db_password"
+    key.write_text("k" * 40 + "\n")
+    password.write_text("p@ss word\n")
+    monkeypatch.setenv("THRESHER_SECRET_KEY_FILE", str(key))
+    monkeypatch.setenv("THRESHER_DATABASE_PASSWORD_FILE", str(password))
+    monkeypatch.setenv("THRESHER_DATABASE_URL", "postgresql://thresher@db:5432/thresher")
+    settings = Settings()
+    assert settings.load_secret_key() == "k" * 40
+    assert make_url(settings.resolved_database_url).password == "p@ss word"
+    assert "p@ss" not in repr(settings) and "k" * 40 not in repr(settings)
+
+    monkeypatch.setenv("THRESHER_SECRET_KEY", "s" * 40)
+    with pytest.raises(ValidationError, match="THRESHER_SECRET_KEY or its _FILE"):
+        Settings()
+    monkeypatch.delenv("THRESHER_SECRET_KEY")
+    monkeypatch.setenv("THRESHER_SECRET_KEY_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ValidationError, match="cannot read"):
+        Settings()
+    key.write_text("changeme")
+    monkeypatch.setenv("THRESHER_SECRET_KEY_FILE", str(key))
+    with pytest.raises(ValidationError, match="at least 32 characters"):
+        Settings()

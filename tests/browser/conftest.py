@@ -25,6 +25,7 @@ from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth import service as auth_service
+from app.datasets import grants
 from app.datasets import service as dataset_service
 from app.db import transaction
 from app.main import create_app
@@ -95,9 +96,10 @@ def live_server(
     )
     app = create_app(settings)
     with transaction(app.state.session_factory) as session:
-        auth_service.create_user(
+        engineer, _ = auth_service.create_user(
             session, username=ENGINEER, role=Role.ENGINEER, password=TEST_PASSWORD
         )
+        grants.grant(session, user=engineer, dataset=None, by=None)
         started = dataset_service.start_import(session, name="pets", path=str(images))
     dataset_service.run_started_import(app.state.session_factory, started, settings=settings)
 

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth import service as auth_service
+from app.datasets import grants
 from app.db import transaction
 from app.main import create_app
 from app.models import ReviewDecision, ReviewTask, Role, TaskKind, TaskState, Verdict, utcnow
@@ -98,9 +99,10 @@ def prepare(
             session, server.root / f"set{number}", name=f"set{number}", class_sizes=class_sizes
         )
         username = f"annotator{number}"
-        auth_service.create_user(
+        annotator, _ = auth_service.create_user(
             session, username=username, role=Role.ANNOTATOR, password=TEST_PASSWORD
         )
+        grants.grant(session, user=annotator, dataset=None, by=None)
         ids = list(pets.classes.values()) if kind is TaskKind.CLASS_CHECK else pets.all_samples
         suggestions = None
         if with_suggestions:

@@ -67,3 +67,21 @@ def test_recipe_from_a_yaml_path(tmp_path: Path) -> None:
 def test_warmup_longer_than_training_is_refused() -> None:
     with pytest.raises(RecipeError, match=r"warmup_epochs 9\.0 exceeds epochs 2"):
         load_recipe("cifar-small", overrides={"epochs": 2, "schedule.warmup_epochs": 9})
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"pretrained_cfg_overlay": {"file": "/etc/passwd"}},
+        {"checkpoint_path": "/elsewhere.pth"},
+        {"cache_dir": "/tmp"},
+        {"drop_path_rate": {"nested": 1}},
+    ],
+)
+def test_a_recipe_may_set_only_allowed_model_kwargs(kwargs: dict[str, object]) -> None:
+    base = load_recipe("cifar-small").model_dump(mode="json")
+    allowed = {**base, "model": {**base["model"], "kwargs": {"drop_path_rate": 0.1}}}
+    assert recipe_from_dict(allowed).model.kwargs == {"drop_path_rate": 0.1}
+    refused = {**base, "model": {**base["model"], "kwargs": kwargs}}
+    with pytest.raises(RecipeError, match="model kwargs"):
+        recipe_from_dict(refused)

@@ -24,6 +24,7 @@ from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth import service as auth_service
+from app.datasets import grants
 from app.db import transaction
 from app.models import Dataset, ImportFormat, LabelClass, Role, Sample, TokenScope
 from tests.conftest import TEST_PASSWORD, TEST_SECRET
@@ -122,6 +123,7 @@ def make_tokens(factory: sessionmaker[Session]) -> tuple[str, str]:
         engineer, _ = auth_service.create_user(
             session, username="eng", role=Role.ENGINEER, password=TEST_PASSWORD
         )
+        grants.grant(session, user=engineer, dataset=None, by=None)
         _, api = auth_service.create_token(session, user=engineer, name="test")
         _, worker = auth_service.create_token(
             session, user=engineer, name="workers", scope=TokenScope.WORKER

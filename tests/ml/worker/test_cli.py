@@ -9,7 +9,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from ml.worker.cli import worker
+from ml.worker.cli import _worker_token, worker
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -27,12 +27,13 @@ def test_the_compose_worker_service_runs_a_valid_worker_command(
     service = compose["services"]["worker"]
     argv = service["command"]
     assert argv[:2] == ["thresher", "worker"]
-    # The token comes from the service's environment, as docker compose passes it.
-    monkeypatch.setenv("THRESHER_WORKER_TOKEN", service["environment"]["THRESHER_WORKER_TOKEN"])
+    # The token file comes from the service's environment, as docker compose passes it.
+    token_file = service["environment"]["THRESHER_WORKER_TOKEN_FILE"]
+    monkeypatch.setenv("THRESHER_WORKER_TOKEN_FILE", token_file)
     parsed = typer.main.get_command(command()).make_context("worker", list(argv[2:]))
     assert parsed.params["server"] == "http://server:8000"
     assert parsed.params["device"] == "cuda:0"
-    assert "THRESHER_WORKER_TOKEN" in parsed.params["token"]
+    assert parsed.params["token_file"] == Path(token_file)
 
 
 def test_the_token_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,3 +56,15 @@ def test_gpus_and_a_cpu_device_do_not_mix() -> None:
     )
     assert result.exit_code == 2
     assert "--gpus runs on CUDA" in result.output
+
+
+def test_the_worker_token_may_come_from_a_file_but_not_from_both(tmp_path: Path) -> None:
+    token_file = tmp_path / "worker_token"
+    token_file.write_text("thr_secret\n")
+    assert _worker_token(None, token_file) == "thr_secret"
+    assert _worker_token("thr_given", None) == "thr_given"
+    for token, path in (("thr_given", token_file), (None, None)):
+        with pytest.raises(typer.BadParameter, match="--token or --token-file"):
+            _worker_token(token, path)
+    with pytest.raises(typer.BadParameter, match="cannot read"):
+        _worker_token(None, tmp_path / "missing")
