@@ -1,6 +1,8 @@
-"""Review queue under load: a real server, PostgreSQL with 1,000,000 samples, HTTP annotators.
+"""Review queue under load: a real server, HTTP annotators, and hostile neighbours.
 
-    .venv/bin/python bench/review_load.py [--samples 1000000] [--tasks 200000] [--human 60]
+    .venv/bin/python bench/review_load.py [--scenario all|normal|hostile] [--quick] [...]
+
+**normal** (PostgreSQL):
 
 1. Builds a fresh PostgreSQL database (migrations, then COPY): one dataset with 5,000 classes
    and ``--samples`` samples; ``--tasks`` pending tasks, half label_check (with five model
@@ -14,469 +16,113 @@
    processes), each with its own annotator, as fast as they can for ``--saturate`` seconds:
    single-item (lease 10, then decide them one request each) and grid (lease 48, decide 48).
 
-Prints a table and writes bench/results/review.json. Client and server share this machine.
+**hostile** (hostile neighbours), on each of ``--databases``: SQLite (``--sqlite-samples``,
+``--sqlite-tasks``, bulk-inserted; one server process) and PostgreSQL (as above; ``--workers``
+processes). Two runs of ``--hostile-seconds`` each against the same server, the 50 annotators
+at human pace in both, and an engineer calling ``GET /api/me`` with an API token twice a
+second:
+
+- quiet: nobody else;
+- hostile: also 16 clients sending wrong passwords to the sign-in form (each from its own
+  address; a real account nobody else uses, a few names that do not exist, and new random
+  names), and 4 clients trickling request bodies a byte at a time (see
+  :func:`bench.review_clients.trickler_plan`).
+
+Printed side by side: each call's p50/p99 in both runs and the ratio of the p99s, the
+annotators' errors, the engineer's ``/api/me``; then what the neighbours got (401: password
+checked, 429: throttled before checking, 408: body too slow) and the server log's error lines.
+The goals: p99 within 2× of quiet, no annotator errors, ``/api/me`` p99 under 50 ms.
+
+``--quick`` shrinks everything to a smoke run of seconds. Writes bench/results/review.json
+(review-quick.json with ``--quick``; ``--out`` elsewhere), replacing only the sections this run
+measured. Clients and server share this machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import io
 import json
 import logging
-import multiprocessing
 import os
-import random
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import httpx
-import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.auth import service as auth_service  # noqa: E402
-from app.db import create_db_engine, create_session_factory, transaction  # noqa: E402
 from app.logging import configure_logging  # noqa: E402
-from app.migrate import upgrade  # noqa: E402
-from app.models import Role  # noqa: E402
-
-PG_ADMIN_DSN = os.environ.get(
-    "THRESHER_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+from bench.review_clients import Neighbours, Recorder, RunResult, run_clients  # noqa: E402
+from bench.review_setup import (  # noqa: E402
+    annotator_names,
+    engineer_token,
+    first_dataset,
+    fresh_postgres,
+    load_postgres,
+    load_sqlite,
+    pg_url,
+    server,
+    server_log_summary,
+    sign_in,
+    sqlite_url,
+    table_counts,
 )
-RESULTS = ROOT / "bench" / "results" / "review.json"
-SECRET = "bench-secret-key-that-is-long-enough-0123456789"  # noqa: S105
-CLASSES = 5_000
-PASSWORD = "bench password 123"  # noqa: S105
 
-
-# --- the database -------------------------------------------------------------------------------
-
-
-def pg_url(dbname: str) -> str:
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    return f"{base}/{dbname}"
-
-
-def admin(sql: str) -> None:
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as connection:
-        connection.execute(sql)  # type: ignore[arg-type]
-
-
-@contextmanager
-def fresh_database() -> Iterator[str]:
-    name = f"thresher_bench_review_{uuid.uuid4().hex[:8]}"
-    admin(f'CREATE DATABASE "{name}"')
-    try:
-        yield name
-    finally:
-        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def copy_rows(
-    connection: psycopg.Connection[Any], table: str, columns: str, lines: Iterator[str]
-) -> None:
-    with connection.cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-        buffer = io.StringIO()
-        for count, line in enumerate(lines, start=1):
-            buffer.write(line)
-            if count % 50_000 == 0:
-                copy.write(buffer.getvalue())
-                buffer = io.StringIO()
-        copy.write(buffer.getvalue())
-
-
-def load(dbname: str, *, samples: int, tasks: int) -> dict[str, float]:
-    """Migrates and fills the database; returns how long each step took (seconds)."""
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-    upgrade(pg_url(dbname))
-    timings["migrate"] = time.perf_counter() - started
-    now = datetime.now(UTC).isoformat()
-    rng = random.Random(7)
-    dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{dbname}"
-    with psycopg.connect(dsn) as connection:
-        started = time.perf_counter()
-        dataset_id = connection.execute(
-            "INSERT INTO datasets (name, root, source, source_format, created_at) "
-            "VALUES ('bench', '/data/bench', '/data/bench', 'imagefolder', now()) RETURNING id"
-        ).fetchone()[0]  # type: ignore[index]
-        copy_rows(
-            connection,
-            "classes",
-            "dataset_id, name, sample_count",
-            (f"{dataset_id}\tclass_{c:04d}\t{samples // CLASSES}\n" for c in range(CLASSES)),
-        )
-        first_class = connection.execute(
-            "SELECT min(id) FROM classes WHERE dataset_id = %s", (dataset_id,)
-        ).fetchone()[0]  # type: ignore[index]
-        copy_rows(
-            connection,
-            "samples",
-            "dataset_id, path, class_id, byte_size, sha256, width, height, mode, channels, "
-            "image_format, missing, created_at, updated_at",
-            (
-                f"{dataset_id}\tc{i % CLASSES}/{i}.jpg\t{first_class + i % CLASSES}\t20000\t"
-                f"{i:064x}\t320\t240\tRGB\t3\tJPEG\tf\t{now}\t{now}\n"
-                for i in range(samples)
-            ),
-        )
-        timings["copy samples"] = time.perf_counter() - started
-        started = time.perf_counter()
-        first_sample = connection.execute(
-            "SELECT min(id) FROM samples WHERE dataset_id = %s", (dataset_id,)
-        ).fetchone()[0]  # type: ignore[index]
-        chosen = rng.sample(range(samples), tasks)
-
-        def task_lines() -> Iterator[str]:
-            for index, offset in enumerate(chosen):
-                sample_id = first_sample + offset
-                if index % 2 == 0:
-                    picks = rng.sample(range(CLASSES), 5)
-                    probabilities = sorted((rng.random() for _ in picks), reverse=True)
-                    suggestions = json.dumps(
-                        [
-                            [first_class + c, round(p, 3)]
-                            for c, p in zip(picks, probabilities, strict=True)
-                        ]
-                    )
-                    kind, score = "label_check", probabilities[0]
-                else:
-                    suggestions, kind, score = "\\N", "junk_check", rng.random()
-                yield (
-                    f"{dataset_id}\t{kind}\t{sample_id}\t{score:.4f}\t{score:.4f}\tbench round\t"
-                    f"flagged by the bench model\t{suggestions}\tpending\t0\t{now}\n"
-                )
-
-        copy_rows(
-            connection,
-            "review_tasks",
-            "dataset_id, kind, sample_id, priority, score, source, reason, suggestions, state, "
-            "lease_version, created_at",
-            task_lines(),
-        )
-        connection.commit()
-        timings["copy tasks"] = time.perf_counter() - started
-    started = time.perf_counter()
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        connection.execute("VACUUM ANALYZE")
-    timings["vacuum analyze"] = time.perf_counter() - started
-    return timings
+RESULTS = ROOT / "bench" / "results"
+DATABASES = ("sqlite", "postgresql")
+ENGINE_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+#: Account names the wrong sign-ins try: a real account no annotator uses, names that do not
+#: exist, and "" for a new random name each time.
+VICTIM = "victim"
+LOGIN_TARGETS = (VICTIM, "admin", "root", "test", "")
+#: Seconds between the engineer's calls to /api/me.
+PROBE_PERIOD = 0.5
+#: The goals the hostile run is held to (printed, not enforced).
+MAX_P99_RATIO = 2.0
+MAX_ME_P99_MS = 50.0
 
 
 @dataclass(frozen=True)
-class Browser:
-    """A signed-in annotator: the session cookie and the CSRF token."""
-
-    username: str
-    cookie: str
-    csrf: str
-
-
-def sign_in(dbname: str, count: int) -> list[Browser]:
-    engine = create_db_engine(pg_url(dbname))
-    try:
-        factory = create_session_factory(engine)
-        browsers = []
-        with transaction(factory) as session:
-            for index in range(count):
-                user, _ = auth_service.create_user(
-                    session,
-                    username=f"annotator{index:03d}",
-                    role=Role.ANNOTATOR,
-                    password=PASSWORD,
-                )
-                cookie, csrf = auth_service.start_web_session(
-                    session, user=user, lifetime=timedelta(hours=6)
-                )
-                browsers.append(Browser(username=user.username, cookie=cookie, csrf=csrf))
-        return browsers
-    finally:
-        engine.dispose()
+class Sizes:
+    samples: int
+    tasks: int
+    sqlite_samples: int
+    sqlite_tasks: int
+    human: float
+    saturate: float
+    clients: int
+    hostile_seconds: float
 
 
-def dataset_and_classes(dbname: str) -> tuple[int, int]:
-    dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{dbname}"
-    with psycopg.connect(dsn) as connection:
-        row = connection.execute(
-            "SELECT dataset_id, min(id) FROM classes GROUP BY dataset_id"
-        ).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
-
-
-def table_counts(dbname: str) -> dict[str, int]:
-    dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{dbname}"
-    with psycopg.connect(dsn) as connection:
-        return {
-            "samples": connection.execute("SELECT count(*) FROM samples").fetchone()[0],  # type: ignore[index]
-            "pending tasks": connection.execute(
-                "SELECT count(*) FROM review_tasks WHERE state = 'pending'"
-            ).fetchone()[0],  # type: ignore[index]
-            "decisions": connection.execute("SELECT count(*) FROM review_decisions").fetchone()[0],  # type: ignore[index]
-        }
-
-
-# --- the server ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def server(dbname: str, *, workers: int, data_dir: Path) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "THRESHER_DATABASE_URL": pg_url(dbname),
-        "THRESHER_DATA_DIR": str(data_dir),
-        "THRESHER_SECRET_KEY": SECRET,
-        "THRESHER_LOG_FORMAT": "json",
-    }
-    log = (data_dir / "server.log").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start; see {data_dir / 'server.log'}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
-
-
-# --- the annotators -----------------------------------------------------------------------------
-
-
-@dataclass
-class Recorder:
-    latencies: dict[str, list[float]] = field(default_factory=dict)  # ms
-    decisions: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-
-    def add(self, name: str, seconds: float) -> None:
-        self.latencies.setdefault(name, []).append(seconds * 1000)
-
-    def error(self, what: str) -> None:
-        self.errors[what] = self.errors.get(what, 0) + 1
-
-    def merge(self, other: Recorder) -> None:
-        for name, values in other.latencies.items():
-            self.latencies.setdefault(name, []).extend(values)
-        self.decisions += other.decisions
-        for name, count in other.errors.items():
-            self.errors[name] = self.errors.get(name, 0) + count
-
-
-def client_for(url: str, browser: Browser) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=url,
-        cookies={"thresher_session": browser.cookie},
-        headers={"X-CSRF-Token": browser.csrf},
-        timeout=30,
-        limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
-    )
-
-
-class Annotator:
-    def __init__(self, client: httpx.AsyncClient, recorder: Recorder, dataset_id: int, seed: int):
-        self.client = client
-        self.recorder = recorder
-        self.dataset_id = dataset_id
-        self.rng = random.Random(seed)
-
-    async def call(self, name: str, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        started = time.perf_counter()
-        try:
-            response = await self.client.post(path, json=body)
-        except httpx.HTTPError as exc:
-            self.recorder.error(f"{name}: {type(exc).__name__}")
-            return None
-        self.recorder.add(name, time.perf_counter() - started)
-        if response.status_code != 200:
-            self.recorder.error(f"{name}: HTTP {response.status_code}")
-            return None
-        return response.json()  # type: ignore[no-any-return]
-
-    async def lease(self, name: str, kind: str, n: int) -> list[dict[str, Any]]:
-        body = {"kind": kind, "dataset_id": self.dataset_id, "n": n}
-        found = await self.call(name, "/api/review/leases", body)
-        return found["tasks"] if found else []
-
-    def label_decision(self, task: dict[str, Any]) -> dict[str, Any]:
-        roll = self.rng.random()
-        decision: dict[str, Any] = {
-            "task_id": task["id"],
-            "lease_version": task["lease_version"],
-            "idempotency_key": uuid.uuid4().hex,
-            "seconds": round(self.rng.uniform(0.5, 3), 3),
-        }
-        suggested = [
-            s["class_id"] for s in task["suggestions"] if s["class_id"] != task["given_class_id"]
-        ]
-        if roll < 0.6:
-            decision["verdict"] = "accept"
-        elif roll < 0.8 and suggested:
-            decision["verdict"] = "relabel"
-            decision["class_id"] = suggested[0]
-        elif roll < 0.9:
-            decision["verdict"] = "junk"
-        else:
-            decision["verdict"] = "unsure"
-        return decision
-
-    def grid_decisions(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        page = uuid.uuid4().hex[:16]
-        return [
-            {
-                "task_id": task["id"],
-                "lease_version": task["lease_version"],
-                "verdict": "junk" if self.rng.random() < 0.1 else "not_junk",
-                "idempotency_key": f"{page}-{task['id']}",
-                "seconds": 0.2,
-            }
-            for task in tasks
-        ]
-
-    async def decide(self, name: str, decisions: list[dict[str, Any]]) -> None:
-        if await self.call(name, "/api/review/decisions", {"decisions": decisions}):
-            self.recorder.decisions += len(decisions)
-
-    async def label_at_pace(self, until: float, period: float) -> None:
-        await asyncio.sleep(self.rng.uniform(0, period))
-        while time.monotonic() < until:
-            tick = time.monotonic()
-            tasks = await self.lease("lease 1 (label)", "label_check", 1)
-            if not tasks:
-                return
-            await asyncio.sleep(max(0.0, tick + period * 0.8 - time.monotonic()))
-            await self.decide("decide 1 (label)", [self.label_decision(tasks[0])])
-            await asyncio.sleep(max(0.0, tick + period - time.monotonic()))
-
-    async def grid_at_pace(self, until: float, period: float) -> None:
-        await asyncio.sleep(self.rng.uniform(0, period))
-        while time.monotonic() < until:
-            tick = time.monotonic()
-            tasks = await self.lease("lease 48 (grid)", "junk_check", 48)
-            if not tasks:
-                return
-            await asyncio.sleep(max(0.0, tick + period * 0.9 - time.monotonic()))
-            await self.decide("decide 48 (grid)", self.grid_decisions(tasks))
-            await asyncio.sleep(max(0.0, tick + period - time.monotonic()))
-
-    async def singles_flat_out(self, until: float) -> None:
-        while time.monotonic() < until:
-            tasks = await self.lease("lease 10", "label_check", 10)
-            if not tasks:
-                return
-            for task in tasks:
-                await self.decide("decide 1", [self.label_decision(task)])
-
-    async def grids_flat_out(self, until: float) -> None:
-        while time.monotonic() < until:
-            tasks = await self.lease("lease 48", "junk_check", 48)
-            if not tasks:
-                return
-            await self.decide("decide 48", self.grid_decisions(tasks))
-
-
-def _client_process(
-    url: str, browsers: list[Browser], dataset_id: int, mode: str, start_at: float, seconds: float
-) -> Recorder:
-    async def run() -> Recorder:
-        recorder = Recorder()
-        clients = [client_for(url, browser) for browser in browsers]
-        try:
-            await asyncio.sleep(max(0.0, start_at - time.time()))
-            until = time.monotonic() + seconds
-            annotators = [
-                Annotator(client, recorder, dataset_id, seed=index)
-                for index, client in enumerate(clients)
-            ]
-            if mode == "human":
-                jobs = [a.label_at_pace(until, 1.0) for a in annotators]
-                jobs += [a.grid_at_pace(until, 10.0) for a in annotators]
-            elif mode == "single":
-                jobs = [a.singles_flat_out(until) for a in annotators]
-            else:
-                jobs = [a.grids_flat_out(until) for a in annotators]
-            await asyncio.gather(*jobs)
-        finally:
-            for client in clients:
-                await client.aclose()
-        return recorder
-
-    return asyncio.run(run())
-
-
-def run_clients(
-    url: str, browsers: list[Browser], dataset_id: int, mode: str, seconds: float, processes: int
-) -> Recorder:
-    """Runs one annotator loop per browser (``mode``: human, single or grid), spread over
-    ``processes`` client processes, for ``seconds``; returns what they measured."""
-    groups = [browsers[i::processes] for i in range(processes)]
-    start_at = time.time() + 2.0
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(processes) as pool:
-        results = [
-            pool.apply_async(_client_process, (url, group, dataset_id, mode, start_at, seconds))
-            for group in groups
-        ]
-        merged = Recorder()
-        for result in results:
-            merged.merge(result.get(timeout=seconds + 120))
-    return merged
+FULL = Sizes(
+    samples=1_000_000,
+    tasks=200_000,
+    sqlite_samples=100_000,
+    # Two runs of 60 s at human pace take about 6,000 label and 29,000 junk tasks.
+    sqlite_tasks=80_000,
+    human=60.0,
+    saturate=15.0,
+    clients=24,
+    hostile_seconds=60.0,
+)
+QUICK = Sizes(
+    samples=20_000,
+    tasks=10_000,
+    sqlite_samples=5_000,
+    sqlite_tasks=4_000,
+    human=3.0,
+    saturate=2.0,
+    clients=4,
+    hostile_seconds=3.0,
+)
 
 
 # --- reporting ----------------------------------------------------------------------------------
@@ -527,84 +173,367 @@ def phase(
     print_table(title, report[name]["latency"], f"  → {rate:,.0f} decisions/s, errors: {errors}")
 
 
-def main() -> None:
+# --- normal: PostgreSQL at human pace, then saturated -------------------------------------------
+
+
+def normal_scenario(args: argparse.Namespace, sizes: Sizes, data_dir: Path) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    data_dir.mkdir(parents=True)
+    with fresh_postgres() as dbname:
+        db_url = pg_url(dbname)
+        print(f"loading {sizes.samples:,} samples and {sizes.tasks:,} tasks into {dbname} …")
+        steps = load_postgres(dbname, samples=sizes.samples, tasks=sizes.tasks)
+        report["load_seconds"] = {step: round(took, 1) for step, took in steps.items()}
+        print("  " + ", ".join(f"{step} {took:.1f} s" for step, took in steps.items()))
+        browsers = sign_in(db_url, annotator_names(max(args.annotators, sizes.clients)))
+        dataset_id = first_dataset(db_url)
+        report["database_before"] = table_counts(db_url)
+        with server(db_url, workers=args.workers, data_dir=data_dir) as url:
+            print(f"server {url}, {args.workers} workers; clients in {args.client_procs} procs")
+            human = run_clients(
+                url,
+                browsers[: args.annotators],
+                dataset_id,
+                "human",
+                sizes.human,
+                args.client_procs,
+            )
+            phase(
+                report,
+                "human_pace",
+                f"human pace, {args.annotators} annotators: each 1 label decision/s "
+                f"and 1 grid page of 48 per 10 s, {sizes.human:.0f} s",
+                human.annotators,
+                sizes.human,
+            )
+            for mode in ("single", "grid"):
+                recorder = run_clients(
+                    url,
+                    browsers[: sizes.clients],
+                    dataset_id,
+                    mode,
+                    sizes.saturate,
+                    args.client_procs,
+                ).annotators
+                phase(
+                    report,
+                    f"saturation_{mode}",
+                    f"saturation, {mode}: {sizes.clients} client loops flat out, "
+                    f"{sizes.saturate:.0f} s",
+                    recorder,
+                    sizes.saturate,
+                )
+        report["database_after"] = table_counts(db_url)
+    return report
+
+
+# --- hostile neighbours: SQLite and PostgreSQL, quiet and hostile --------------------------------
+
+
+@contextmanager
+def loaded_database(
+    engine: str, sizes: Sizes, data_dir: Path
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A fresh database of ``engine`` with the dataset and the queue; yields its URL and what
+    was loaded (sizes, seconds per step)."""
+    if engine == "sqlite":
+        samples, tasks = sizes.sqlite_samples, sizes.sqlite_tasks
+        path = data_dir / "thresher.db"
+        steps = load_sqlite(path, samples=samples, tasks=tasks)
+        yield sqlite_url(path), _loaded(samples, tasks, steps)
+        return
+    with fresh_postgres() as dbname:
+        steps = load_postgres(dbname, samples=sizes.samples, tasks=sizes.tasks)
+        yield pg_url(dbname), _loaded(sizes.samples, sizes.tasks, steps)
+
+
+def _loaded(samples: int, tasks: int, steps: dict[str, float]) -> dict[str, Any]:
+    seconds = {step: round(took, 1) for step, took in steps.items()}
+    return {"samples": samples, "tasks": tasks, "load_seconds": seconds}
+
+
+def run_figures(result: RunResult, seconds: float) -> dict[str, Any]:
+    return {
+        "seconds": seconds,
+        "decisions": result.annotators.decisions,
+        "decisions_per_second": round(result.annotators.decisions / seconds, 1),
+        "errors": result.annotators.errors,
+        "latency": summarise(result.annotators),
+        "engineer": {"latency": summarise(result.engineer), "errors": result.engineer.errors},
+        "neighbours": summarise(result.neighbours),
+    }
+
+
+def compare(quiet: dict[str, Any], hostile: dict[str, Any]) -> dict[str, Any]:
+    """The ratio of the p99s per call, and whether the goals were met."""
+    ratios = {
+        name: round(row["p99_ms"] / quiet["latency"][name]["p99_ms"], 2)
+        for name, row in hostile["latency"].items()
+        if name in quiet["latency"]
+    }
+    me = hostile["engineer"]["latency"].get("GET /api/me (engineer)")
+    return {
+        "p99_ratio": ratios,
+        "goals": {
+            # A call that never succeeded in the hostile run misses the goal too.
+            f"p99_within_{MAX_P99_RATIO:g}x_of_quiet": bool(ratios)
+            and set(ratios) == set(quiet["latency"])
+            and max(ratios.values()) <= MAX_P99_RATIO,
+            "no_annotator_errors": not quiet["errors"] and not hostile["errors"],
+            f"me_p99_under_{MAX_ME_P99_MS:g}_ms": me is not None
+            and not hostile["engineer"]["errors"]
+            and me["p99_ms"] < MAX_ME_P99_MS,
+        },
+    }
+
+
+def hostile_on(
+    engine: str, args: argparse.Namespace, sizes: Sizes, data_dir: Path
+) -> dict[str, Any]:
+    """The quiet and the hostile run on one engine, each ``sizes.hostile_seconds`` long."""
+    data_dir.mkdir(parents=True)
+    seconds = sizes.hostile_seconds
+    workers = 1 if engine == "sqlite" else args.workers
+    with loaded_database(engine, sizes, data_dir) as (db_url, loaded):
+        print(
+            f"\n{ENGINE_NAMES[engine]}: loaded {loaded['samples']:,} samples and "
+            f"{loaded['tasks']:,} tasks ("
+            + ", ".join(f"{step} {took:.1f} s" for step, took in loaded["load_seconds"].items())
+            + ")",
+            flush=True,
+        )
+        browsers = sign_in(db_url, annotator_names(args.annotators))
+        # The victim is only ever tried with wrong passwords; the neighbour trickles its bodies.
+        _, neighbour = sign_in(db_url, [VICTIM, "neighbour"])
+        quiet_crowd = Neighbours(engineer_token=engineer_token(db_url), probe_period=PROBE_PERIOD)
+        hostile_crowd = Neighbours(
+            engineer_token=quiet_crowd.engineer_token,
+            probe_period=quiet_crowd.probe_period,
+            wrong_logins=args.wrong_logins,
+            login_targets=LOGIN_TARGETS,
+            login_rate=args.login_rate,
+            login_addresses=args.login_addresses,
+            tricklers=args.tricklers,
+            trickler=neighbour,
+        )
+        dataset_id = first_dataset(db_url)
+        runs: dict[str, Any] = {}
+        logs: dict[str, Any] = {}
+        for name, crowd in (("quiet", quiet_crowd), ("hostile", hostile_crowd)):
+            # A server of its own for each run: requests a run left stuck do not hold up the next.
+            log = data_dir / f"server-{name}.log"
+            with server(db_url, workers=workers, data_dir=data_dir, log_path=log) as url:
+                print(f"  {name} run, {seconds:g} s …", flush=True)
+                result = run_clients(
+                    url, browsers, dataset_id, "human", seconds, args.client_procs, crowd
+                )
+            runs[name] = run_figures(result, seconds)
+            logs[name] = server_log_summary(log)
+        after = table_counts(db_url)
+    section = {
+        "database": {**loaded, "server_processes": workers, "after": after},
+        **runs,
+        **compare(runs["quiet"], runs["hostile"]),
+        "server_log": logs,
+    }
+    print_hostile(engine, section, args)
+    return section
+
+
+def print_hostile(engine: str, section: dict[str, Any], args: argparse.Namespace) -> None:
+    quiet, hostile = section["quiet"], section["hostile"]
+    database = section["database"]
+    print(
+        f"\nhostile neighbours, {ENGINE_NAMES[engine]} ({database['samples']:,} samples, "
+        f"server processes: {database['server_processes']}): {args.annotators} annotators at "
+        f"human pace, {quiet['seconds']:g} s quiet, then {hostile['seconds']:g} s beside "
+        f"{args.wrong_logins} wrong-sign-in clients and {args.tricklers} tricklers"
+    )
+    print(
+        f"  {'call':24} {'calls':>6} {'p50 ms':>7} {'p99 ms':>7} │ {'calls':>6} {'p50 ms':>7} "
+        f"{'p99 ms':>7} │ {'p99 ×':>5}"
+    )
+    print(f"  {'':24} {'quiet':^22} │ {'hostile':^22} │")
+    calls = sorted({*quiet["latency"], *hostile["latency"]})
+    rows = [(name, quiet["latency"].get(name), hostile["latency"].get(name)) for name in calls]
+    me = "GET /api/me (engineer)"
+    rows.append((me, quiet["engineer"]["latency"].get(me), hostile["engineer"]["latency"].get(me)))
+    for name, before, during in rows:
+        cells = []
+        for row in (before, during):
+            cells.append(
+                f"{row['calls']:>6,} {row['p50_ms']:>7.1f} {row['p99_ms']:>7.1f}"
+                if row
+                else f"{'–':>22}"
+            )
+        ratio = (
+            f"{during['p99_ms'] / before['p99_ms']:>5.2f}"
+            if before and during and before["p99_ms"]
+            else f"{'–':>5}"
+        )
+        print(f"  {name:24} {cells[0]} │ {cells[1]} │ {ratio}")
+    print(
+        f"  {'decisions/s':24} {quiet['decisions_per_second']:>22,.0f} │ "
+        f"{hostile['decisions_per_second']:>22,.0f} │"
+    )
+    for who, key in (("annotators", None), ("engineer", "engineer")):
+        errs = [(run[key] if key else run)["errors"] or "none" for run in (quiet, hostile)]
+        print(f"  errors, {who}: quiet {errs[0]}; hostile {errs[1]}")
+    goals = "; ".join(f"{goal}: {'yes' if met else 'NO'}" for goal, met in section["goals"].items())
+    print(f"  goals: {goals}")
+    print("  what the neighbours got (ms: time to the answer; a trickle: the connection's life)")
+    for name, row in hostile["neighbours"].items():
+        print(
+            f"    {name:58} {row['calls']:>7,} × p50 {row['p50_ms']:>9.1f}"
+            f"  max {row['max_ms']:>9.1f}"
+        )
+    for run in ("quiet", "hostile"):
+        summary = section["server_log"][run]
+        levels = ", ".join(f"{lvl} {n:,}" for lvl, n in sorted(summary["entries_by_level"].items()))
+        print(f"  server log, {run} run: {levels or 'empty'}")
+        for trouble in summary["trouble"]:
+            print(f"    {trouble['count']:>6,} × {trouble['line']}")
+
+
+def hostile_scenario(args: argparse.Namespace, sizes: Sizes, data_dir: Path) -> dict[str, Any]:
+    load_before = os.getloadavg()
+    report: dict[str, Any] = {
+        "ran_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": {
+            "annotators": args.annotators,
+            "seconds_per_run": sizes.hostile_seconds,
+            "wrong_logins": args.wrong_logins,
+            "login_rate": args.login_rate or "as fast as answered",
+            "login_addresses": args.login_addresses or args.wrong_logins,
+            "login_targets": list(LOGIN_TARGETS),
+            "tricklers": args.tricklers,
+            "engineer_probe_period_seconds": PROBE_PERIOD,
+            "client_procs": args.client_procs,
+        },
+    }
+    for engine in args.databases:
+        report[engine] = hostile_on(engine, args, sizes, data_dir / engine)
+    report["machine"] = {
+        "cpus": os.cpu_count(),
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    return report
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Sizes]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--samples", type=int, default=1_000_000)
-    parser.add_argument("--tasks", type=int, default=200_000)
+    parser.add_argument("--scenario", choices=("all", "normal", "hostile"), default="all")
+    parser.add_argument("--quick", action="store_true", help="a smoke run of seconds")
+    parser.add_argument(
+        "--databases",
+        type=lambda text: text.split(","),
+        default=list(DATABASES),
+        help="engines of the hostile scenario, comma-separated (sqlite,postgresql)",
+    )
+    for name, what in (
+        ("samples", "PostgreSQL samples"),
+        ("tasks", "PostgreSQL tasks"),
+        ("sqlite-samples", "SQLite samples (hostile scenario)"),
+        ("sqlite-tasks", "SQLite tasks (hostile scenario)"),
+        ("clients", "flat-out client loops"),
+    ):
+        key = name.replace("-", "_")
+        parser.add_argument(
+            f"--{name}",
+            type=int,
+            help=f"{what} (default {getattr(FULL, key):,}; --quick {getattr(QUICK, key):,})",
+        )
+    for name, what in (
+        ("human", "seconds at human pace"),
+        ("saturate", "seconds per saturation run"),
+        ("hostile-seconds", "seconds of each of the quiet and the hostile run"),
+    ):
+        key = name.replace("-", "_")
+        parser.add_argument(
+            f"--{name}",
+            type=float,
+            help=f"{what} (default {getattr(FULL, key):g}; --quick {getattr(QUICK, key):g})",
+        )
     parser.add_argument("--annotators", type=int, default=50)
-    parser.add_argument("--human", type=float, default=60.0, help="seconds at human pace")
-    parser.add_argument("--saturate", type=float, default=15.0, help="seconds per saturation run")
-    parser.add_argument("--clients", type=int, default=24, help="flat-out client loops")
     parser.add_argument("--client-procs", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=2, help="server processes")
-    args = parser.parse_args()
-    configure_logging("console", logging.WARNING)
-
-    load_before = os.getloadavg()
-    report: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "load_before": [round(x, 2) for x in load_before]},
-        "settings": vars(args),
+    parser.add_argument("--workers", type=int, default=2, help="PostgreSQL server processes")
+    parser.add_argument("--wrong-logins", type=int, default=16, help="wrong-sign-in clients")
+    parser.add_argument(
+        "--login-rate",
+        type=float,
+        default=0.0,
+        help="sign-ins per second per wrong-sign-in client (0: as fast as answered)",
+    )
+    parser.add_argument(
+        "--login-addresses",
+        type=int,
+        default=0,
+        help="client addresses the wrong sign-ins come from (0: one per client)",
+    )
+    parser.add_argument("--tricklers", type=int, default=4, help="body-trickling clients")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, DBs)")
+    parser.add_argument("--out", type=Path, help="results file (default bench/results/review.json)")
+    args = parser.parse_args(argv)
+    unknown = set(args.databases) - set(DATABASES)
+    if unknown:
+        parser.error(f"unknown databases {sorted(unknown)}; choose from {', '.join(DATABASES)}")
+    base = QUICK if args.quick else FULL
+    given = {
+        key: value
+        for key, value in vars(args).items()
+        if key in Sizes.__dataclass_fields__ and value is not None
     }
+    sizes = Sizes(**{**asdict(base), **given})
+    if sizes.tasks > sizes.samples or sizes.sqlite_tasks > sizes.sqlite_samples:
+        parser.error("each task is about its own sample: --tasks may not exceed --samples")
+    return args, sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, sizes = parse_args(argv)
+    configure_logging("console", logging.WARNING)
+    out = args.out or RESULTS / ("review-quick.json" if args.quick else "review.json")
+    # Sections this run does not measure are kept as the last run left them.
+    report: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    started = time.perf_counter()
     data_dir = Path(tempfile.mkdtemp(prefix="thresher-bench-review-"))
     try:
-        with fresh_database() as dbname:
-            print(f"loading {args.samples:,} samples and {args.tasks:,} tasks into {dbname} …")
-            steps = load(dbname, samples=args.samples, tasks=args.tasks)
-            report["load_seconds"] = {step: round(took, 1) for step, took in steps.items()}
-            print("  " + ", ".join(f"{step} {took:.1f} s" for step, took in steps.items()))
-            browsers = sign_in(dbname, max(args.annotators, args.clients))
-            dataset_id, _ = dataset_and_classes(dbname)
-            report["database_before"] = table_counts(dbname)
-            with server(dbname, workers=args.workers, data_dir=data_dir) as url:
-                print(f"server {url}, {args.workers} workers; clients in {args.client_procs} procs")
-                human = run_clients(
-                    url,
-                    browsers[: args.annotators],
-                    dataset_id,
-                    "human",
-                    args.human,
-                    args.client_procs,
-                )
-                phase(
-                    report,
-                    "human_pace",
-                    f"human pace, {args.annotators} annotators: each 1 label decision/s "
-                    f"and 1 grid page of 48 per 10 s, {args.human:.0f} s",
-                    human,
-                    args.human,
-                )
-                for mode in ("single", "grid"):
-                    recorder = run_clients(
-                        url,
-                        browsers[: args.clients],
-                        dataset_id,
-                        mode,
-                        args.saturate,
-                        args.client_procs,
-                    )
-                    phase(
-                        report,
-                        f"saturation_{mode}",
-                        f"saturation, {mode}: {args.clients} client loops flat out, "
-                        f"{args.saturate:.0f} s",
-                        recorder,
-                        args.saturate,
-                    )
-            report["database_after"] = table_counts(dbname)
+        if args.scenario in ("all", "normal"):
+            load_before = os.getloadavg()
+            report["machine"] = {
+                "cpus": os.cpu_count(),
+                "load_before": [round(x, 2) for x in load_before],
+            }
+            report["settings"] = {
+                **{k: v for k, v in vars(args).items() if k not in asdict(sizes)},
+                **asdict(sizes),
+                "out": str(out),
+            }
+            report.update(normal_scenario(args, sizes, data_dir / "normal"))
+            report["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
+        if args.scenario in ("all", "hostile"):
+            report["hostile_neighbours"] = hostile_scenario(args, sizes, data_dir / "hostile")
     finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
-    load_after = os.getloadavg()
-    report["machine"]["load_after"] = [round(x, 2) for x in load_after]
+        if args.keep:
+            print(f"work folder kept: {data_dir}")
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    load = os.getloadavg()
     print(
-        f"\nload average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}, "
+        f"\n{time.perf_counter() - started:.0f} s in all; load average (1 min) now {load[0]:.2f} "
         f"on {os.cpu_count()} cores shared with other work"
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

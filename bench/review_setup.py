@@ -1,0 +1,534 @@
+"""The review benchmark's server under test: its database (PostgreSQL or SQLite), filled with a
+dataset and a review queue, its accounts, and the uvicorn server itself in a subprocess.
+
+Both engines get the same rows (:func:`sample_rows`, :func:`task_rows`): PostgreSQL by COPY,
+SQLite by the ORM's bulk insert.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from sqlalchemy import func, insert, select, text
+
+from app.auth import service as auth_service
+from app.datasets import grants
+from app.db import create_db_engine, create_session_factory, transaction
+from app.migrate import upgrade
+from app.models import (
+    Dataset,
+    ImportFormat,
+    LabelClass,
+    ReviewTask,
+    Role,
+    Sample,
+    TaskKind,
+    TaskState,
+    TokenScope,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_DSN = os.environ.get(
+    "THRESHER_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+SECRET = "bench-secret-key-that-is-long-enough-0123456789"  # noqa: S105
+CLASSES = 5_000
+PASSWORD = "bench password 123"  # noqa: S105
+
+SAMPLE_COLUMNS = (
+    "dataset_id",
+    "path",
+    "class_id",
+    "byte_size",
+    "sha256",
+    "width",
+    "height",
+    "mode",
+    "channels",
+    "image_format",
+    "missing",
+    "created_at",
+    "updated_at",
+)
+TASK_COLUMNS = (
+    "dataset_id",
+    "kind",
+    "sample_id",
+    "priority",
+    "score",
+    "source",
+    "reason",
+    "suggestions",
+    "state",
+    "lease_version",
+    "created_at",
+)
+
+
+# --- the rows -----------------------------------------------------------------------------------
+
+
+def sample_rows(
+    samples: int, *, dataset_id: int, first_class: int, now: datetime
+) -> Iterator[tuple[Any, ...]]:
+    """``samples`` samples spread evenly over the classes, in :data:`SAMPLE_COLUMNS` order."""
+    for i in range(samples):
+        yield (
+            dataset_id,
+            f"c{i % CLASSES}/{i}.jpg",
+            first_class + i % CLASSES,
+            20000,
+            f"{i:064x}",
+            320,
+            240,
+            "RGB",
+            3,
+            "JPEG",
+            False,
+            now,
+            now,
+        )
+
+
+def task_rows(
+    samples: int, tasks: int, *, dataset_id: int, first_class: int, first_sample: int, now: datetime
+) -> Iterator[tuple[Any, ...]]:
+    """``tasks`` pending tasks on distinct random samples, in :data:`TASK_COLUMNS` order: every
+    other one a label_check with five model suggestions, the rest junk_check."""
+    rng = random.Random(7)
+    for index, offset in enumerate(rng.sample(range(samples), tasks)):
+        suggestions: list[list[float]] | None
+        if index % 2 == 0:
+            picks = rng.sample(range(CLASSES), 5)
+            probabilities = sorted((rng.random() for _ in picks), reverse=True)
+            suggestions = [
+                [first_class + c, round(p, 3)] for c, p in zip(picks, probabilities, strict=True)
+            ]
+            kind, score = TaskKind.LABEL_CHECK, probabilities[0]
+        else:
+            suggestions, kind, score = None, TaskKind.JUNK_CHECK, rng.random()
+        yield (
+            dataset_id,
+            kind,
+            first_sample + offset,
+            round(score, 4),
+            round(score, 4),
+            "bench round",
+            "flagged by the bench model",
+            suggestions,
+            TaskState.PENDING,
+            0,
+            now,
+        )
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+
+def pg_url(dbname: str) -> str:
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{dbname}"
+
+
+def _admin(sql: str) -> None:
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as connection:
+        connection.execute(sql)
+
+
+@contextmanager
+def fresh_postgres() -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped afterwards; yields its name."""
+    name = f"thresher_bench_review_{uuid.uuid4().hex[:8]}"
+    _admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _copy_text(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list):
+        return json.dumps(value)
+    return str(value)
+
+
+def _copy_rows(
+    connection: psycopg.Connection[Any],
+    table: str,
+    columns: Sequence[str],
+    rows: Iterable[tuple[Any, ...]],
+) -> None:
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.copy(statement) as copy:
+        buffer = io.StringIO()
+        for count, row in enumerate(rows, start=1):
+            buffer.write("\t".join(map(_copy_text, row)) + "\n")
+            if count % 50_000 == 0:
+                copy.write(buffer.getvalue())
+                buffer = io.StringIO()
+        copy.write(buffer.getvalue())
+
+
+def load_postgres(dbname: str, *, samples: int, tasks: int) -> dict[str, float]:
+    """Migrates and fills the database by COPY; returns how long each step took (seconds)."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    upgrade(pg_url(dbname))
+    timings["migrate"] = time.perf_counter() - started
+    now = datetime.now(UTC)
+    dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{dbname}"
+    with psycopg.connect(dsn) as connection:
+        started = time.perf_counter()
+        dataset_id = connection.execute(
+            "INSERT INTO datasets (name, root, source, source_format, created_at) "
+            "VALUES ('bench', '/data/bench', '/data/bench', 'imagefolder', now()) RETURNING id"
+        ).fetchone()[0]  # type: ignore[index]
+        _copy_rows(
+            connection,
+            "classes",
+            ["dataset_id", "name", "sample_count"],
+            ((dataset_id, f"class_{c:04d}", samples // CLASSES) for c in range(CLASSES)),
+        )
+        first_class = connection.execute(
+            "SELECT min(id) FROM classes WHERE dataset_id = %s", (dataset_id,)
+        ).fetchone()[0]  # type: ignore[index]
+        _copy_rows(
+            connection,
+            "samples",
+            SAMPLE_COLUMNS,
+            sample_rows(samples, dataset_id=dataset_id, first_class=first_class, now=now),
+        )
+        timings["copy samples"] = time.perf_counter() - started
+        started = time.perf_counter()
+        first_sample = connection.execute(
+            "SELECT min(id) FROM samples WHERE dataset_id = %s", (dataset_id,)
+        ).fetchone()[0]  # type: ignore[index]
+        _copy_rows(
+            connection,
+            "review_tasks",
+            TASK_COLUMNS,
+            task_rows(
+                samples,
+                tasks,
+                dataset_id=dataset_id,
+                first_class=first_class,
+                first_sample=first_sample,
+                now=now,
+            ),
+        )
+        connection.commit()
+        timings["copy tasks"] = time.perf_counter() - started
+    started = time.perf_counter()
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute("VACUUM ANALYZE")
+    timings["vacuum analyze"] = time.perf_counter() - started
+    return timings
+
+
+# --- SQLite -------------------------------------------------------------------------------------
+
+
+def _chunks(
+    rows: Iterator[tuple[Any, ...]], columns: Sequence[str]
+) -> Iterator[list[dict[str, Any]]]:
+    while chunk := [dict(zip(columns, row, strict=True)) for row in islice(rows, 20_000)]:
+        yield chunk
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def load_sqlite(path: Path, *, samples: int, tasks: int) -> dict[str, float]:
+    """Migrates and fills a SQLite database at ``path`` with the ORM's bulk insert; returns how
+    long each step took (seconds)."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    upgrade(sqlite_url(path))
+    timings["migrate"] = time.perf_counter() - started
+    now = datetime.now(UTC)
+    engine = create_db_engine(sqlite_url(path))
+    try:
+        factory = create_session_factory(engine)
+        started = time.perf_counter()
+        with transaction(factory) as session:
+            dataset = Dataset(
+                name="bench",
+                root="/data/bench",
+                source="/data/bench",
+                source_format=ImportFormat.IMAGEFOLDER,
+            )
+            session.add(dataset)
+            session.flush()
+            session.execute(
+                insert(LabelClass),
+                [
+                    {
+                        "dataset_id": dataset.id,
+                        "name": f"class_{c:04d}",
+                        "sample_count": samples // CLASSES,
+                    }
+                    for c in range(CLASSES)
+                ],
+            )
+            first_class = session.scalar(select(func.min(LabelClass.id)))
+            assert first_class is not None
+            rows = sample_rows(samples, dataset_id=dataset.id, first_class=first_class, now=now)
+            for chunk in _chunks(rows, SAMPLE_COLUMNS):
+                session.execute(insert(Sample), chunk)
+        timings["insert samples"] = time.perf_counter() - started
+        started = time.perf_counter()
+        with transaction(factory) as session:
+            first_sample = session.scalar(select(func.min(Sample.id)))
+            assert first_sample is not None
+            rows = task_rows(
+                samples,
+                tasks,
+                dataset_id=dataset.id,
+                first_class=first_class,
+                first_sample=first_sample,
+                now=now,
+            )
+            for chunk in _chunks(rows, TASK_COLUMNS):
+                session.execute(insert(ReviewTask), chunk)
+        timings["insert tasks"] = time.perf_counter() - started
+        started = time.perf_counter()
+        with engine.connect() as connection:
+            connection.exec_driver_sql("ANALYZE")
+        timings["analyze"] = time.perf_counter() - started
+    finally:
+        engine.dispose()
+    return timings
+
+
+# --- accounts -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Browser:
+    """A signed-in user: the session cookie and the CSRF token."""
+
+    username: str
+    cookie: str
+    csrf: str
+
+
+def sign_in(db_url: str, usernames: Sequence[str], role: Role = Role.ANNOTATOR) -> list[Browser]:
+    """Creates these users, grants them every dataset, and starts a browser session for each
+    (as the sign-in form would)."""
+    engine = create_db_engine(db_url)
+    try:
+        browsers = []
+        with transaction(create_session_factory(engine)) as session:
+            for username in usernames:
+                user, _ = auth_service.create_user(
+                    session, username=username, role=role, password=PASSWORD
+                )
+                grants.grant(session, user=user, dataset=None, by=None)
+                cookie, csrf = auth_service.start_web_session(
+                    session, user=user, lifetime=timedelta(hours=6)
+                )
+                browsers.append(Browser(username=user.username, cookie=cookie, csrf=csrf))
+        return browsers
+    finally:
+        engine.dispose()
+
+
+def annotator_names(count: int) -> list[str]:
+    return [f"annotator{index:03d}" for index in range(count)]
+
+
+def engineer_token(db_url: str, username: str = "engineer") -> str:
+    """Creates an engineer and an API token; returns the token's secret."""
+    engine = create_db_engine(db_url)
+    try:
+        with transaction(create_session_factory(engine)) as session:
+            user, _ = auth_service.create_user(
+                session, username=username, role=Role.ENGINEER, password=PASSWORD
+            )
+            _, secret = auth_service.create_token(
+                session, user=user, name="bench", scope=TokenScope.API
+            )
+        return secret
+    finally:
+        engine.dispose()
+
+
+# --- reading the database back ------------------------------------------------------------------
+
+
+def first_dataset(db_url: str) -> int:
+    engine = create_db_engine(db_url)
+    try:
+        with engine.connect() as connection:
+            found = connection.scalar(text("SELECT min(id) FROM datasets"))
+    finally:
+        engine.dispose()
+    assert found is not None, "the database holds no dataset"
+    return int(found)
+
+
+def table_counts(db_url: str) -> dict[str, int]:
+    queries = {
+        "samples": "SELECT count(*) FROM samples",
+        "pending tasks": "SELECT count(*) FROM review_tasks WHERE state = 'pending'",
+        "decisions": "SELECT count(*) FROM review_decisions",
+    }
+    engine = create_db_engine(db_url)
+    try:
+        with engine.connect() as connection:
+            return {name: int(connection.scalar(text(sql)) or 0) for name, sql in queries.items()}
+    finally:
+        engine.dispose()
+
+
+# --- the server ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def server(
+    db_url: str, *, workers: int, data_dir: Path, log_path: Path | None = None
+) -> Iterator[str]:
+    """``uvicorn app.main:create_app`` with ``workers`` processes on a free port, its output in
+    ``log_path`` (``data_dir/server.log``); yields its base URL once /healthz answers."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "THRESHER_DATABASE_URL": db_url,
+        "THRESHER_DATA_DIR": str(data_dir),
+        "THRESHER_SECRET_KEY": SECRET,
+        "THRESHER_LOG_FORMAT": "json",
+    }
+    log_path = log_path or data_dir / "server.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start; see {log_path}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+#: Log levels that mean trouble.
+TROUBLE_LEVELS = frozenset({"error", "critical", "exception"})
+#: Lines outside the JSON log worth showing: an exception's summary (the last line of a
+#: traceback), uvicorn's own errors.
+_TROUBLE_LINE = re.compile(r"^([\w.]+(Error|Exception|Timeout)\b|ERROR:)")
+_JSON = json.JSONDecoder()
+
+
+def _log_entries(line: str) -> Iterator[dict[str, Any] | str]:
+    """The JSON objects on a log line (two processes writing at once may share one), and any
+    text around them."""
+    position = 0
+    while position < len(line):
+        start = line.find("{", position)
+        if start == -1:
+            break
+        if line[position:start].strip():
+            yield line[position:start].strip()
+        try:
+            entry, position = _JSON.raw_decode(line, start)
+        except json.JSONDecodeError:
+            break
+        if isinstance(entry, dict):
+            yield entry
+    if line[position:].strip():
+        yield line[position:].strip()
+
+
+def server_log_summary(path: Path, *, keep: int = 10) -> dict[str, Any]:
+    """The server log in numbers: entries per level and per event, and the ``keep`` most
+    frequent kinds of trouble (error entries without their timestamps, exceptions' summaries)
+    with how often each came."""
+    levels: dict[str, int] = {}
+    events: dict[str, int] = {}
+    trouble: dict[str, int] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        for entry in _log_entries(line):
+            if isinstance(entry, dict):
+                level, event = str(entry.get("level", "?")), str(entry.get("event", "?"))
+                events[event] = events.get(event, 0) + 1
+                if level in TROUBLE_LEVELS:
+                    shown = {k: v for k, v in entry.items() if k != "timestamp"}
+                    text = json.dumps(shown)[:300]
+                    trouble[text] = trouble.get(text, 0) + 1
+            else:
+                level = "text"
+                if _TROUBLE_LINE.match(entry):
+                    trouble[entry[:300]] = trouble.get(entry[:300], 0) + 1
+            levels[level] = levels.get(level, 0) + 1
+    worst = sorted(trouble.items(), key=lambda item: -item[1])[:keep]
+    return {
+        "entries_by_level": levels,
+        "events": events,
+        "trouble": [{"line": text, "count": count} for text, count in worst],
+    }
