@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request, Response
@@ -11,14 +12,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import docs
 from app.auth import pages as auth_pages
 from app.auth import routes as auth_routes
 from app.auth.throttle import LoginThrottle
 from app.background import BackgroundRunner
-from app.datasets import pages as dataset_pages
 from app.datasets import grant_routes as dataset_grant_routes
+from app.datasets import pages as dataset_pages
 from app.datasets import routes as dataset_routes
 from app.datasets import service as dataset_service
 from app.db import create_db_engine, create_session_factory, transaction
@@ -30,14 +32,16 @@ from app.logging import configure_logging, get_logger
 from app.media import routes as media_routes
 from app.pipeline import pages as pipeline_pages
 from app.pipeline import routes as pipeline_routes
-from app.review import pages as review_pages
 from app.request_limits import RequestLimits
+from app.review import pages as review_pages
 from app.review import routes as review_routes
 from app.security_headers import SECURITY_HEADERS, SecurityHeaders
 from app.settings import PROJECT_ROOT, Settings, get_settings
 from app.web import create_templates, render
 
 log = get_logger(__name__)
+
+_NUMBER_OUT_OF_RANGE = "22003"  # PostgreSQL's SQLSTATE numeric_value_out_of_range
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -99,9 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)  # added last: outermost, so every response has them
 
     app.add_exception_handler(AppError, _app_error_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error_handler)  # type: ignore[arg-type]
-    app.add_exception_handler(OverflowError, _out_of_range_handler)
-    app.add_exception_handler(DataError, _out_of_range_handler)
+    app.add_exception_handler(OverflowError, _unstorable_value_handler)
+    app.add_exception_handler(DataError, _unstorable_value_handler)
     # Starlette runs this one outside every middleware, so it sets the security headers itself.
     app.add_exception_handler(Exception, _unexpected_error_handler)
     return app
@@ -131,13 +136,34 @@ async def _app_error_handler(request: Request, exc: AppError) -> Response:
     )
 
 
-async def _out_of_range_handler(request: Request, exc: Exception) -> Response:
-    """A number in the request that the database cannot hold (an id of 2**64, say): the
-    driver refuses it (SQLite: OverflowError; PostgreSQL: a DataError), and nothing was
-    written, as the request's transaction rolled back."""
-    log.info("request.out_of_range", path=request.url.path, error=type(exc).__name__)
-    body = {"error": {"code": "invalid", "message": "a number in the request is out of range"}}
-    return JSONResponse(body, status_code=422)
+async def _http_error_handler(request: Request, exc: StarletteHTTPException) -> Response:
+    """What Starlette and FastAPI refuse by themselves (an unknown path, a method the route
+    does not take, a JSON body that cannot be parsed), in the app's one error shape."""
+    error = AppError(str(exc.detail))
+    error.status_code = exc.status_code
+    try:
+        error.code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
+    except ValueError:
+        error.code = "error"
+    response = await _app_error_handler(request, error)
+    response.headers.update(exc.headers or {})
+    return response
+
+
+async def _unstorable_value_handler(request: Request, exc: Exception) -> Response:
+    """A value in the request that the database cannot hold, refused by the driver: a number
+    out of range (an id of 2**64, say; SQLite: OverflowError, PostgreSQL: a DataError) or, on
+    PostgreSQL, text with a NUL character. Nothing was written: the request's transaction
+    rolled back."""
+    cause = getattr(exc, "orig", None) or exc
+    if isinstance(exc, OverflowError) or getattr(cause, "sqlstate", None) == _NUMBER_OUT_OF_RANGE:
+        message = "a number in the request is out of range"
+    elif "NUL" in str(cause):  # psycopg refuses it before sending: no SQLSTATE to go by
+        message = "text in the request contains a NUL character"
+    else:
+        message = "a value in the request cannot be stored"
+    log.info("request.unstorable_value", path=request.url.path, error=type(cause).__name__)
+    return JSONResponse({"error": {"code": "invalid", "message": message}}, status_code=422)
 
 
 async def _unexpected_error_handler(request: Request, exc: Exception) -> Response:

@@ -45,6 +45,50 @@ def test_numbers_the_database_cannot_hold_are_a_clean_422(
 
 
 @SQLITE
+def test_a_json_body_that_cannot_be_parsed_is_a_400_in_the_error_shape(
+    client: TestClient, make_account: MakeAccount
+) -> None:
+    headers = {**make_account(Role.ENGINEER).headers, "Content-Type": "application/json"}
+    response = client.post("/api/tokens", content=b"\xff\xfe\x00", headers=headers)
+
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "error": {"code": "bad_request", "message": "There was an error parsing the body"}
+    }
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers[name] == value
+
+
+@SQLITE
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [("GET", "/api/nothing-here", 404, "not_found"), ("PUT", "/api/me", 405, "method_not_allowed")],
+)
+def test_paths_and_methods_the_app_lacks_are_answered_in_the_error_shape(
+    client: TestClient, method: str, path: str, status: int, code: str
+) -> None:
+    response = client.request(method, path)
+
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    if status == 405:
+        assert response.headers["allow"] == "GET"
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # SQLite stores NUL
+def test_text_with_a_nul_character_the_database_cannot_hold_is_a_clean_422(
+    client: TestClient, make_account: MakeAccount
+) -> None:
+    path = "/api/jobs/1/artifacts/model%00.safetensors"
+    response = client.get(path, headers=make_account(Role.ADMIN).headers)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["message"] == "text in the request contains a NUL character"
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers[name] == value
+
+
+@SQLITE
 def test_an_unexpected_error_is_a_500_with_the_security_headers(
     app: FastAPI, make_account: MakeAccount, monkeypatch: pytest.MonkeyPatch
 ) -> None:
