@@ -9,8 +9,9 @@ Writes begin IMMEDIATE on SQLite (see ``_begin_sqlite_transaction``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -113,9 +114,40 @@ def transaction(
             raise
 
 
-def get_session(request: Request) -> Iterator[Session]:
+def write_gate(url: str) -> asyncio.Lock | None:
+    """The app's turnstile for write transactions: on SQLite, one at a time per process.
+
+    SQLite has one writer at a time anyway; what the turnstile changes is *where* the others
+    wait. Without it, each waits in ``BEGIN IMMEDIATE`` on a thread of the request pool; once
+    every thread waits there, the writer that holds the lock cannot get a thread to finish on,
+    and nothing moves until the busy timeout breaks the jam. Waiting on the event loop costs
+    no thread. PostgreSQL locks rows, not the database: no turnstile."""
+    return asyncio.Lock() if is_sqlite(url) else None
+
+
+def write_turn(request: Request) -> AbstractAsyncContextManager[object]:
+    """Waits for the app's write gate, where it has one (see :func:`write_gate`)."""
+    gate: asyncio.Lock | None = request.app.state.write_gate
+    return nullcontext() if gate is None else gate
+
+
+async def hold_write_gate(request: Request) -> AsyncIterator[None]:
+    """For a request that writes: its turn at the app's write gate, until its transaction
+    has committed or rolled back."""
+    if request.method in SAFE_METHODS:
+        yield
+        return
+    async with write_turn(request):
+        yield
+
+
+WriteGate = Annotated[None, Depends(hold_write_gate, scope="function")]
+
+
+def get_session(request: Request, _: WriteGate) -> Iterator[Session]:
     """One session per request: committed when the route returns, rolled back if it raises.
-    Requests that only read (GET, HEAD) get a read-only one."""
+    Requests that only read (GET, HEAD) get a read-only one; the others wait their turn at
+    the write gate first."""
     read_only = request.method in SAFE_METHODS
     with transaction(request.app.state.session_factory, read_only=read_only) as session:
         yield session

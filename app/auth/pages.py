@@ -8,13 +8,16 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from app import security
 from app.auth import service
 from app.auth.deps import SESSION_COOKIE, CurrentPrincipal, OptionalPrincipal
 from app.auth.throttle import LoginThrottle, TooManySignIns
-from app.db import SessionDep, transaction
+from app.db import SessionDep, transaction, write_turn
 from app.errors import CsrfFailed, NotAuthenticated
+from app.models import User
 from app.settings import Settings
 from app.web import render
 
@@ -59,7 +62,7 @@ def login_form(request: Request, principal: OptionalPrincipal, next: str | None 
 
 
 @router.post("/login")
-def login(
+async def login(
     request: Request,
     username: Annotated[str, Form()],
     password: Annotated[str, Form()],
@@ -77,15 +80,18 @@ def login(
         return _login_page(request, next_url=_safe_next(next), error=exc.message, status_code=429)
     factory = request.app.state.session_factory
     try:
-        user = service.authenticate(factory, username=username, password=password)
+        async with request.app.state.password_checks:
+            user = await run_in_threadpool(
+                service.authenticate, factory, username=username, password=password
+            )
     except NotAuthenticated as exc:
         throttle.failed(username, client)
         return _login_page(request, next_url=_safe_next(next), error=exc.message, status_code=401)
     throttle.succeeded(username, client)
     settings: Settings = request.app.state.settings
     lifetime = timedelta(hours=settings.session_hours)
-    with transaction(factory) as session:
-        secret, _ = service.start_web_session(session, user=user, lifetime=lifetime)
+    async with write_turn(request):
+        secret = await run_in_threadpool(_start_web_session, factory, user, lifetime)
     response = RedirectResponse(_safe_next(next), status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
@@ -97,6 +103,12 @@ def login(
     )
     response.delete_cookie(LOGIN_CSRF_COOKIE)
     return response
+
+
+def _start_web_session(factory: sessionmaker[Session], user: User, lifetime: timedelta) -> str:
+    with transaction(factory) as session:
+        secret, _ = service.start_web_session(session, user=user, lifetime=lifetime)
+    return secret
 
 
 @router.post("/logout")

@@ -57,7 +57,7 @@ WorkerDep = Annotated[Principal, Depends(require_worker)]
 def authenticated_worker(request: Request) -> Principal:
     """Like ``WorkerDep``, in a short transaction of its own: for routes that then stream a
     large body, which must not happen inside a transaction (on SQLite it holds the write lock)."""
-    with transaction(request.app.state.session_factory) as session:
+    with transaction(request.app.state.session_factory, read_only=True) as session:
         principal = optional_principal(request, session)
         if principal is None:
             raise NotAuthenticated("send the worker token as 'Authorization: Bearer <token>'")
