@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -18,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app import docs
 from app.auth import pages as auth_pages
 from app.auth import routes as auth_routes
-from app.auth import service as auth_service
+from app.auth.password_checks import PasswordChecks
 from app.auth.throttle import LoginThrottle
 from app.background import BackgroundRunner
 from app.datasets import grant_routes as dataset_grant_routes
@@ -56,10 +55,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with transaction(app.state.session_factory) as session:
             dataset_service.fail_interrupted_imports(session)
-        _make_turnstiles(app, settings)  # for the loop that serves now
+        app.state.write_gate = write_gate(settings.resolved_database_url)  # this loop's
         log.info("server.started", database=engine.url.render_as_string(hide_password=True))
         yield
         app.state.background.shutdown()
+        app.state.password_checks.shutdown()
         engine.dispose()
 
     app = FastAPI(
@@ -74,7 +74,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = create_session_factory(engine)
-    _make_turnstiles(app, settings)
+    # An asyncio lock belongs to one event loop: the lifespan makes the one that serves.
+    app.state.write_gate = write_gate(settings.resolved_database_url)
+    app.state.password_checks = PasswordChecks()
     app.state.templates = create_templates()
     app.state.background = BackgroundRunner()
     app.state.secret_key = settings.load_secret_key()
@@ -114,14 +116,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Starlette runs this one outside every middleware, so it sets the security headers itself.
     app.add_exception_handler(Exception, _unexpected_error_handler)
     return app
-
-
-def _make_turnstiles(app: FastAPI, settings: Settings) -> None:
-    """The app's asyncio turnstiles: the write gate (:func:`app.db.write_gate`) and the
-    password checks that may run at once. They belong to one event loop, so each lifespan
-    makes its own."""
-    app.state.write_gate = write_gate(settings.resolved_database_url)
-    app.state.password_checks = asyncio.Semaphore(auth_service.PASSWORD_CHECKS_AT_ONCE)
 
 
 def _wants_json(request: Request) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from fastapi import FastAPI
@@ -187,16 +188,21 @@ def make_account(app: FastAPI) -> MakeAccount:
     return make
 
 
-def browser_login(client: TestClient, username: str, password: str = TEST_PASSWORD) -> str:
-    """Signs in through the login form; returns the session's CSRF token for later writes."""
+def post_login(client: TestClient, username: str, password: str) -> httpx.Response:
+    """Opens the login form and posts it, as a browser does; the answer, not followed."""
     page = client.get("/login")
     assert page.status_code == 200, page.text
     login_csrf = client.cookies.get("thresher_login_csrf")
-    response = client.post(
+    return client.post(
         "/login",
         data={"username": username, "password": password, "csrf_token": login_csrf, "next": "/"},
         follow_redirects=False,
     )
+
+
+def browser_login(client: TestClient, username: str, password: str = TEST_PASSWORD) -> str:
+    """Signs in through the login form; returns the session's CSRF token for later writes."""
+    response = post_login(client, username, password)
     assert response.status_code == 303, response.text
     with transaction(client.app.state.session_factory) as session:  # type: ignore[attr-defined]
         principal = auth_service.principal_from_session_cookie(

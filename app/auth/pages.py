@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from app import security
 from app.auth import service
 from app.auth.deps import SESSION_COOKIE, CurrentPrincipal, OptionalPrincipal
+from app.auth.password_checks import PasswordChecks, SignInsBusy
 from app.auth.throttle import LoginThrottle, TooManySignIns
 from app.db import SessionDep, transaction, write_turn
 from app.errors import CsrfFailed, NotAuthenticated
@@ -77,13 +78,14 @@ async def login(
     try:
         throttle.check(username, client)
     except TooManySignIns as exc:
-        return _login_page(request, next_url=_safe_next(next), error=exc.message, status_code=429)
+        await throttle.hold_refusal()
+        return _refused(request, next, exc)
     factory = request.app.state.session_factory
+    checks: PasswordChecks = request.app.state.password_checks
     try:
-        async with request.app.state.password_checks:
-            user = await run_in_threadpool(
-                service.authenticate, factory, username=username, password=password
-            )
+        user = await checks.run(service.authenticate, factory, username=username, password=password)
+    except SignInsBusy as exc:
+        return _refused(request, next, exc)
     except NotAuthenticated as exc:
         throttle.failed(username, client)
         return _login_page(request, next_url=_safe_next(next), error=exc.message, status_code=401)
@@ -102,6 +104,16 @@ async def login(
         secure=settings.secure_cookies,
     )
     response.delete_cookie(LOGIN_CSRF_COOKIE)
+    return response
+
+
+def _refused(request: Request, next: str, error: TooManySignIns | SignInsBusy) -> Response:
+    """The sign-in page again, saying why, with Retry-After (in seconds)."""
+    wait = int(error.details["wait"])
+    response = _login_page(
+        request, next_url=_safe_next(next), error=error.message, status_code=error.status_code
+    )
+    response.headers["Retry-After"] = str(wait)
     return response
 
 

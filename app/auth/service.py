@@ -177,12 +177,6 @@ def user_by_username(session: Session, username: str) -> User:
     return user
 
 
-#: Password checks one server process runs at once; the others wait on the event loop. A check
-#: (argon2id) is meant to be slow and takes a core: a flood of wrong passwords must not take
-#: them all from the annotators.
-PASSWORD_CHECKS_AT_ONCE = 1
-
-
 def authenticate(factory: sessionmaker[Session], *, username: str, password: str) -> User:
     """The active user with these credentials. The same error for every failure.
 

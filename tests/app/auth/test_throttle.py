@@ -3,13 +3,16 @@ refusals before the password is checked, and never a lockout that outlasts the l
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from structlog.testing import capture_logs
 
 from app.auth.throttle import LoginThrottle, TooManySignIns
 from app.models import Role
-from tests.conftest import TEST_PASSWORD, MakeAccount
+from tests.conftest import TEST_PASSWORD, MakeAccount, post_login
 
 
 class Clock:
@@ -63,18 +66,28 @@ def test_delays_are_capped_and_forgotten_and_success_opens_the_account() -> None
     throttle.check("ann", "9.9.9.9")
 
 
+def test_a_closed_key_is_logged_once_per_closing_not_once_per_refusal() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(free=1, base_delay=10, clock=clock)
+    throttle.failed("ann", "1.1.1.1")
+    throttle.failed("ann", "1.1.1.1")  # closed for 10 s
+
+    with capture_logs() as logs:
+        for _ in range(50):
+            with pytest.raises(TooManySignIns):
+                throttle.check("ann", "1.1.1.1")
+        clock.now += 11
+        throttle.failed("ann", "1.1.1.1")  # closed again, for 20 s
+        for _ in range(50):
+            with pytest.raises(TooManySignIns):
+                throttle.check("ann", "1.1.1.1")
+
+    refusals = [entry for entry in logs if entry["event"] == "auth.login.throttled"]
+    assert [entry["wait"] for entry in refusals] == [10, 20]
+
+
 def _login(client: TestClient, username: str, password: str) -> int:
-    client.get("/login")
-    response = client.post(
-        "/login",
-        data={
-            "username": username,
-            "password": password,
-            "csrf_token": client.cookies.get("thresher_login_csrf"),
-        },
-        follow_redirects=False,
-    )
-    return response.status_code
+    return post_login(client, username, password).status_code
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -82,7 +95,7 @@ def test_the_login_form_refuses_a_guesser_before_checking_the_password(
     app: FastAPI, make_account: MakeAccount
 ) -> None:
     clock = Clock()
-    app.state.login_throttle = LoginThrottle(free=5, base_delay=30, clock=clock)
+    app.state.login_throttle = LoginThrottle(free=5, base_delay=30, refusal_delay=0, clock=clock)
     account = make_account(Role.ANNOTATOR)
     name = account.user.username
     with TestClient(app) as client:
@@ -94,3 +107,23 @@ def test_the_login_form_refuses_a_guesser_before_checking_the_password(
     assert statuses == [401] * 6
     assert refused == 429
     assert allowed == 303
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_refusal_is_held_before_it_is_answered_and_says_when_to_retry(
+    app: FastAPI, make_account: MakeAccount
+) -> None:
+    """A guesser that retries the moment it is refused gets a few answers a second, not
+    hundreds: each refusal waits ``refusal_delay`` first."""
+    app.state.login_throttle = LoginThrottle(free=0, base_delay=30, refusal_delay=0.3)
+    name = make_account(Role.ANNOTATOR).user.username
+    with TestClient(app) as client:
+        assert _login(client, name, "wrong password") == 401  # closes the account for 30 s
+        started = time.monotonic()
+        refused = post_login(client, name, "wrong again")
+        held = time.monotonic() - started
+
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "30"
+    assert "try again in 30 s" in refused.text
+    assert held >= 0.3
