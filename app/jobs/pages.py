@@ -13,6 +13,7 @@ from app.jobs import service, views
 from app.jobs.deps import JobDep
 from app.models import JobState, utcnow
 from app.web import render
+from app.web.urls import job_url
 
 router = APIRouter(include_in_schema=False)
 
@@ -71,10 +72,10 @@ def job_live(
 @router.post("/jobs/{job_id}/cancel")
 def cancel(session: SessionDep, principal: EngineerDep, job_id: int) -> Response:
     service.cancel_job(session, job_id=job_id)
-    return RedirectResponse(views.job_url(job_id), status_code=303)
+    return RedirectResponse(job_url(job_id), status_code=303)
 
 
 @router.post("/jobs/{job_id}/retry")
 def retry(session: SessionDep, principal: EngineerDep, job_id: int) -> Response:
     service.retry_job(session, job_id=job_id)
-    return RedirectResponse(views.job_url(job_id), status_code=303)
+    return RedirectResponse(job_url(job_id), status_code=303)

@@ -1,5 +1,5 @@
 """View models for the job pages: every number formatted and every chart coordinate computed
-here (the charts in :mod:`app.charts`), so the templates only place what they are given."""
+here (with :mod:`app.web.metric_chart`), so the templates only place what they are given."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
 
-from app.charts import MetricChart, format_value, metric_chart, metric_names
-from app.datasets.views import Moment, duration, moment, number
 from app.jobs.schemas import JobDetail
 from app.models import Job, JobState
+from app.web.formatting import Moment, byte_size, duration, format_value, moment, number
+from app.web.metric_chart import MetricChart, metric_chart, metric_names
+from app.web.urls import artifact_url, job_live_url, job_table_url, job_url, jobs_url
 
 PAGE_SIZE = 100
 
@@ -25,14 +25,6 @@ STATE_TONES = {
     JobState.FAILED: "bad",
     JobState.CANCELLED: "warn",
 }
-
-
-def job_url(job_id: int) -> str:
-    return f"/jobs/{job_id}"
-
-
-def live_url(job_id: int) -> str:
-    return f"/jobs/{job_id}/live"
 
 
 # --- the list -----------------------------------------------------------------------------------
@@ -96,20 +88,15 @@ def job_list(
     page_size: int = PAGE_SIZE,
 ) -> JobListView:
     total = sum(counts.values())
-    filters = [StateFilter("all", number(total), "/jobs", state is None)]
+    filters = [StateFilter("all", number(total), jobs_url(), state is None)]
     filters += [
-        StateFilter(
-            s.value, number(counts.get(s, 0)), f"/jobs?{urlencode({'state': s.value})}", s == state
-        )
+        StateFilter(s.value, number(counts.get(s, 0)), jobs_url(state=s), s == state)
         for s in JobState
     ]
     active = sum(counts.get(s, 0) for s in (JobState.QUEUED, JobState.LEASED, JobState.RUNNING))
     next_url = None
     if len(jobs) == page_size and jobs:
-        query: dict[str, str | int] = {"before_id": jobs[-1].id}
-        if state is not None:
-            query["state"] = state.value
-        next_url = f"/jobs?{urlencode(query)}"
+        next_url = jobs_url(state=state, before_id=jobs[-1].id)
     return JobListView(
         rows=[
             JobRow(
@@ -127,9 +114,7 @@ def job_list(
         ],
         filters=filters,
         active_count=active,
-        poll_url=f"/jobs/table?{urlencode({'state': state.value})}"
-        if state is not None
-        else "/jobs/table",
+        poll_url=job_table_url(state),
         next_url=next_url,
     )
 
@@ -191,15 +176,6 @@ class JobPageView:
     live: LiveView
 
 
-def _size(byte_count: int) -> str:
-    size = float(byte_count)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:,.0f} {unit}" if unit == "bytes" else f"{size:,.1f} {unit}"
-        size /= 1024
-    return f"{byte_count} bytes"
-
-
 def _progress_bar(job: Job) -> tuple[int, int]:
     """(max, value) of the page's progress bar: over the whole run while training (epochs ×
     steps), over the current phase otherwise; (0, 0) when there is nothing to measure."""
@@ -251,9 +227,8 @@ def summary_facts(summary: dict[str, Any]) -> list[Fact]:
     return facts
 
 
-def live_view(detail: JobDetail, *, now: datetime) -> LiveView:
-    job = detail.job
-    active = not job.state.is_final
+def _live_facts(job: Job, *, now: datetime) -> list[Fact]:
+    """Attempts, worker and lease, then the timings that apply to the job's state."""
     facts = [
         Fact("Attempts", f"{job.attempts} of {job.max_attempts}"),
         Fact("Worker", job.worker or "–"),
@@ -284,6 +259,12 @@ def live_view(detail: JobDetail, *, now: datetime) -> LiveView:
         )
     if job.images_per_second and job.state is JobState.RUNNING:
         facts.append(Fact("Throughput", f"{job.images_per_second:,.0f} images/s"))
+    return facts
+
+
+def live_view(detail: JobDetail, *, now: datetime) -> LiveView:
+    job = detail.job
+    active = not job.state.is_final
     losses, accuracies = metric_names(detail.metrics)
     progress_max, progress_value = _progress_bar(job)
     return LiveView(
@@ -291,11 +272,11 @@ def live_view(detail: JobDetail, *, now: datetime) -> LiveView:
         state=_state_label(job),
         tone=STATE_TONES[job.state],
         active=active,
-        poll_url=live_url(job.id) if active else None,
+        poll_url=job_live_url(job.id) if active else None,
         progress=progress_text(job),
         progress_max=progress_max,
         progress_value=progress_value,
-        facts=facts,
+        facts=_live_facts(job, now=now),
         loss_chart=metric_chart("Loss", detail.metrics, losses),
         accuracy_chart=metric_chart("Accuracy", detail.metrics, accuracies, percent=True),
         log_lines=job.log_tail.splitlines(),
@@ -304,8 +285,8 @@ def live_view(detail: JobDetail, *, now: datetime) -> LiveView:
         artifacts=[
             ArtifactRow(
                 name=a.name,
-                url=f"/api/jobs/{job.id}/artifacts/{a.name}",
-                size=_size(a.byte_size),
+                url=artifact_url(job.id, a.name),
+                size=byte_size(a.byte_size),
                 sha256=a.sha256,
             )
             for a in detail.artifacts

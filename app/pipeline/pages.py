@@ -11,6 +11,7 @@ from app.datasets.deps import DatasetDep
 from app.db import SessionDep
 from app.pipeline import reports, service, views
 from app.web import render
+from app.web.urls import cleaning_url
 
 router = APIRouter(include_in_schema=False)
 
@@ -62,4 +63,4 @@ def restore_class(
     """The dashboard's Restore button (a form with the CSRF token): the class is kept again
     and its samples return to the training set; back to the dashboard."""
     service.restore_class(session, dataset=dataset, class_id=class_id, user=principal.user)
-    return RedirectResponse(f"/datasets/{dataset.id}/cleaning#cleaning-dropped", status_code=303)
+    return RedirectResponse(cleaning_url(dataset.id, section="cleaning-dropped"), status_code=303)

@@ -13,13 +13,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
-from app.charts import MetricChart, metric_chart, metric_names
 from app.datasets.schemas import ClassCount
-from app.datasets.views import ClassChart, class_chart, dataset_url, number, percent, plural
 from app.jobs.views import STATE_TONES as JOB_TONES
-from app.jobs.views import job_url
 from app.models import ClassState, RoundState, Stage
 from app.pipeline.schemas import (
     ClassSize,
@@ -30,6 +26,18 @@ from app.pipeline.schemas import (
     PipelineStatus,
     RoundSummary,
     TrainingRun,
+)
+from app.web.class_chart import ClassChart, class_chart
+from app.web.formatting import number, percent, plural, rate_text, words
+from app.web.metric_chart import MetricChart, metric_chart, metric_names
+from app.web.urls import (
+    cleaning_live_url,
+    dataset_samples_url,
+    dataset_url,
+    job_url,
+    pipeline_samples_url,
+    restore_class_url,
+    round_url,
 )
 
 #: How often the dashboard refreshes its live part while a round is open.
@@ -122,35 +130,7 @@ _FINAL_METRICS = (
 )
 
 
-# --- formatting and links -----------------------------------------------------------------------
-
-
-def live_url(dataset_id: int) -> str:
-    return f"/datasets/{dataset_id}/cleaning/live"
-
-
-def samples_url(dataset_id: int, query: Mapping[str, str] | None = None) -> str:
-    """The samples API's list under a filter (a funnel step's, a round's events…)."""
-    base = f"/api/pipelines/{dataset_id}/samples"
-    return f"{base}?{urlencode(sorted(query.items()))}" if query else base
-
-
-def round_url(dataset_id: int, round_id: int) -> str:
-    return f"/api/pipelines/{dataset_id}/rounds/{round_id}"
-
-
-def rate_text(value: float | None) -> str:
-    """A proportion as a percentage: two decimals under 10%, one above."""
-    if value is None or not math.isfinite(value):
-        return "–"
-    share = value * 100
-    if share == 0:
-        return "0%"
-    return f"{share:.2f}%" if share < 10 else f"{share:.1f}%"
-
-
-def _words(value: str) -> str:
-    return value.replace("_", " ")
+# --- values and links ---------------------------------------------------------------------------
 
 
 def _stat_value(value: object) -> str | None:
@@ -182,10 +162,10 @@ class Links:
     enabled: bool
 
     def samples(self, query: Mapping[str, str] | None) -> str | None:
-        return samples_url(self.dataset_id, query) if self.enabled else None
+        return pipeline_samples_url(self.dataset_id, query) if self.enabled else None
 
     def imported(self) -> str | None:
-        return f"/api/datasets/{self.dataset_id}/samples" if self.enabled else None
+        return dataset_samples_url(self.dataset_id) if self.enabled else None
 
     def round(self, round_id: int) -> str | None:
         return round_url(self.dataset_id, round_id) if self.enabled else None
@@ -359,7 +339,7 @@ def round_row(summary: RoundSummary, links: Links) -> RoundRow:
         stats=_key_stats(summary.stats),
         events=[
             Fact(
-                _words(kind),
+                words(kind),
                 number(count),
                 links.samples({"round_id": str(summary.id), "event": kind}),
             )
@@ -415,7 +395,7 @@ def estimate_row(record: EstimateRecord, links: Links) -> EstimateRow:
             else Fact("target", "not met yet", tone="warn")
         )
     return EstimateRow(
-        title=_ESTIMATE_TITLES.get(record.what, _words(record.what)),
+        title=_ESTIMATE_TITLES.get(record.what, words(record.what)),
         source=record.source,
         url=links.round(record.round_id),
         rate=rate_text(e.rate),
@@ -512,7 +492,7 @@ def dropped_rows(dataset_id: int, dropped: Sequence[DroppedClass]) -> list[Dropp
             name=item.name,
             samples=plural(item.samples, "image", "images"),
             dropped_by=", ".join(item.dropped_by) or "–",
-            restore_url=f"/datasets/{dataset_id}/cleaning/classes/{item.class_id}/restore",
+            restore_url=restore_class_url(dataset_id, item.class_id),
         )
         for item in dropped
     ]
@@ -535,7 +515,7 @@ class TrainingRow:
 def training_row(run: TrainingRun, links: Links) -> TrainingRow:
     losses, accuracies = metric_names(run.epochs)
     return TrainingRow(
-        title=f"{run.role} · job #{run.job_id} · {_words(run.kind.value)}",
+        title=f"{run.role} · job #{run.job_id} · {words(run.kind.value)}",
         source=run.source,
         state=run.state.value,
         tone=JOB_TONES[run.state],
@@ -654,7 +634,7 @@ def status_view(status: PipelineStatus, links: Links) -> StatusView:
     elif step.kind is None:
         next_step = f"move to the {step.stage.value} stage: {step.reason}"
     else:
-        next_step = f"start a {_words(step.kind.value)} round ({step.stage.value}): {step.reason}"
+        next_step = f"start a {words(step.kind.value)} round ({step.stage.value}): {step.reason}"
     if status.open_round is not None:
         next_step = f"after {status.open_round.source}: {next_step}"
     return StatusView(
@@ -667,7 +647,7 @@ def status_view(status: PipelineStatus, links: Links) -> StatusView:
         next_step=next_step,
         queues=[
             Fact(
-                _words(q.kind.value),
+                words(q.kind.value),
                 f"{number(q.pending)} waiting · {number(q.leased)} leased · {number(q.done)} done",
             )
             for q in status.queues
@@ -717,7 +697,7 @@ def live_view(status: PipelineStatus, training: list[TrainingRun]) -> LiveView:
     )
     return LiveView(
         dataset_id=status.dataset_id,
-        poll_url=live_url(status.dataset_id) if status.open_round is not None else None,
+        poll_url=cleaning_live_url(status.dataset_id) if status.open_round is not None else None,
         poll_seconds=POLL_SECONDS,
         status=status_view(status, Links(status.dataset_id, enabled=True)),
         sections=sections(data, links=True),

@@ -26,8 +26,8 @@ from app.models import (
     SampleStatus,
 )
 from app.pipeline.config import PipelineEnv
-from app.pipeline.views import rate_text
 from app.settings import Settings
+from app.web.formatting import rate_text
 from tests.app.pipeline.factories import JOB_CONFIG, FakeAnnotator, FakeWorker, Toy
 from tests.app.pipeline.loop import Loop
 from tests.conftest import MakeAccount, browser_login

@@ -1,4 +1,15 @@
-"""Rendering pages: the Jinja2 environment and the context every page gets."""
+"""Shared UI code: the Jinja2 environment and the context every page gets (here), and the pieces
+every area's ``views`` build their view models from.
+
+- :mod:`app.web.formatting`: numbers, shares, sizes, durations and moments as people read them;
+- :mod:`app.web.urls`: every page and API link the pages print;
+- :mod:`app.web.class_chart`: the class-size bar chart (log scale) of the dataset page and the
+  cleaning dashboard;
+- :mod:`app.web.metric_chart`: the per-epoch line charts of the job page and the dashboard.
+
+The templates (``templates/``) only place what these computed; ``static/`` holds the scripts and
+stylesheets.
+"""
 
 from __future__ import annotations
 
