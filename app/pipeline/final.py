@@ -37,6 +37,7 @@ from app.pipeline.rounds import (
     review_or_done,
     set_phase,
 )
+from app.review import repository as review_repository
 from app.review.schemas import TaskItem
 from ml.protocol import (
     ModelRef,
@@ -53,7 +54,7 @@ def start_class_review(ctx: Ctx) -> None:
     kept = repository.class_counts(session, ctx.dataset.id, statuses=TRAINABLE)
     present = repository.class_counts(session, ctx.dataset.id, by_given=True)
     classes = repository.pipeline_classes(session, ctx.dataset.id)
-    busy = repository.open_class_tasks(session, ctx.dataset.id)
+    busy = review_repository.open_class_tasks(session, ctx.dataset.id)
     small = sorted(
         cid
         for cid, row in classes.items()
@@ -87,7 +88,7 @@ def start_class_review(ctx: Ctx) -> None:
 def finish_class_review(ctx: Ctx) -> None:
     """The round's classes as their votes left them (a drop still short of people is
     ``awaiting_votes``: it stays under review, and a later vote still applies)."""
-    tasks = repository.tasks_of_source(ctx.session, ctx.dataset.id, ctx.round.source)
+    tasks = review_repository.tasks_of_source(ctx.session, ctx.dataset.id, ctx.round.source)
     class_ids = {t.class_id for t in tasks if t.class_id is not None}
     rows = repository.pipeline_classes(ctx.session, ctx.dataset.id)
     states = {cid: rows[cid].state for cid in class_ids if cid in rows}

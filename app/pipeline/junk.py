@@ -43,6 +43,7 @@ from app.pipeline.rounds import (
     set_phase,
     stats_int,
 )
+from app.review import repository as review_repository
 from app.review.schemas import TaskItem
 from ml.protocol import (
     TrainJunkSpec,
@@ -53,7 +54,7 @@ from ml.protocol import (
 
 def start_junk_seed(ctx: Ctx) -> None:
     session = ctx.session
-    busy = repository.open_task_samples(session, ctx.dataset.id, JUNK_KINDS)
+    busy = review_repository.open_task_samples(session, ctx.dataset.id, JUNK_KINDS)
     non_rgb = [
         s.sample_id
         for s in repository.states_where(
@@ -169,7 +170,7 @@ def junk_iteration_done(ctx: Ctx, done: list[Job]) -> None:
     repository.set_sample_scores(session, "junk_score", list(scores.items()))
     threshold = float(ctx.round.params.get("threshold", ctx.config.junk_threshold))
     states = repository.sample_states(session, scores)
-    busy = repository.open_task_samples(session, ctx.dataset.id, JUNK_KINDS)
+    busy = review_repository.open_task_samples(session, ctx.dataset.id, JUNK_KINDS)
     flagged = [sid for sid, p in scores.items() if p >= threshold]
     candidates = [
         sid
@@ -245,7 +246,7 @@ def start_flag_audit(ctx: Ctx) -> None:
     n = ctx.params.n if ctx.params.n is not None else ctx.config.flag_audit_size
     chosen = draw(sorted(flagged), n, ctx.seed)
     # Asked here at random, they need not wait in the iteration's (by-score) queue as well.
-    repository.cancel_pending_tasks(
+    review_repository.cancel_pending_tasks(
         ctx.session, ctx.dataset.id, kinds=[TaskKind.JUNK_CHECK], sample_ids=chosen
     )
     items = [
@@ -302,7 +303,7 @@ def start_bulk_accept(ctx: Ctx) -> None:
         for sid, p in flagged.items()
     }
     apply_model_changes(ctx, changes)
-    cancelled = repository.cancel_pending_tasks(
+    cancelled = review_repository.cancel_pending_tasks(
         ctx.session, ctx.dataset.id, kinds=[TaskKind.JUNK_CHECK], sample_ids=list(flagged)
     )
     ctx.round.params = {**ctx.round.params, "iteration": iteration.number, "threshold": threshold}
@@ -319,7 +320,7 @@ def start_bulk_accept(ctx: Ctx) -> None:
 
 def start_junk_audit(ctx: Ctx) -> None:
     session = ctx.session
-    busy = repository.open_task_samples(session, ctx.dataset.id, JUNK_KINDS)
+    busy = review_repository.open_task_samples(session, ctx.dataset.id, JUNK_KINDS)
     believed = repository.states_where(session, ctx.dataset.id, statuses=NOT_JUNK)
     pool = [s.sample_id for s in believed if s.decision_id is None and s.sample_id not in busy]
     verified = sum(1 for s in believed if s.decision_id is not None)

@@ -46,6 +46,7 @@ from app.pipeline.rules import (
     next_step,
     resolve_status,
 )
+from app.review import repository as review_repository
 from app.review import service as review
 
 log = get_logger(__name__)
@@ -142,7 +143,7 @@ def apply_sample_verdicts(
     repository.update_samples(session, updates)
     repository.insert_events(session, events)
     if decided:
-        repository.cancel_pending_tasks(
+        review_repository.cancel_pending_tasks(
             session, dataset_id, kinds=rounds.JUNK_KINDS, sample_ids=decided
         )
     return len(updates)
@@ -159,9 +160,9 @@ def apply_class_verdicts(
     voted on it). Votes made before a restore do not count."""
     if not class_ids:
         return 0
-    votes = repository.class_votes(session, dataset_id, class_ids)
+    votes = review_repository.class_votes(session, dataset_id, class_ids)
     rows = repository.pipeline_classes(session, dataset_id)
-    busy = repository.open_class_tasks(session, dataset_id)
+    busy = review_repository.open_class_tasks(session, dataset_id)
     changed: dict[int, ClassState] = {}
     events: list[dict[str, Any]] = []
     ask: dict[int, int] = {}
@@ -272,7 +273,7 @@ def sync_decisions(
     settled: int | None = None
     young: int | None = None
     while True:
-        rows = repository.decisions_after(session, dataset_id, after, limit=DECISION_BATCH)
+        rows = review_repository.decisions_after(session, dataset_id, after, limit=DECISION_BATCH)
         if not rows:
             break
         read += len(rows)

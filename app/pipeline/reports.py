@@ -60,6 +60,7 @@ from app.pipeline.schemas import (
     TrainingUse,
 )
 from app.pipeline.service import preview_next
+from app.review import repository as review_repository
 from app.review import service as review
 from ml.protocol import JobKind, ManifestRef
 
@@ -90,7 +91,7 @@ def _counts(session: Session, round_: PipelineRound) -> tuple[TaskCounts, dict[s
         return TaskCounts(**kept["tasks"]), dict(sorted(kept["events"].items()))
     tasks = {
         state.value: n
-        for state, n in repository.task_state_counts(
+        for state, n in review_repository.task_state_counts(
             session, round_.dataset_id, round_.source
         ).items()
     }
@@ -327,7 +328,7 @@ def dropped_classes(session: Session, dataset: Dataset) -> list[DroppedClass]:
         return []
     names = repository.class_names(session, dataset.id)
     out = repository.class_counts(session, dataset.id, statuses={SampleStatus.DROPPED})
-    votes = repository.class_votes(session, dataset.id, set(dropped))
+    votes = review_repository.class_votes(session, dataset.id, set(dropped))
     drops = {
         cid: [
             v
@@ -336,7 +337,7 @@ def dropped_classes(session: Session, dataset: Dataset) -> list[DroppedClass]:
         ]
         for cid, row in dropped.items()
     }
-    who = repository.decision_usernames(
+    who = review_repository.decision_usernames(
         session, {v.decision_id for found in drops.values() for v in found}
     )
     return sorted(
@@ -463,7 +464,7 @@ def waiting_for(
                 lines.append(
                     f"waiting for worker job {job.id} ({round_.source}, {role}): " + _job_now(job)
                 )
-        for hold in repository.open_task_holds(session, dataset.id, round_.source, now):
+        for hold in review_repository.open_task_holds(session, dataset.id, round_.source, now):
             tasks = plural_tasks(hold.tasks, hold.kind.value)
             if hold.username is None:
                 lines.append(f"waiting: {tasks} for an annotator ({round_.source})")

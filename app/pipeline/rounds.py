@@ -50,6 +50,7 @@ from app.pipeline.config import (
 )
 from app.pipeline.repository import SampleState
 from app.pipeline.rules import HumanVerdict, resolve_status
+from app.review import repository as review_repository
 from app.review import service as review
 from app.review.schemas import TaskItem
 from ml.protocol import (
@@ -373,7 +374,7 @@ def finish(ctx: Ctx, state: RoundState = RoundState.DONE) -> None:
     ctx.round.phase = ""
     if not state.is_open:
         ctx.round.finished_at = ctx.now
-        tasks = repository.task_state_counts(ctx.session, ctx.dataset.id, ctx.round.source)
+        tasks = review_repository.task_state_counts(ctx.session, ctx.dataset.id, ctx.round.source)
         ctx.round.params = {
             **ctx.round.params,
             "final_counts": {
@@ -403,7 +404,7 @@ def review_or_done(ctx: Ctx, queued: int) -> None:
 def round_verdicts(ctx: Ctx, kind: TaskKind) -> tuple[list[int], dict[int, HumanVerdict]]:
     """The samples this round queued and the standing verdict of each given on one of its tasks
     (a sample decided on another round's task since is left out)."""
-    tasks = repository.tasks_of_source(ctx.session, ctx.dataset.id, ctx.round.source)
+    tasks = review_repository.tasks_of_source(ctx.session, ctx.dataset.id, ctx.round.source)
     task_ids = {t.id for t in tasks}
     samples = [t.sample_id for t in tasks if t.sample_id is not None]
     current = review.current_verdicts(ctx.session, sample_ids=samples, kinds=[kind])

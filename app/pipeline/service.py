@@ -37,6 +37,7 @@ from app.pipeline.config import PipelineEnv, config_json, merged_config, parse_c
 from app.pipeline.reconcile import ReconcileResult
 from app.pipeline.rounds import StepParams
 from app.pipeline.rules import NextStep
+from app.review import repository as review_repository
 
 log = get_logger(__name__)
 
@@ -279,7 +280,7 @@ def cancel_round(
     for job, _ in repository.round_jobs(session, round_.id):
         if not job.state.is_final:
             jobs.cancel_job(session, job_id=job.id)
-    repository.cancel_pending_tasks(
+    review_repository.cancel_pending_tasks(
         session,
         dataset.id,
         kinds=list(TaskKind),
@@ -353,7 +354,7 @@ def restore_class(
         raise Conflict(f"class {name!r} is {row.state.value}, not dropped: nothing to restore")
     now = utcnow()
     row.state, row.decision_id = ClassState.KEPT, None
-    row.votes_after_id = repository.last_class_decision_id(session, dataset.id, class_id)
+    row.votes_after_id = review_repository.last_class_decision_id(session, dataset.id, class_id)
     row.restored_at, row.restored_by_id = now, user.id
     session.flush()
     repository.insert_events(

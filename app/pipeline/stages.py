@@ -71,6 +71,7 @@ from app.pipeline.rounds import (
     finish,
     round_source,
 )
+from app.review import repository as review_repository
 
 log = get_logger(__name__)
 
@@ -234,7 +235,7 @@ def _last_line(text: str | None) -> str:
 
 def review_open(ctx: Ctx) -> bool:
     """Whether the round still has tasks waiting or leased."""
-    counts = repository.task_state_counts(ctx.session, ctx.dataset.id, ctx.round.source)
+    counts = review_repository.task_state_counts(ctx.session, ctx.dataset.id, ctx.round.source)
     return any(counts.get(state, 0) for state in (TaskState.PENDING, TaskState.LEASED))
 
 

@@ -4,6 +4,9 @@ Leases and decisions are the hot path: a few set-based Core statements each, no 
 On PostgreSQL a lease takes rows with ``FOR UPDATE SKIP LOCKED`` and a decision locks its
 tasks with ``FOR UPDATE`` (in id order, so two batches never deadlock); on SQLite every
 transaction already holds the write lock (``BEGIN IMMEDIATE``), and ``FOR UPDATE`` is left out.
+
+The pipeline reads the review tables through the last section, which also withdraws the tasks
+a round queued and no longer needs (:func:`cancel_pending_tasks`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from app.models import (
     User,
     Verdict,
 )
+from app.pipeline.rules import ClassVote
 
 #: Ids per ``IN (...)`` list: well under SQLite's variable limit.
 CHUNK = 5_000
@@ -926,3 +930,227 @@ def decisions_by_kind(session: Session, *, user_id: int, since: datetime) -> dic
         .group_by(_D.kind)
     )
     return {kind: count for kind, count in rows}
+
+
+# --- what the pipeline reads and withdraws ------------------------------------------------------
+
+
+class DecisionStub(NamedTuple):
+    id: int
+    kind: TaskKind
+    sample_id: int | None
+    class_id: int | None
+    created_at: datetime
+
+
+def decisions_after(
+    session: Session, dataset_id: int, after_id: int, *, limit: int = 50_000
+) -> list[DecisionStub]:
+    """Decisions (undo rows included) on the dataset with an id above ``after_id``, by id."""
+    rows = session.execute(
+        select(
+            ReviewDecision.id,
+            ReviewDecision.kind,
+            ReviewDecision.sample_id,
+            ReviewDecision.class_id,
+            ReviewDecision.created_at,
+        )
+        .where(ReviewDecision.dataset_id == dataset_id, ReviewDecision.id > after_id)
+        .order_by(ReviewDecision.id)
+        .limit(limit)
+    )
+    return [DecisionStub._make(row) for row in rows]
+
+
+def decided_sample_ids(session: Session, dataset_id: int) -> set[int]:
+    query = select(func.distinct(ReviewDecision.sample_id)).where(
+        ReviewDecision.dataset_id == dataset_id, ReviewDecision.sample_id.is_not(None)
+    )
+    return {int(sid) for sid in session.scalars(query)}
+
+
+def class_votes(
+    session: Session, dataset_id: int, class_ids: Collection[int]
+) -> dict[int, list[ClassVote]]:
+    """The standing class_check decisions on these classes (neither an undo nor undone),
+    oldest first, by class."""
+    undo = aliased(ReviewDecision)
+    result: dict[int, list[ClassVote]] = {}
+    for part in chunks(sorted(class_ids)):
+        rows = session.execute(
+            select(
+                ReviewDecision.class_id,
+                ReviewDecision.id,
+                ReviewDecision.task_id,
+                ReviewDecision.user_id,
+                ReviewDecision.verdict,
+            )
+            .where(
+                ReviewDecision.dataset_id == dataset_id,
+                ReviewDecision.kind == TaskKind.CLASS_CHECK,
+                ReviewDecision.class_id.in_(part),
+                ReviewDecision.verdict != Verdict.UNDO,
+                ~exists().where(undo.supersedes_id == ReviewDecision.id),
+            )
+            .order_by(ReviewDecision.id)
+        )
+        for class_id, decision_id, task_id, user_id, verdict in rows:
+            result.setdefault(int(class_id or 0), []).append(
+                ClassVote(
+                    decision_id=int(decision_id),
+                    task_id=int(task_id),
+                    user_id=int(user_id),
+                    verdict=verdict,
+                )
+            )
+    return result
+
+
+def last_class_decision_id(session: Session, dataset_id: int, class_id: int) -> int:
+    """The id of the newest class_check decision on the class (undo rows too), 0 if none."""
+    newest = session.scalar(
+        select(func.max(ReviewDecision.id)).where(
+            ReviewDecision.dataset_id == dataset_id,
+            ReviewDecision.kind == TaskKind.CLASS_CHECK,
+            ReviewDecision.class_id == class_id,
+        )
+    )
+    return int(newest or 0)
+
+
+def decision_usernames(session: Session, decision_ids: Collection[int]) -> dict[int, str]:
+    result: dict[int, str] = {}
+    for part in chunks(sorted(decision_ids)):
+        rows = session.execute(
+            select(ReviewDecision.id, User.username)
+            .join(User, User.id == ReviewDecision.user_id)
+            .where(ReviewDecision.id.in_(part))
+        )
+        result.update({int(did): name for did, name in rows})
+    return result
+
+
+class TaskStub(NamedTuple):
+    id: int
+    sample_id: int | None
+    class_id: int | None
+    state: TaskState
+
+
+def tasks_of_source(session: Session, dataset_id: int, source: str) -> list[TaskStub]:
+    """The first-opinion tasks a round queued (its ``source``), by id."""
+    rows = session.execute(
+        select(ReviewTask.id, ReviewTask.sample_id, ReviewTask.class_id, ReviewTask.state)
+        .where(
+            ReviewTask.dataset_id == dataset_id,
+            ReviewTask.source == source,
+            ReviewTask.origin_task_id.is_(None),
+        )
+        .order_by(ReviewTask.id)
+    )
+    return [TaskStub._make(row) for row in rows]
+
+
+def task_state_counts(session: Session, dataset_id: int, source: str) -> dict[TaskState, int]:
+    rows = session.execute(
+        select(ReviewTask.state, func.count())
+        .where(ReviewTask.dataset_id == dataset_id, ReviewTask.source == source)
+        .group_by(ReviewTask.state)
+    )
+    return {state: int(n) for state, n in rows}
+
+
+def open_task_samples(session: Session, dataset_id: int, kinds: Collection[TaskKind]) -> set[int]:
+    """Samples with a task of one of ``kinds`` waiting or leased."""
+    query = select(func.distinct(ReviewTask.sample_id)).where(
+        ReviewTask.dataset_id == dataset_id,
+        ReviewTask.kind.in_(list(kinds)),
+        ReviewTask.state.in_([TaskState.PENDING, TaskState.LEASED]),
+        ReviewTask.sample_id.is_not(None),
+    )
+    return {int(sid) for sid in session.scalars(query)}
+
+
+class TaskHold(NamedTuple):
+    """Open tasks of a round of one kind: under a live lease of ``username`` until ``until``,
+    or (``username`` None) waiting for an annotator."""
+
+    kind: TaskKind
+    username: str | None
+    tasks: int
+    until: datetime | None
+
+
+def open_task_holds(
+    session: Session, dataset_id: int, source: str, now: datetime
+) -> list[TaskHold]:
+    """Who holds the round's open tasks (its ``source``, copies included): live leases by
+    holder, then the tasks nobody holds (pending, or leased once and lapsed)."""
+    of_round = and_(ReviewTask.dataset_id == dataset_id, ReviewTask.source == source)
+    live = and_(ReviewTask.state == TaskState.LEASED, ReviewTask.lease_expires_at >= now)
+    held = session.execute(
+        select(ReviewTask.kind, User.username, func.count(), func.max(ReviewTask.lease_expires_at))
+        .join(User, User.id == ReviewTask.lease_owner_id)
+        .where(of_round, live)
+        .group_by(ReviewTask.kind, User.username)
+        .order_by(func.count().desc(), User.username)
+    )
+    free = session.execute(
+        select(ReviewTask.kind, func.count())
+        .where(
+            of_round,
+            or_(
+                ReviewTask.state == TaskState.PENDING,
+                and_(ReviewTask.state == TaskState.LEASED, ReviewTask.lease_expires_at < now),
+            ),
+        )
+        .group_by(ReviewTask.kind)
+        .order_by(ReviewTask.kind)
+    )
+    return [TaskHold(kind, name, int(n), until) for kind, name, n, until in held] + [
+        TaskHold(kind, None, int(n), None) for kind, n in free
+    ]
+
+
+def open_class_tasks(session: Session, dataset_id: int) -> set[int]:
+    """Classes with a class_check task waiting or leased."""
+    query = select(func.distinct(ReviewTask.class_id)).where(
+        ReviewTask.dataset_id == dataset_id,
+        ReviewTask.kind == TaskKind.CLASS_CHECK,
+        ReviewTask.state.in_([TaskState.PENDING, TaskState.LEASED]),
+        ReviewTask.class_id.is_not(None),
+    )
+    return {int(cid) for cid in session.scalars(query)}
+
+
+def cancel_pending_tasks(
+    session: Session,
+    dataset_id: int,
+    *,
+    kinds: Collection[TaskKind],
+    sample_ids: Collection[int] | None = None,
+    source: str | None = None,
+) -> int:
+    """Withdraws first-opinion tasks nobody holds (pending ones) of ``kinds``: of these
+    samples, or queued by ``source``. Returns how many."""
+    conditions: list[ColumnElement[bool]] = [
+        ReviewTask.dataset_id == dataset_id,
+        ReviewTask.kind.in_(list(kinds)),
+        ReviewTask.state == TaskState.PENDING,
+        ReviewTask.origin_task_id.is_(None),  # second opinions are asked on purpose
+    ]
+    if source is not None:
+        conditions.append(ReviewTask.source == source)
+    total = 0
+    parts: list[Sequence[int] | None] = (
+        list(chunks(sorted(sample_ids))) if sample_ids is not None else [None]
+    )
+    for part in parts:
+        where = list(conditions)
+        if part is not None:
+            if not part:
+                continue
+            where.append(ReviewTask.sample_id.in_(part))
+        result = session.execute(update(ReviewTask).where(*where).values(state=TaskState.CANCELLED))
+        total += int(result.rowcount)  # type: ignore[attr-defined]
+    return total

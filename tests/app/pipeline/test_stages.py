@@ -29,11 +29,12 @@ from app.models import (
     Verdict,
     utcnow,
 )
-from app.pipeline import reconcile, repository, service, stages
+from app.pipeline import reconcile, service, stages
 from app.pipeline.config import PipelineEnv
 from app.pipeline.estimates import clopper_pearson
 from app.pipeline.rounds import Ctx, StepRefused
 from app.pipeline.service import RoundOpen
+from app.review import repository as review_repository
 from app.review import service as review
 from ml.protocol import TrainFinalSpec, parse_spec
 from tests.app.pipeline.factories import (
@@ -657,15 +658,15 @@ def test_a_review_round_ends_only_with_all_its_decisions_applied(
     loop.create(seed_random_samples=0)
     loop.start(RoundKind.JUNK_SEED)
     annotator.review_all()
-    original = repository.decisions_after
+    original = review_repository.decisions_after
     calls: list[int] = []
 
-    def late(*args: object, **kwargs: object) -> list[repository.DecisionStub]:
+    def late(*args: object, **kwargs: object) -> list[review_repository.DecisionStub]:
         # The first read misses the decisions, as if they committed just after it.
         calls.append(1)
         return [] if len(calls) == 1 else original(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(repository, "decisions_after", late)
+    monkeypatch.setattr(review_repository, "decisions_after", late)
     loop.reconcile()
     [seed] = loop.rounds()
     assert seed.state is RoundState.DONE
