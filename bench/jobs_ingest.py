@@ -53,13 +53,13 @@ from app.jobs import ingest, manifests  # noqa: E402
 from app.logging import configure_logging  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
 from app.models import Role, TokenScope  # noqa: E402
-from ml.protocol import (  # noqa: E402
-    FENCE_HEADER,
+from ml.core.protocol.bundles import (  # noqa: E402
     RESULT_CHUNK_ROWS,
     JobManifest,
     ResultChunk,
     encode_results,
 )
+from ml.core.protocol.messages import FENCE_HEADER  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "jobs.json"
 PG_DSN = os.environ.get("THRESHER_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -28,7 +28,7 @@ from app.jobs.config import job_settings
 from app.jobs.schemas import UploadedFile
 from app.models import Job, TokenScope
 from app.settings import Settings
-from ml.protocol import FENCE_HEADER, MAX_RESULT_CHUNK_BYTES
+from ml.core.protocol.messages import FENCE_HEADER, MAX_RESULT_CHUNK_BYTES
 
 
 class PayloadTooLarge(AppError):

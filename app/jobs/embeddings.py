@@ -1,6 +1,6 @@
 """Which embeddings a dataset has: the succeeded ``embed`` jobs of the dataset, their manifests
 (the images they embedded, by content hash) and their ``embeddings.thrb`` artifacts, per
-:class:`~ml.protocol.EmbeddingRequest` key."""
+:class:`~ml.core.protocol.jobs.EmbeddingRequest` key."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from app.jobs import manifests as job_manifests
 from app.jobs import repository
 from app.models import Job, JobState
-from ml.protocol import EMBEDDINGS_FILE, ArtifactRef, EmbeddingRequest, JobKind
+from ml.core.protocol.jobs import EMBEDDINGS_FILE, ArtifactRef, EmbeddingRequest, JobKind
 
 
 def _embed_jobs(session: Session, dataset_id: int, request: EmbeddingRequest) -> list[Job]:

@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ml.protocol import ResultChunk
+from ml.core.protocol.bundles import ResultChunk
 
 _COLUMNS = (
     "job_id",

@@ -1,7 +1,8 @@
 """Manifests: the sample lists jobs run on, stored as bundle files named by their SHA-256.
 
-A job spec names a manifest by hash (:class:`ml.protocol.ManifestRef`); workers download the file.
-Files are written once, atomically, and never change, so the hash is the whole identity.
+A job spec names a manifest by hash (:class:`ml.core.protocol.jobs.ManifestRef`); workers
+download the file. Files are written once, atomically, and never change, so the hash is the whole
+identity.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from sqlalchemy.orm import Session
 from app.errors import Invalid, NotFound
 from app.jobs import repository
 from app.models import Dataset
-from ml.protocol import BundleError, JobManifest, ManifestRef, decode_manifest, encode_manifest
+from ml.core.protocol.bundle_format import BundleError
+from ml.core.protocol.bundles import JobManifest, decode_manifest, encode_manifest
+from ml.core.protocol.jobs import ManifestRef
 
 MANIFEST_DIR = "jobs/manifests"
 JUNK_CLASSES = ("normal", "junk")

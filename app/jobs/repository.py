@@ -22,7 +22,7 @@ from app.models import (
     Sample,
     utcnow,
 )
-from ml.protocol import ArtifactRef, DeviceKind, JobKind
+from ml.core.protocol.jobs import ArtifactRef, DeviceKind, JobKind
 
 
 def get_job(session: Session, job_id: int, *, for_update: bool = False) -> Job | None:

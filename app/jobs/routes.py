@@ -23,7 +23,9 @@ from app.jobs.schemas import (
     MetricRead,
 )
 from app.models import JobState
-from ml.protocol import SHA256_HEADER, JobKind, encode_results
+from ml.core.protocol.bundles import encode_results
+from ml.core.protocol.jobs import JobKind
+from ml.core.protocol.messages import SHA256_HEADER
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
@@ -72,7 +74,8 @@ def list_jobs(
 
 @router.post("/manifests", status_code=status.HTTP_201_CREATED)
 def upload_manifest(_: EngineerDep, body: SmallBody, data_dir: DataDir) -> ManifestCreated:
-    """Stores a manifest bundle (see ``ml.protocol``) for jobs to name in a sample set."""
+    """Stores a manifest bundle (see :mod:`ml.core.protocol.bundles`) for jobs to name in a
+    sample set."""
     return ManifestCreated(manifest=service.store_manifest_upload(data_dir, body))
 
 

@@ -1,5 +1,5 @@
 """What the job services return, and the engineer API's bodies (the worker's are in
-:mod:`ml.protocol`)."""
+:mod:`ml.core.protocol`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.models import Job, JobArtifact, JobMetric, JobState
-from ml.protocol import DeviceKind, JobKind, ManifestRef, Recipe
+from ml.core.protocol.jobs import DeviceKind, JobKind, ManifestRef, Recipe
 
 # --- service results ----------------------------------------------------------------------------
 
@@ -58,7 +58,7 @@ class SampleSet(BaseModel):
 
 class JobCreate(BaseModel):
     """A job to run. Which of ``train``, ``predict``, ``eval``, ``fold``, ``model_job_id`` and
-    ``teacher_job_ids`` are needed depends on the kind (see :mod:`ml.protocol`'s specs)."""
+    ``teacher_job_ids`` are needed depends on the kind (see :mod:`ml.core.protocol.jobs`)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -43,35 +43,36 @@ from app.jobs.config import JobSettings
 from app.jobs.schemas import JobCreate, JobDetail, SampleSet, UploadedFile
 from app.logging import get_logger
 from app.models import Job, JobArtifact, JobMetric, JobResultChunk, JobState, User, utcnow
-from ml.protocol import (
+from ml.core.protocol.bundle_format import BundleError
+from ml.core.protocol.bundles import ResultChunk, decode_results
+from ml.core.protocol.jobs import (
     MODEL_FILES,
-    BundleError,
-    Complete,
     DeviceKind,
     EvaluateSpec,
-    Fail,
-    Heartbeat,
-    HeartbeatReply,
     JobKind,
     JobSpec,
-    LeaseGrant,
-    LeaseRequest,
     ManifestRef,
     ModelRef,
     PredictSpec,
-    Release,
-    ResultChunk,
-    ResultsStored,
     ScoreJunkSpec,
     TrainFinalSpec,
     TrainFoldSpec,
     TrainJunkSpec,
     TrainPredictSpec,
-    decode_results,
     device_kind,
     parse_spec,
     result_set,
     spec_json,
+)
+from ml.core.protocol.messages import (
+    Complete,
+    Fail,
+    Heartbeat,
+    HeartbeatReply,
+    LeaseGrant,
+    LeaseRequest,
+    Release,
+    ResultsStored,
 )
 
 log = get_logger(__name__)

@@ -1,4 +1,4 @@
-"""The worker protocol over HTTP (bodies and formats: :mod:`ml.protocol`).
+"""The worker protocol over HTTP (bodies and formats: :mod:`ml.core.protocol`).
 
 Every write names the job and carries the fence of the worker's lease (JSON ``fence`` field, or
 the ``X-Thresher-Fence`` header on binary uploads); a stale fence gets 409 and nothing is
@@ -28,7 +28,7 @@ from app.jobs.deps import (
 )
 from app.media import service as media_service
 from app.media.service import SampleFile
-from ml.protocol import (
+from ml.core.protocol.messages import (
     SHA256_HEADER,
     Complete,
     Fail,

@@ -1,6 +1,6 @@
 """Jobs for the workers: their state, lease, progress, metrics, artifacts and per-sample results.
 
-The job kinds and specs are defined by the wire protocol (:mod:`ml.protocol`); the legal state
+The job kinds and specs are defined by the wire protocol (:mod:`ml.core.protocol`); the legal state
 transitions live in :mod:`app.jobs.service`.
 """
 
@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, CreatedAt, str_enum, utcnow
-from ml.protocol import DeviceKind, JobKind
+from ml.core.protocol.jobs import DeviceKind, JobKind
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 

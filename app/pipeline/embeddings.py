@@ -8,10 +8,10 @@ leaves its rows in its worker's embedding cache and uploads them as an artifact;
 name those artifacts, so a worker on another machine fetches them instead of embedding again.
 
 What is embedded is known from the succeeded embed jobs of the dataset: the samples of their
-manifests, per :class:`~ml.protocol.EmbeddingRequest` key (backbone, weights, size, flip). The
-rows are keyed by the image's content hash, so a re-import, a later round or another pipeline
-over the same files reuses them, and only changed images are embedded again. A killed embed job
-is retried by the job queue; its worker resumes from the rows it had stored.
+manifests, per :class:`~ml.core.protocol.jobs.EmbeddingRequest` key (backbone, weights, size,
+flip). The rows are keyed by the image's content hash, so a re-import, a later round or another
+pipeline over the same files reuses them, and only changed images are embedded again. A killed
+embed job is retried by the job queue; its worker resumes from the rows it had stored.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from app.models import RoundKind
 from app.pipeline import repository
 from app.pipeline.config import Step, recipe_document
 from app.pipeline.rounds import Ctx, build_manifest, queue_job, recipe_for, set_phase
-from ml.protocol import EmbeddingRequest, EmbedSpec
+from ml.core.protocol.jobs import EmbeddingRequest, EmbedSpec
 
 #: The recipe step whose models a round kind trains (kinds not listed train nothing).
 STEP_OF_KIND: dict[RoundKind, Step] = {

@@ -46,7 +46,7 @@ from app.pipeline import reports, repository, views
 from app.pipeline.config import parse_config
 from app.settings import PROJECT_ROOT
 from app.web import create_templates
-from ml.protocol import JobKind, ManifestRef
+from ml.core.protocol.jobs import JobKind, ManifestRef
 
 MANIFEST_FIELDS = (
     "path",

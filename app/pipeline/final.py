@@ -39,11 +39,7 @@ from app.pipeline.rounds import (
 )
 from app.review import repository as review_repository
 from app.review.schemas import TaskItem
-from ml.protocol import (
-    ModelRef,
-    ProbsRef,
-    TrainFinalSpec,
-)
+from ml.core.protocol.jobs import ModelRef, ProbsRef, TrainFinalSpec
 
 # --- class stage --------------------------------------------------------------------------------
 

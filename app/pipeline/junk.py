@@ -45,9 +45,7 @@ from app.pipeline.rounds import (
 )
 from app.review import repository as review_repository
 from app.review.schemas import TaskItem
-from ml.protocol import (
-    TrainJunkSpec,
-)
+from ml.core.protocol.jobs import TrainJunkSpec
 
 # --- junk stage ---------------------------------------------------------------------------------
 

@@ -50,19 +50,18 @@ from app.pipeline.rounds import (
 from app.pipeline.rules import HumanVerdict, label_rank, stratified_folds
 from app.review.schemas import Suggestion, TaskItem
 from ml.cleaning import calibrated_pullback
-from ml.protocol import (
+from ml.core.protocol.bundles import LabelIssues, decode_label_issues
+from ml.core.protocol.jobs import (
     KNN_ISSUES_FILE,
     LABEL_ISSUES_FILE,
     ConfidentLearningSpec,
     EmbeddingRequest,
     JobKind,
     KnnSpec,
-    LabelIssues,
     ManifestRef,
     ProbsRef,
     TrainFoldSpec,
     TrainPredictSpec,
-    decode_label_issues,
 )
 
 # --- label stage --------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ from app.pipeline.schemas import (
 from app.pipeline.service import preview_next
 from app.review import repository as review_repository
 from app.review import service as review
-from ml.protocol import JobKind, ManifestRef
+from ml.core.protocol.jobs import JobKind, ManifestRef
 
 MAX_PAGE = 1_000
 

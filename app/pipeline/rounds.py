@@ -53,13 +53,8 @@ from app.pipeline.rules import HumanVerdict, resolve_status
 from app.review import repository as review_repository
 from app.review import service as review
 from app.review.schemas import TaskItem
-from ml.protocol import (
-    EmbeddingRequest,
-    JobManifest,
-    JobSpec,
-    KnnSpec,
-    ManifestRef,
-)
+from ml.core.protocol.bundles import JobManifest
+from ml.core.protocol.jobs import EmbeddingRequest, JobSpec, KnnSpec, ManifestRef
 
 log = get_logger(__name__)
 

@@ -20,7 +20,7 @@ from app.models import (
     Verdict,
 )
 from app.pipeline.config import RecipeChoice
-from ml.protocol import JobKind
+from ml.core.protocol.jobs import JobKind
 
 
 class _Read(BaseModel):

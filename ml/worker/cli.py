@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from ml.protocol import JobKind, Progress
+    from ml.core.protocol.jobs import JobKind
+    from ml.core.protocol.messages import Progress
 
 DEFAULT_CACHE_SUBDIR = "worker"
 
@@ -40,7 +41,7 @@ def _parse_gpus(value: str | None) -> list[int]:
 
 
 def _parse_kinds(values: list[str] | None) -> list[JobKind]:
-    from ml.protocol import JobKind
+    from ml.core.protocol.jobs import JobKind
     from ml.worker.handlers import HANDLERS
 
     if not values:
@@ -69,7 +70,7 @@ def _resolve_device(device: str, gpus: list[int]) -> str:
         import torch
 
         return "cuda:0" if torch.cuda.is_available() else "cpu"
-    from ml.protocol import device_kind
+    from ml.core.protocol.jobs import device_kind
 
     try:
         device_kind(device)

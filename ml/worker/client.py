@@ -22,11 +22,11 @@ from typing import Any
 
 import httpx
 
-from ml.protocol import (
+from ml.core.protocol.jobs import ArtifactRef
+from ml.core.protocol.messages import (
     FENCE_HEADER,
     PROTOCOL_VERSION,
     SHA256_HEADER,
-    ArtifactRef,
     Complete,
     Fail,
     Heartbeat,

@@ -30,22 +30,21 @@ from numpy.typing import NDArray
 
 from ml.checkpoint import TrainedModel
 from ml.cleaning import final_training_targets
-from ml.heads import HeadTargets, TrainedHead, load_model
-from ml.junk import JUNK_CLASSES
-from ml.metrics import evaluate
-from ml.predict import Predictions, predict
-from ml.protocol import (
+from ml.core.protocol.bundles import JobManifest, ResultChunk
+from ml.core.protocol.jobs import (
     EvaluateSpec,
-    JobManifest,
     JobSpec,
     PredictSpec,
-    ResultChunk,
     ScoreJunkSpec,
     TrainFinalSpec,
     TrainFoldSpec,
     TrainJunkSpec,
     TrainPredictSpec,
 )
+from ml.heads import HeadTargets, TrainedHead, load_model
+from ml.junk import JUNK_CLASSES
+from ml.metrics import evaluate
+from ml.predict import Predictions, predict
 from ml.recipes import DistillationConfig, Recipe, load_recipe, recipe_from_dict
 from ml.train import Control, EvalSet, TrainResult, train_model
 from ml.train import Progress as TrainProgress

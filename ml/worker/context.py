@@ -17,15 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ml.protocol import (
+from ml.core.protocol.jobs import JobKind, JobSpec
+from ml.core.protocol.messages import (
     MAX_HEARTBEAT_EPOCHS,
     MAX_HEARTBEAT_LOG_LINES,
     MAX_LOG_LINE_CHARS,
     MAX_METRIC_NAMES,
     EpochMetrics,
     Heartbeat,
-    JobKind,
-    JobSpec,
     Progress,
 )
 from ml.worker.client import LeaseLost, ServerClient, ServerError

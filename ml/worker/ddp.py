@@ -32,15 +32,9 @@ from typing import Any, TextIO
 import numpy as np
 from numpy.typing import NDArray
 
-from ml.protocol import (
-    Progress,
-    ResultChunk,
-    decode_manifest,
-    decode_results,
-    encode_results,
-    parse_spec,
-    spec_json,
-)
+from ml.core.protocol.bundles import ResultChunk, decode_manifest, decode_results, encode_results
+from ml.core.protocol.jobs import parse_spec, spec_json
+from ml.core.protocol.messages import Progress
 from ml.recipes import recipe_from_dict
 from ml.train import Progress as TrainProgress
 from ml.worker.compute import Outcome, SampleSet, Task, run_task

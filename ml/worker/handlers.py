@@ -19,32 +19,34 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ml.cleaning import FilterBy, confident_learning, knn_votes, label_quality, topk_keep
-from ml.protocol import (
+from ml.core.protocol.bundles import (
+    EmbeddingRows,
+    JobManifest,
+    LabelIssues,
+    encode_embeddings,
+    encode_label_issues,
+)
+from ml.core.protocol.jobs import (
     EMBEDDINGS_FILE,
     KNN_ISSUES_FILE,
     LABEL_ISSUES_FILE,
     ArtifactRef,
     ConfidentLearningSpec,
     EmbeddingRequest,
-    EmbeddingRows,
     EmbedSpec,
     EvaluateSpec,
     JobKind,
-    JobManifest,
     KnnSpec,
-    LabelIssues,
     ManifestRef,
     PredictSpec,
     ProbsRef,
-    Progress,
     ScoreJunkSpec,
     TrainFinalSpec,
     TrainFoldSpec,
     TrainJunkSpec,
     TrainPredictSpec,
-    encode_embeddings,
-    encode_label_issues,
 )
+from ml.core.protocol.messages import Progress
 from ml.recipes import Recipe
 from ml.train import Progress as TrainProgress
 from ml.worker.compute import Outcome, SampleSet, Task, resolve_recipe, run_task

@@ -20,21 +20,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ml.cache import DecodedCache, decoded_cache
+from ml.core.protocol.bundles import JobManifest, decode_embeddings, decode_manifest
+from ml.core.protocol.jobs import ArtifactRef, EmbeddingRequest, ManifestRef, ModelRef
 from ml.embed import Embedder, EmbedProgress, EmbedStats, embed_missing
 from ml.embeddings import (
     EmbeddingArray,
     EmbeddingSpace,
     EmbeddingStore,
     default_embeddings_dir,
-)
-from ml.protocol import (
-    ArtifactRef,
-    EmbeddingRequest,
-    JobManifest,
-    ManifestRef,
-    ModelRef,
-    decode_embeddings,
-    decode_manifest,
 )
 from ml.recipes import ModelConfig
 from ml.worker.client import ServerClient

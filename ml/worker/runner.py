@@ -28,18 +28,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ml.protocol import (
-    MODEL_FILES,
-    Complete,
-    Fail,
-    JobKind,
-    LeaseGrant,
-    LeaseRequest,
-    Progress,
-    Release,
-    encode_results,
-    parse_spec,
-)
+from ml.core.protocol.bundles import encode_results
+from ml.core.protocol.jobs import MODEL_FILES, JobKind, parse_spec
+from ml.core.protocol.messages import Complete, Fail, LeaseGrant, LeaseRequest, Progress, Release
 from ml.worker.client import LeaseLost, Rejected, ServerClient, ServerError
 from ml.worker.context import Heartbeater, JobContext, JobLogHandler, JobStopped, StopReason
 from ml.worker.handlers import UnknownKind, handler_for

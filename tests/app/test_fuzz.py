@@ -44,7 +44,8 @@ from app.auth import service as auth_service
 from app.db import transaction
 from app.models import Role, TokenScope
 from app.security_headers import SECURITY_HEADERS
-from ml.protocol import FENCE_HEADER, SHA256_HEADER, encode_manifest
+from ml.core.protocol.bundles import encode_manifest
+from ml.core.protocol.messages import FENCE_HEADER, SHA256_HEADER
 from tests.app.datasets.files import image_bytes, write
 from tests.app.jobs.factories import synthetic_manifest
 from tests.conftest import MakeAccount

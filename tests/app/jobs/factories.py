@@ -12,16 +12,9 @@ from sqlalchemy.orm import Session
 from app.jobs import manifests, service
 from app.jobs.config import JobSettings
 from app.models import Job
-from ml.protocol import (
-    JobKind,
-    JobManifest,
-    LeaseGrant,
-    LeaseRequest,
-    ManifestRef,
-    ResultChunk,
-    TrainPredictSpec,
-    encode_results,
-)
+from ml.core.protocol.bundles import JobManifest, ResultChunk, encode_results
+from ml.core.protocol.jobs import JobKind, ManifestRef, TrainPredictSpec
+from ml.core.protocol.messages import LeaseGrant, LeaseRequest
 
 CONFIG = JobSettings(
     lease_seconds=30,

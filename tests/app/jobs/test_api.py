@@ -14,17 +14,14 @@ from app.auth import service as auth_service
 from app.db import transaction
 from app.jobs.config import JobSettings
 from app.models import Dataset, ImportFormat, LabelClass, Role, Sample, TokenScope
-from ml.protocol import (
+from ml.core.protocol.bundles import JobManifest, decode_manifest, decode_results, encode_manifest
+from ml.core.protocol.messages import (
     FENCE_HEADER,
     MAX_HEARTBEAT_EPOCHS,
     MAX_HEARTBEAT_LOG_LINES,
     MAX_LOG_LINE_CHARS,
     MAX_SUMMARY_BYTES,
     SHA256_HEADER,
-    JobManifest,
-    decode_manifest,
-    decode_results,
-    encode_manifest,
 )
 from tests.app.jobs.factories import chunk_bytes, synthetic_manifest
 from tests.conftest import MakeAccount

@@ -17,7 +17,8 @@ from app.auth import service as auth_service
 from app.db import create_db_engine, create_session_factory, transaction
 from app.jobs.config import JobSettings
 from app.models import Role, TokenScope, User
-from ml.protocol import FENCE_HEADER, SHA256_HEADER, encode_manifest
+from ml.core.protocol.bundles import encode_manifest
+from ml.core.protocol.messages import FENCE_HEADER, SHA256_HEADER
 from tests.app.jobs.factories import chunk_bytes, synthetic_manifest
 from tests.app.jobs.processes import Server, make_tokens
 from tests.app.jobs.test_api import create_predict_job, lease, put_results

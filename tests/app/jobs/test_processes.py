@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.jobs.local_workers import active_local_tokens, start_local_workers
 from app.settings import Settings
-from ml.protocol import FENCE_HEADER
+from ml.core.protocol.messages import FENCE_HEADER
 from tests.app.jobs.factories import chunk_bytes
 from tests.app.jobs.processes import (
     ROOT,

@@ -14,21 +14,9 @@ from app.db import transaction
 from app.jobs import service
 from app.jobs.service import IllegalTransition, LeaseLost, MalformedUpload, ResultsIncomplete
 from app.models import Job, JobState, utcnow
-from ml.protocol import (
-    ArtifactRef,
-    Complete,
-    DeviceKind,
-    EpochMetrics,
-    Fail,
-    Heartbeat,
-    JobKind,
-    ModelRef,
-    Progress,
-    Release,
-    ResultChunk,
-    ScoreJunkSpec,
-    encode_results,
-)
+from ml.core.protocol.bundles import ResultChunk, encode_results
+from ml.core.protocol.jobs import ArtifactRef, DeviceKind, JobKind, ModelRef, ScoreJunkSpec
+from ml.core.protocol.messages import Complete, EpochMetrics, Fail, Heartbeat, Progress, Release
 from tests.app.jobs.factories import CONFIG, chunk_bytes, lease, new_job, store_manifest
 
 MODEL = ModelRef(

@@ -7,7 +7,7 @@ from datetime import timedelta
 from app.jobs import views
 from app.jobs.schemas import JobDetail
 from app.models import Job, JobState, utcnow
-from ml.protocol import DeviceKind, JobKind
+from ml.core.protocol.jobs import DeviceKind, JobKind
 
 
 def job(**fields: object) -> Job:

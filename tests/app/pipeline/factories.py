@@ -36,28 +36,29 @@ from app.models import (
 from app.pipeline.config import PipelineEnv
 from app.review import service as review
 from app.review.schemas import DecisionInput
-from ml.protocol import (
+from ml.core.protocol.bundles import (
+    EmbeddingRows,
+    JobManifest,
+    LabelIssues,
+    ResultChunk,
+    encode_embeddings,
+    encode_label_issues,
+    encode_results,
+)
+from ml.core.protocol.jobs import (
     EMBEDDINGS_FILE,
     KNN_ISSUES_FILE,
     LABEL_ISSUES_FILE,
-    Complete,
     ConfidentLearningSpec,
-    EmbeddingRows,
     EmbedSpec,
-    JobManifest,
     KnnSpec,
-    LabelIssues,
-    LeaseRequest,
-    ResultChunk,
     TrainFinalSpec,
     TrainFoldSpec,
     TrainJunkSpec,
     TrainPredictSpec,
-    encode_embeddings,
-    encode_label_issues,
-    encode_results,
     parse_spec,
 )
+from ml.core.protocol.messages import Complete, LeaseRequest
 
 JOB_CONFIG = JobSettings(lease_seconds=600, retry_backoff_seconds=0, max_attempts=2)
 #: Recipes that train the whole network, so a step queues its jobs at once: the stage tests are
@@ -268,7 +269,7 @@ class FakeWorker:
         spec = parse_spec(grant.spec)
         with transaction(self.factory) as session:
             if spec.kind.value in self.fail_kinds:
-                from ml.protocol import Fail
+                from ml.core.protocol.messages import Fail
 
                 jobs.fail_job(
                     session,

@@ -6,16 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ml.protocol import (
-    BundleError,
-    ConfidentLearningSpec,
+from ml.core.protocol.bundle_format import BundleError
+from ml.core.protocol.bundles import (
     JobManifest,
     LabelIssues,
     decode_label_issues,
     encode_label_issues,
-    parse_spec,
-    result_set,
 )
+from ml.core.protocol.jobs import ConfidentLearningSpec, parse_spec, result_set
 from ml.worker.handlers import HANDLERS, label_issues
 
 

@@ -13,7 +13,7 @@ from app.jobs import manifests
 from app.models import Job, JobState, RoundKind, RoundState, Sample, SampleStatus, Stage, User
 from app.pipeline import service
 from app.pipeline.config import PipelineEnv
-from ml.protocol import (
+from ml.core.protocol.jobs import (
     EmbedSpec,
     JobKind,
     KnnSpec,

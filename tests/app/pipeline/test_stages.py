@@ -36,7 +36,7 @@ from app.pipeline.rounds import Ctx, StepRefused
 from app.pipeline.service import RoundOpen
 from app.review import repository as review_repository
 from app.review import service as review
-from ml.protocol import TrainFinalSpec, parse_spec
+from ml.core.protocol.jobs import TrainFinalSpec, parse_spec
 from tests.app.pipeline.factories import (
     FakeAnnotator,
     FakeWorker,

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ml.protocol import Complete, LeaseRequest
+from ml.core.protocol.messages import Complete, LeaseRequest
 from ml.worker.client import LeaseLost, Rejected, ServerClient, Unavailable
 
 Handler = Callable[[httpx.Request], httpx.Response]

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from ml.protocol import (
+from ml.core.protocol.bundles import JobManifest
+from ml.core.protocol.jobs import (
     ArtifactRef,
     EvaluateSpec,
     JobKind,
-    JobManifest,
     ManifestRef,
     ModelRef,
     ScoreJunkSpec,

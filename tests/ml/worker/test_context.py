@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ml.protocol import JobKind, ManifestRef, Progress, TrainFoldSpec
+from ml.core.protocol.jobs import JobKind, ManifestRef, TrainFoldSpec
+from ml.core.protocol.messages import Progress
 from ml.worker.client import ServerClient
 from ml.worker.context import Heartbeater, JobContext, JobStopped, StopReason
 
@@ -104,7 +105,7 @@ def test_steps_mark_the_first_and_last_compute_step(tmp_path: Path) -> None:
 
 
 def test_a_backlog_goes_out_in_bounded_heartbeats_and_nan_is_left_out(tmp_path: Path) -> None:
-    from ml.protocol import MAX_HEARTBEAT_EPOCHS, MAX_HEARTBEAT_LOG_LINES
+    from ml.core.protocol.messages import MAX_HEARTBEAT_EPOCHS, MAX_HEARTBEAT_LOG_LINES
 
     sent: list[dict[str, object]] = []
     job = context(tmp_path, [ok() for _ in range(20)], sent)
