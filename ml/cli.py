@@ -227,7 +227,7 @@ def cache_command(
 ) -> None:
     """Decode the manifest's images once into the memory-mapped cache (later steps reuse it)."""
     from ml.cache import CacheBuildError, decoded_cache
-    from ml.steps import default_cache_dir
+    from ml.steps.files import default_cache_dir
 
     samples = _manifest(manifest, root, label_column)
     try:
@@ -313,7 +313,8 @@ def crossval_command(
 
     Writes OUT/oof.npz, OUT/decisions.csv, OUT/summary.json and the fold models.
     """
-    from ml.steps import StepError, run_crossval
+    from ml.steps.cleaning import run_crossval
+    from ml.steps.files import StepError
 
     if rule not in ("topk", "cleanlab", "knn"):
         raise typer.BadParameter("use topk, cleanlab or knn", param_hint="--rule")
@@ -380,7 +381,7 @@ def pullback_command(
     Each round trains on the kept samples and moves back the rejected ones whose label is now in
     their top-k; the rounds stop when one pulls back nothing. Writes OUT/decisions.csv.
     """
-    from ml.steps import run_pullback
+    from ml.steps.cleaning import run_pullback
 
     samples = _manifest(manifest, root, label_column)
     default = ["pretrained-cpu-pullback-a", "pretrained-cpu-pullback-b"]
@@ -442,7 +443,8 @@ def train_command(
 ) -> None:
     """Train a classifier with a recipe (final training: on the kept samples of DECISIONS, and
     the rejected ones as --rejects says)."""
-    from ml.steps import StepError, run_train
+    from ml.steps.files import StepError
+    from ml.steps.training import run_train
 
     if rejects not in ("drop", "soft", "relabel"):
         raise typer.BadParameter("use drop, soft or relabel", param_hint="--rejects")
@@ -483,7 +485,7 @@ def predict_command(
     device: DeviceOpt = None,
 ) -> None:
     """Predict every sample: top-k classes and probabilities, and the given label's probability."""
-    from ml.steps import run_predict
+    from ml.steps.training import run_predict
 
     samples = _manifest(manifest, root, label_column)
     count = run_predict(
@@ -504,7 +506,8 @@ def junk_train_command(
     set_: SetOpt = None,
 ) -> None:
     """Train the binary junk classifier on samples labelled 'junk' or 'normal'."""
-    from ml.steps import StepError, run_junk_train
+    from ml.steps.files import StepError
+    from ml.steps.training import run_junk_train
 
     samples = _manifest(manifest, root, label_column)
     try:
@@ -530,7 +533,7 @@ def junk_score_command(
     device: DeviceOpt = None,
 ) -> None:
     """Score every sample with p(junk) and mark the review queue (p(junk) >= threshold)."""
-    from ml.steps import run_junk_score
+    from ml.steps.training import run_junk_score
 
     samples = _manifest(manifest, root, label_column)
     queued = run_junk_score(

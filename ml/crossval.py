@@ -13,14 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
-from ml.predict import Predictions, predict, predictions_from_probs
+from ml.parallel import predict_rows, train
+from ml.predict import Predictions, predictions_from_probs
 from ml.recipes import Recipe
-from ml.train import EpochMetrics, ProgressCallback, TrainResult, train_model
+from ml.runtime import LocalRuntime, Runtime
+from ml.train import EpochMetrics, ProgressCallback
 
 __all__ = ["FoldResult", "OutOfFold", "merge_folds", "out_of_fold_predictions", "train_fold"]
 
@@ -32,16 +34,25 @@ class FoldResult:
     Attributes:
         fold: the held-out fold.
         heldout: ``[M]`` int64 row indices of the held-out samples (ascending).
-        probs: ``[M, C]`` float32 predicted probabilities for them.
+        predictions: their top-k classes and the given label's probability, and (when kept)
+            every class's probability ``[M, C]`` float32.
         history: the fold model's epoch metrics.
         checkpoint: the fold model's checkpoint, when one was saved (e.g. a distillation teacher).
     """
 
     fold: int
     heldout: NDArray[np.int64]
-    probs: NDArray[np.float32]
+    predictions: Predictions
     history: list[EpochMetrics]
     checkpoint: Path | None
+
+    @property
+    def probs(self) -> NDArray[np.float32]:
+        """``[M, C]`` float32 predicted probabilities of the held-out samples."""
+        probs = self.predictions.probs
+        if probs is None:
+            raise ValueError(f"fold {self.fold} was predicted without its probabilities")
+        return probs
 
 
 @dataclass(frozen=True)
@@ -73,57 +84,71 @@ def _check_folds(folds: NDArray[np.integer] | Sequence[int], n: int) -> NDArray[
 
 def train_fold(
     recipe: Recipe,
-    images: NDArray[np.uint8],
+    images: NDArray[Any],
     labels: NDArray[np.integer] | Sequence[int],
     folds: NDArray[np.integer] | Sequence[int],
     fold: int,
     *,
     num_classes: int,
     class_names: Sequence[str] | None = None,
-    device: str | torch.device | None = None,
+    top_k: int = 1,
+    keep_probs: bool = True,
+    runtime: Runtime | None = None,
     checkpoint_dir: str | Path | None = None,
-    callback: ProgressCallback | None = None,
-) -> FoldResult:
+) -> FoldResult | None:
     """Train on every fold but ``fold`` and predict ``fold``.
 
     Args:
         recipe: the training recipe; its seed is offset by ``fold``.
-        images: uint8 ``[N, H, W, 3]``.
-        labels: ``[N]`` given class ids.
+        images: uint8 ``[N, H, W, 3]`` (or the rows' embeddings for a recipe with a head).
+        labels: ``[N]`` given class ids; -1: no label (never trained on).
         folds: ``[N]`` fold of every sample (:func:`ml.data.stratified_folds`).
         fold: the held-out fold.
+        top_k: classes recorded per held-out sample.
+        keep_probs: keep the held-out probabilities ``[M, C]`` (float32), as
+            :func:`merge_folds` needs.
+        runtime: where it runs (default: this process, CUDA when there is one).
         checkpoint_dir: saves (and resumes) the fold model there.
+
+    Returns:
+        The fold's held-out predictions; None on the ranks but 0 of a multi-process run.
+
+    Raises:
+        JobStopped: the runtime said to stop.
     """
+    runtime = runtime or LocalRuntime()
     label_array = np.asarray(labels, dtype=np.int64)
     fold_array = _check_folds(folds, label_array.shape[0])
     heldout = np.flatnonzero(fold_array == fold).astype(np.int64)
-    train_rows = np.flatnonzero(fold_array != fold).astype(np.int64)
+    train_rows = np.flatnonzero((fold_array != fold) & (label_array >= 0)).astype(np.int64)
     if heldout.size == 0:
         raise ValueError(f"fold {fold} is empty")
     fold_recipe = recipe.model_copy(update={"seed": recipe.seed + fold})
-    result: TrainResult = train_model(
+    result = train(
         fold_recipe,
         images,
+        train_rows,
         label_array,
         num_classes=num_classes,
-        indices=train_rows,
         class_names=class_names,
-        device=device,
+        runtime=runtime,
         checkpoint_dir=checkpoint_dir,
-        callback=callback,
     )
-    predicted = predict(
+    predicted = predict_rows(
         result.trained,
         images,
-        indices=heldout,
-        top_k=1,
-        return_probs=True,
+        heldout,
+        label_array[heldout],
+        top_k=top_k,
+        keep_probs=keep_probs,
         batch_size=recipe.eval_batch_size,
-        device=device,
+        runtime=runtime,
+        probs_dtype=np.float32,
         channels_last=recipe.channels_last,
     )
-    assert predicted.probs is not None
-    return FoldResult(fold, heldout, predicted.probs, result.history, result.checkpoint)
+    if predicted is None:
+        return None
+    return FoldResult(fold, heldout, predicted, result.history, result.checkpoint)
 
 
 def merge_folds(
@@ -164,18 +189,19 @@ def merge_folds(
 
 def out_of_fold_predictions(
     recipe: Recipe,
-    images: NDArray[np.uint8],
+    images: NDArray[Any],
     labels: NDArray[np.integer] | Sequence[int],
     folds: NDArray[np.integer] | Sequence[int],
     *,
     num_classes: int,
     top_k: int = 5,
     class_names: Sequence[str] | None = None,
-    device: str | torch.device | None = None,
+    device: str | None = None,
     checkpoint_root: str | Path | None = None,
     callback: Callable[[int], ProgressCallback | None] | None = None,
 ) -> OutOfFold:
-    """Run :func:`train_fold` for every fold, one after the other, then :func:`merge_folds`.
+    """Run :func:`train_fold` for every fold in this process, one after the other, then
+    :func:`merge_folds`.
 
     Args:
         checkpoint_root: fold ``f``'s model is saved under ``checkpoint_root/fold-<f>``.
@@ -184,20 +210,20 @@ def out_of_fold_predictions(
     fold_array = _check_folds(folds, len(labels))
     results = []
     for fold in sorted(int(f) for f in np.unique(fold_array)):
-        results.append(
-            train_fold(
-                recipe,
-                images,
-                labels,
-                fold_array,
-                fold,
-                num_classes=num_classes,
-                class_names=class_names,
-                device=device,
-                checkpoint_dir=None
-                if checkpoint_root is None
-                else Path(checkpoint_root) / f"fold-{fold}",
-                callback=callback(fold) if callback is not None else None,
-            )
+        runtime = LocalRuntime(device, callback(fold) if callback is not None else None)
+        result = train_fold(
+            recipe,
+            images,
+            labels,
+            fold_array,
+            fold,
+            num_classes=num_classes,
+            class_names=class_names,
+            runtime=runtime,
+            checkpoint_dir=None
+            if checkpoint_root is None
+            else Path(checkpoint_root) / f"fold-{fold}",
         )
+        assert result is not None
+        results.append(result)
     return merge_folds(results, labels, fold_array, top_k=top_k)

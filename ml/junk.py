@@ -10,19 +10,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from ml.checkpoint import TrainedModel
 from ml.heads import TrainedHead
-from ml.predict import predict
+from ml.parallel import predict_rows, train
 from ml.recipes import Recipe
-from ml.train import EvalSet, ProgressCallback, TrainResult, train_model
+from ml.runtime import LocalRuntime, Runtime
+from ml.train import EvalSet, TrainResult
 
 __all__ = [
     "JUNK_CLASSES",
+    "junk_labels",
     "junk_rate_upper_bound",
     "junk_review_queue",
     "score_junk",
@@ -45,24 +47,48 @@ def _binary(
     return array.astype(np.int64)
 
 
+def junk_labels(
+    class_names: Sequence[str], labels: NDArray[np.integer] | Sequence[int]
+) -> NDArray[np.int64]:
+    """``labels`` ``[N]`` (indices into ``class_names``; -1: unlabelled) as the junk model's
+    classes (:data:`JUNK_CLASSES`; -1 stays -1).
+
+    Raises:
+        ValueError: a class is neither ``junk`` nor ``normal``.
+    """
+    position = {name: i for i, name in enumerate(JUNK_CLASSES)}
+    unknown = sorted(set(class_names) - set(position))
+    if unknown:
+        raise ValueError(
+            f"junk labels must be {JUNK_CLASSES[1]!r} or {JUNK_CLASSES[0]!r}, found {unknown}"
+        )
+    mapping = np.asarray([position[name] for name in class_names] + [-1], dtype=np.int64)
+    given = np.asarray(labels, dtype=np.int64)
+    result: NDArray[np.int64] = mapping[np.where(given >= 0, given, mapping.shape[0] - 1)]
+    return result
+
+
 def train_junk_classifier(
     recipe: Recipe,
-    images: NDArray[np.uint8],
+    images: NDArray[Any],
     is_junk: NDArray[np.integer] | NDArray[np.bool_] | Sequence[int] | Sequence[bool],
     *,
     indices: NDArray[np.integer] | Sequence[int] | None = None,
     val: EvalSet | None = None,
-    device: str | torch.device | None = None,
+    runtime: Runtime | None = None,
     checkpoint_dir: str | Path | None = None,
-    callback: ProgressCallback | None = None,
 ) -> TrainResult:
     """Train the binary junk model.
 
     Args:
         recipe: e.g. ``junk-binary`` (balanced sampling suits the few junk labels).
-        images: uint8 ``[N, H, W, 3]``.
+        images: uint8 ``[N, H, W, 3]`` (or the rows' embeddings for a recipe with a head).
         is_junk: ``[N]``: 1/True junk, 0/False normal, -1 not labelled by a person.
         indices: the human-labelled rows to train on; default: every row labelled 0 or 1.
+        runtime: where it runs (default: this process, CUDA when there is one).
+
+    Raises:
+        JobStopped: the runtime said to stop.
     """
     labels = _binary(is_junk)
     rows = np.flatnonzero(labels >= 0) if indices is None else np.asarray(indices, dtype=np.int64)
@@ -70,43 +96,51 @@ def train_junk_classifier(
         raise ValueError("indices include samples without a junk/normal label")
     if np.unique(labels[rows]).size < 2:
         raise ValueError("need both junk and normal examples to train the junk classifier")
-    return train_model(
+    return train(
         recipe,
         images,
+        rows.astype(np.int64),
         labels,
         num_classes=2,
-        indices=rows,
         class_names=JUNK_CLASSES,
-        val=val,
-        device=device,
+        runtime=runtime or LocalRuntime(),
         checkpoint_dir=checkpoint_dir,
-        callback=callback,
+        val=val,
     )
 
 
 def score_junk(
     trained: TrainedModel | TrainedHead,
-    images: NDArray[np.uint8],
+    images: NDArray[Any],
     *,
     indices: NDArray[np.integer] | Sequence[int] | None = None,
     batch_size: int = 256,
-    device: str | torch.device | None = None,
-) -> NDArray[np.float32]:
-    """p(junk) of ``images[indices]`` (default all rows), ``[M]`` float32; higher = junkier."""
+    runtime: Runtime | None = None,
+) -> NDArray[np.float32] | None:
+    """p(junk) of ``images[indices]`` (default all rows), ``[M]`` float32; higher = junkier.
+    None on the ranks but 0 of a multi-process run.
+
+    Raises:
+        JobStopped: the runtime said to stop.
+    """
     if trained.num_classes != 2:
         raise ValueError(f"a junk model has 2 classes, this one has {trained.num_classes}")
-    predictions = predict(
+    rows = np.arange(len(images)) if indices is None else np.asarray(indices)
+    predicted = predict_rows(
         trained,
         images,
-        indices=indices,
-        top_k=1,
-        return_probs=True,
+        rows.astype(np.int64),
+        None,
+        top_k=2,
+        keep_probs=False,
         batch_size=batch_size,
-        device=device,
+        runtime=runtime or LocalRuntime(),
     )
-    assert predictions.probs is not None
-    scores: NDArray[np.float32] = predictions.probs[:, 1].astype(np.float32)
-    return scores
+    if predicted is None:
+        return None
+    junk_column = predicted.topk_ids == JUNK_CLASSES.index("junk")
+    scores: NDArray[np.float32] = np.where(junk_column, predicted.topk_probs, 0.0).sum(axis=1)
+    return np.clip(scores, 0.0, 1.0).astype(np.float32)
 
 
 def junk_review_queue(p_junk: NDArray[np.floating], *, threshold: float = 0.9) -> NDArray[np.int64]:

@@ -3,8 +3,8 @@ thread that carries progress, epoch metrics and log lines to the server.
 
 Handlers report at step boundaries (:meth:`JobContext.report`); when the engineer cancelled the
 job (the heartbeat reply says so), the worker is shutting down (SIGTERM) or the lease is gone
-(409), :meth:`JobContext.check_stop` raises :class:`JobStopped` there, and the runner hands the
-job back (or, with a lost lease, drops it without writing anything).
+(409), :meth:`JobContext.check_stop` raises :class:`~ml.runtime.JobStopped` there, and the
+runner hands the job back (or, with a lost lease, drops it without writing anything).
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from ml.core.protocol.messages import (
     Heartbeat,
     Progress,
 )
+from ml.runtime import JobStopped
 from ml.worker.client import LeaseLost, ServerClient, ServerError
 
-__all__ = ["Heartbeater", "JobContext", "JobStopped", "StopReason"]
+__all__ = ["Heartbeater", "JobContext", "StopReason"]
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +45,6 @@ class StopReason:
     CANCELLED = "cancelled by an engineer"
     SHUTDOWN = "the worker is shutting down"
     LEASE_LOST = "the lease was lost"
-
-
-class JobStopped(Exception):
-    """The job must stop at this step boundary; ``reason`` is a :class:`StopReason` value."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass

@@ -36,9 +36,11 @@ from ml.core.protocol.bundles import ResultChunk, decode_manifest, decode_result
 from ml.core.protocol.jobs import parse_spec, spec_json
 from ml.core.protocol.messages import Progress
 from ml.recipes import recipe_from_dict
+from ml.runtime import JobStopped
 from ml.train import Progress as TrainProgress
-from ml.worker.compute import Outcome, SampleSet, Task, run_task
-from ml.worker.context import JobContext, JobStopped
+from ml.worker.compute import run_task
+from ml.worker.context import JobContext
+from ml.worker.task import Outcome, SampleSet, Task
 
 __all__ = ["RankRuntime", "launch", "main"]
 

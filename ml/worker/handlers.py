@@ -2,7 +2,7 @@
 
 ``HANDLERS`` is the registry; :func:`handler_for` names the valid kinds when one is missing.
 Each handler resolves the spec's manifests, images and models to local files
-(:mod:`ml.worker.inputs`) and hands a :class:`~ml.worker.compute.Task` to :func:`execute`, which
+(:mod:`ml.worker.inputs`) and hands a :class:`~ml.worker.task.Task` to :func:`execute`, which
 runs it in this process on one device, or on several GPUs (or CPU processes) through
 ``torchrun`` (:mod:`ml.worker.ddp`). ``confident_learning`` trains nothing: it runs cleanlab
 here, on the CPU, over the fold jobs' uploaded probabilities.
@@ -11,9 +11,9 @@ here, on the CPU, over the fold jobs' uploaded probabilities.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -48,12 +48,14 @@ from ml.core.protocol.jobs import (
 )
 from ml.core.protocol.messages import Progress
 from ml.recipes import Recipe
+from ml.runtime import JobStopped
 from ml.train import Progress as TrainProgress
-from ml.worker.compute import Outcome, SampleSet, Task, resolve_recipe, run_task
-from ml.worker.context import JobContext, JobStopped
+from ml.worker.compute import run_task
+from ml.worker.context import JobContext
 from ml.worker.inputs import Inputs
+from ml.worker.task import Outcome, SampleSet, Task, resolve_recipe
 
-__all__ = ["HANDLERS", "Handler", "LocalRuntime", "UnknownKind", "execute", "handler_for"]
+__all__ = ["HANDLERS", "Handler", "JobRuntime", "UnknownKind", "execute", "handler_for"]
 
 Handler = Callable[[JobContext, Inputs], Outcome]
 SpecT = TypeVar("SpecT")
@@ -63,8 +65,9 @@ class UnknownKind(LookupError):
     """This worker has no handler for a job kind."""
 
 
-class LocalRuntime:
-    """Runs a task in this process: progress goes straight to the job context."""
+class JobRuntime:
+    """Runs a task in this process: progress goes straight to the job context, and a stop it
+    asks for (cancel, shutdown, lost lease) stops the run at the next step boundary."""
 
     rank = 0
     world = 1
@@ -97,7 +100,7 @@ class LocalRuntime:
     def any_rank(self, flag: bool) -> bool:
         return flag
 
-    def gather(self, parts: object, name: str) -> None:
+    def gather(self, parts: Sequence[NDArray[Any]], name: str) -> list[NDArray[Any]] | None:
         raise AssertionError("a single process gathers nothing")
 
     def _report(self, progress: Progress) -> bool:
@@ -116,7 +119,7 @@ def execute(context: JobContext, task: Task) -> Outcome:
         from ml.worker import ddp
 
         return ddp.launch(context, task)
-    return run_task(task, LocalRuntime(context))
+    return run_task(task, JobRuntime(context))
 
 
 # --- inputs -------------------------------------------------------------------------------------

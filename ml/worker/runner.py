@@ -31,8 +31,9 @@ from pydantic import ValidationError
 from ml.core.protocol.bundles import encode_results
 from ml.core.protocol.jobs import MODEL_FILES, JobKind, parse_spec
 from ml.core.protocol.messages import Complete, Fail, LeaseGrant, LeaseRequest, Progress, Release
+from ml.runtime import JobStopped
 from ml.worker.client import LeaseLost, Rejected, ServerClient, ServerError
-from ml.worker.context import Heartbeater, JobContext, JobLogHandler, JobStopped, StopReason
+from ml.worker.context import Heartbeater, JobContext, JobLogHandler, StopReason
 from ml.worker.handlers import UnknownKind, handler_for
 from ml.worker.inputs import Inputs, PathMap
 

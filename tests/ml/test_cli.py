@@ -1,4 +1,4 @@
-"""``thresher ml …`` commands on an ImageFolder (ml/cli.py, ml/steps.py)."""
+"""``thresher ml …`` commands on an ImageFolder (ml/cli.py, ml/steps/)."""
 
 from __future__ import annotations
 

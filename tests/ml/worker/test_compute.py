@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from numpy.typing import NDArray
 
 from ml.core.protocol.bundles import JobManifest
 from ml.core.protocol.jobs import (
@@ -17,14 +17,17 @@ from ml.core.protocol.jobs import (
     ModelRef,
     ScoreJunkSpec,
     TrainFinalSpec,
+    TrainFoldSpec,
     TrainJunkSpec,
 )
+from ml.crossval import train_fold
 from ml.recipes import recipe_from_dict
+from ml.runtime import JobStopped, LocalRuntime
 from ml.train import Progress as TrainProgress
-from ml.worker.compute import SampleSet, Task, run_task, stratified_shard
-from ml.worker.context import JobStopped
+from ml.worker.compute import run_task
 from ml.worker.handlers import HANDLERS, UnknownKind, handler_for
 from ml.worker.inputs import PathMap, parse_path_map
+from ml.worker.task import SampleSet, Task
 
 REF = ManifestRef(sha256="ab" * 32, count=1, num_classes=2)
 MODEL = ModelRef(
@@ -162,13 +165,33 @@ def test_a_stop_at_a_step_boundary_raises_job_stopped(tmp_path: Path) -> None:
         )
 
 
-def test_shards_hold_the_same_classes_in_the_same_numbers() -> None:
-    labels: NDArray[np.int64] = np.array([0] * 7 + [1] * 3 + [2] * 1, dtype=np.int64)
-    rows = np.arange(labels.shape[0], dtype=np.int64)
-    shards = [stratified_shard(rows, labels, rank, 3) for rank in range(3)]
-    counts = [np.bincount(labels[shard], minlength=3).tolist() for shard in shards]
-    assert counts == [[3, 1, 1]] * 3
-    assert set(np.concatenate(shards).tolist()) == set(rows.tolist())
+def test_a_fold_job_is_the_libraries_train_fold_in_server_classes(tmp_path: Path) -> None:
+    data = sample_set([0, 1, 2] * 6, ["a", "b", "c"], [11, 12, 13])
+    folds = np.array([0, 1] * 9, dtype=np.int8)
+    data = SampleSet(replace(data.manifest, folds=folds), data.images)
+    spec = TrainFoldSpec(recipe="x", train=REF, fold=1, top_k=2, keep_probs=True)
+
+    job = run_task(Task(spec, tmp_path / "job", recipe=tiny_recipe(), train=data), Recorder())  # type: ignore[arg-type]
+    library = train_fold(
+        tiny_recipe(),  # type: ignore[arg-type]
+        data.images,
+        data.labels,
+        folds,
+        1,
+        num_classes=3,
+        class_names=data.class_names,
+        top_k=2,
+        runtime=LocalRuntime("cpu"),
+    )
+
+    assert job.results is not None and library is not None
+    heldout = np.flatnonzero(folds == 1)
+    assert job.results.sample_id.tolist() == data.manifest.sample_ids[heldout].tolist()
+    expected = data.class_ids[library.predictions.topk_ids]
+    assert job.results.topk_class_id is not None
+    assert job.results.topk_class_id.tolist() == expected.tolist()
+    assert job.summary["heldout_samples"] == heldout.size
+    assert set(job.files) == {"probs.npy", "probs_sample_ids.npy"}
 
 
 def test_every_job_kind_has_a_handler() -> None:

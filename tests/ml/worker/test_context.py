@@ -11,8 +11,9 @@ import pytest
 
 from ml.core.protocol.jobs import JobKind, ManifestRef, TrainFoldSpec
 from ml.core.protocol.messages import Progress
+from ml.runtime import JobStopped
 from ml.worker.client import ServerClient
-from ml.worker.context import Heartbeater, JobContext, JobStopped, StopReason
+from ml.worker.context import Heartbeater, JobContext, StopReason
 
 SPEC = TrainFoldSpec(
     recipe="r", train=ManifestRef(sha256="ab" * 32, count=1, num_classes=2), fold=0

@@ -1,4 +1,5 @@
-"""Data-parallel training on two CPU processes (gloo): the ranks end with identical weights."""
+"""Training and prediction on a runtime (ml/parallel.py): class-stratified shards, and data-parallel
+training on two CPU processes (gloo) whose ranks end with identical weights."""
 
 from __future__ import annotations
 
@@ -11,13 +12,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from numpy.typing import NDArray
 
-from ml.recipes import recipe_from_dict
+from ml.parallel import stratified_shard, train
 from ml.train import Progress as TrainProgress
-from ml.worker.compute import train
-from tests.ml.worker.test_compute import sample_set
-
-pytestmark = pytest.mark.slow
+from tests.ml.worker.test_compute import sample_set, tiny_recipe
 
 
 class GlooRuntime:
@@ -53,22 +52,11 @@ def _rank(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     data = sample_set([0, 1, 2] * 10, ["a", "b", "c"], [1, 2, 3])
-    recipe = recipe_from_dict(
-        {
-            "name": "t",
-            "model": {"name": "cifar_convnet_s"},
-            "image_size": 16,
-            "epochs": 2,
-            "batch_size": 8,
-            "optimizer": {"name": "sgd", "lr": 0.05},
-            "loader_workers": 0,
-            "channels_last": False,
-        }
-    )
+    recipe = tiny_recipe()
     labels = data.labels
     result = train(
-        recipe,
-        data,
+        recipe,  # type: ignore[arg-type]
+        data.images,
         np.arange(labels.shape[0], dtype=np.int64),
         labels,
         num_classes=3,
@@ -84,6 +72,7 @@ def _rank(rank: int, world: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ranks_keep_identical_weights(tmp_path: Path) -> None:
     from tests.app.jobs.processes import free_port
 
@@ -93,3 +82,12 @@ def test_ranks_keep_identical_weights(tmp_path: Path) -> None:
     assert rank0 == rank1
     assert rank0[1] == "2"
     assert (tmp_path / "model").is_dir()
+
+
+def test_shards_hold_the_same_classes_in_the_same_numbers() -> None:
+    labels: NDArray[np.int64] = np.array([0] * 7 + [1] * 3 + [2] * 1, dtype=np.int64)
+    rows = np.arange(labels.shape[0], dtype=np.int64)
+    shards = [stratified_shard(rows, labels, rank, 3) for rank in range(3)]
+    counts = [np.bincount(labels[shard], minlength=3).tolist() for shard in shards]
+    assert counts == [[3, 1, 1]] * 3
+    assert set(np.concatenate(shards).tolist()) == set(rows.tolist())

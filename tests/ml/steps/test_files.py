@@ -1,4 +1,5 @@
-"""Workflow steps' own rules (ml/steps.py); the steps end to end are in test_cli.py."""
+"""What the workflow steps share (ml/steps/files.py): the decisions file and defaults; the steps
+end to end are in tests/ml/test_cli.py."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ml.manifest import load_manifest
-from ml.steps import StepError, default_k, read_decisions
+from ml.steps.files import StepError, default_k, read_decisions
 
 
 def test_default_k_is_five_for_many_classes_and_one_for_few() -> None:
