@@ -27,9 +27,9 @@ from app.jobs.config import JobSettings
 from app.models import Dataset, RoundKind, Stage
 from app.pipeline import export, reports, repository, service
 from app.pipeline.config import PipelineEnv, RecipeChoice
-from app.pipeline.rounds import StepParams
 from app.pipeline.schemas import RoundSummary
 from app.pipeline.simulate import Simulator, WaitLog, load_truth
+from app.pipeline.stages.context import StepParams
 from app.settings import get_settings
 
 pipeline_cli = typer.Typer(

@@ -34,7 +34,7 @@ from app.models import (
     TaskKind,
     utcnow,
 )
-from app.pipeline import junk, repository, rounds, stages
+from app.pipeline import repository
 from app.pipeline.config import PipelineEnv, parse_config
 from app.pipeline.rules import (
     ClassOutcome,
@@ -46,6 +46,8 @@ from app.pipeline.rules import (
     next_step,
     resolve_status,
 )
+from app.pipeline.stages import junk, lifecycle
+from app.pipeline.stages.context import JUNK_KINDS, StepParams, finish, human_of, round_context
 from app.review import repository as review_repository
 from app.review import service as review
 
@@ -90,7 +92,7 @@ def apply_sample_verdicts(
     junk tasks (they are decided)."""
     if not sample_ids:
         return 0
-    junk = review.current_verdicts(session, sample_ids=sample_ids, kinds=rounds.JUNK_KINDS)
+    junk = review.current_verdicts(session, sample_ids=sample_ids, kinds=JUNK_KINDS)
     label = review.current_verdicts(session, sample_ids=sample_ids, kinds=[TaskKind.LABEL_CHECK])
     states = repository.sample_states(session, sample_ids)
     dropped = repository.dropped_class_ids(session, dataset_id)
@@ -128,7 +130,7 @@ def apply_sample_verdicts(
             else "the human decision was undone"
         )
         events.append(
-            rounds.event_row(
+            repository.event_row(
                 dataset_id,
                 kind=EventKind.VERDICT if verdict else EventKind.WITHDRAWN,
                 now=now,
@@ -144,7 +146,7 @@ def apply_sample_verdicts(
     repository.insert_events(session, events)
     if decided:
         review_repository.cancel_pending_tasks(
-            session, dataset_id, kinds=rounds.JUNK_KINDS, sample_ids=decided
+            session, dataset_id, kinds=JUNK_KINDS, sample_ids=decided
         )
     return len(updates)
 
@@ -188,7 +190,7 @@ def apply_class_verdicts(
         if was_dropped != (state is ClassState.DROPPED):
             changed[class_id] = state
         events.append(
-            rounds.event_row(
+            repository.event_row(
                 dataset_id,
                 kind=EventKind.CLASS_DROPPED
                 if state is ClassState.DROPPED
@@ -234,13 +236,13 @@ def restatus_classes(
     events: list[dict[str, Any]] = []
     for state in states:
         status, label = resolve_status(
-            state.model_status, rounds.human_of(state), state.given_class_id, dropped
+            state.model_status, human_of(state), state.given_class_id, dropped
         )
         if status is state.status:
             continue
         updates.append({"sample_id": state.sample_id, "status": status, "updated_at": now})
         events.append(
-            rounds.event_row(
+            repository.event_row(
                 dataset_id,
                 kind=EventKind.CLASS_DROPPED
                 if status is SampleStatus.DROPPED
@@ -334,23 +336,23 @@ def advance_rounds(
     for round_ in repository.list_rounds(session, pipeline.id):
         if not round_.state.is_open:
             continue
-        ctx = stages.context(
+        ctx = round_context(
             session, pipeline=pipeline, dataset=dataset, round_=round_, env=env, now=now
         )
         try:
             with session.begin_nested():
                 if round_.state is RoundState.RUNNING:
-                    changed = stages.advance_running(ctx)
-                elif stages.review_open(ctx):
+                    changed = lifecycle.advance_running(ctx)
+                elif lifecycle.review_open(ctx):
                     changed = False
                 else:
                     # A task is done in the same commit as its decision: every decision of the
                     # round is readable now, and is applied before the round ends (unless
                     # applying them asked for more: a class drop's next vote).
                     sync_decisions(session, pipeline, now=now)
-                    changed = not stages.review_open(ctx)
+                    changed = not lifecycle.review_open(ctx)
                     if changed:
-                        stages.close_review(ctx)
+                        lifecycle.close_review(ctx)
                 session.flush()
         except (AppError, ValueError, KeyError) as error:
             message = error.message if isinstance(error, AppError) else repr(error)
@@ -358,7 +360,7 @@ def advance_rounds(
             round_ = repository.get_round(session, round_.id) or round_
             round_.error = message[-4000:]
             ctx.round = round_
-            rounds.finish(ctx, RoundState.FAILED)
+            finish(ctx, RoundState.FAILED)
             changed = True
         if changed:
             moved.append(round_.source)
@@ -381,12 +383,12 @@ def auto_steps(
             pipeline.note = step.reason
             break
         try:
-            round_ = stages.start_round(
+            round_ = lifecycle.start_round(
                 session,
                 pipeline=pipeline,
                 dataset=dataset,
                 kind=step.kind,
-                params=rounds.StepParams(),
+                params=StepParams(),
                 env=env,
                 user=None,
                 request_key=None,

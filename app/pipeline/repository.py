@@ -442,6 +442,38 @@ def sample_files(session: Session, sample_ids: Collection[int]) -> dict[int, tup
 # --- events -------------------------------------------------------------------------------------
 
 
+def event_row(
+    dataset_id: int,
+    *,
+    kind: EventKind,
+    now: datetime,
+    round_id: int | None = None,
+    sample_id: int | None = None,
+    class_id: int | None = None,
+    from_status: SampleStatus | None = None,
+    to_status: SampleStatus | None = None,
+    score: float | None = None,
+    job_id: int | None = None,
+    decision_id: int | None = None,
+    detail: str = "",
+) -> dict[str, Any]:
+    """A row for :func:`insert_events` (``score`` stored as a plain float)."""
+    return {
+        "dataset_id": dataset_id,
+        "round_id": round_id,
+        "sample_id": sample_id,
+        "class_id": class_id,
+        "kind": kind,
+        "from_status": from_status,
+        "to_status": to_status,
+        "score": None if score is None else float(score),
+        "job_id": job_id,
+        "decision_id": decision_id,
+        "detail": detail,
+        "created_at": now,
+    }
+
+
 def insert_events(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
     for part in chunks(rows, 2_000):
         session.execute(insert(PipelineEvent), list(part))

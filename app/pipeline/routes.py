@@ -24,7 +24,6 @@ from app.models import EventKind, SampleStatus
 from app.pipeline import export, reports, service
 from app.pipeline.config import PipelineEnv, PipelineSettings
 from app.pipeline.reconcile import Reconciler
-from app.pipeline.rounds import StepParams
 from app.pipeline.schemas import (
     AdvanceCreate,
     AdvanceRead,
@@ -43,6 +42,7 @@ from app.pipeline.schemas import (
     StepCreate,
     TrainingRun,
 )
+from app.pipeline.stages.context import StepParams
 
 
 @asynccontextmanager

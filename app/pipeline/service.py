@@ -32,11 +32,12 @@ from app.models import (
     User,
     utcnow,
 )
-from app.pipeline import reconcile, repository, rounds, stages
+from app.pipeline import reconcile, repository
 from app.pipeline.config import PipelineEnv, config_json, merged_config, parse_config
 from app.pipeline.reconcile import ReconcileResult
-from app.pipeline.rounds import StepParams
 from app.pipeline.rules import NextStep
+from app.pipeline.stages import lifecycle
+from app.pipeline.stages.context import StepParams, finish, round_context
 from app.review import repository as review_repository
 
 log = get_logger(__name__)
@@ -79,7 +80,7 @@ def ensure_samples(session: Session, pipeline: Pipeline) -> int:
     repository.insert_events(
         session,
         [
-            rounds.event_row(
+            repository.event_row(
                 pipeline.dataset_id,
                 kind=EventKind.DUPLICATE,
                 now=now,
@@ -188,7 +189,7 @@ def start_step(
             round_ids=[r.id for r in busy],
         )
     ensure_samples(session, pipeline)
-    round_ = stages.start_round(
+    round_ = lifecycle.start_round(
         session,
         pipeline=pipeline,
         dataset=dataset,
@@ -238,7 +239,7 @@ def advance(
     if step.kind is None:
         return None, step
     ensure_samples(session, pipeline)
-    round_ = stages.start_round(
+    round_ = lifecycle.start_round(
         session,
         pipeline=pipeline,
         dataset=dataset,
@@ -261,8 +262,8 @@ def finish_round(
     if round_.state is not RoundState.REVIEWING:
         raise Conflict(f"{round_.source} is {round_.state.value}, not under review")
     reconcile.sync_decisions(session, pipeline, now=utcnow())
-    ctx = stages.context(session, pipeline=pipeline, dataset=dataset, round_=round_, env=env)
-    stages.close_review(ctx)
+    ctx = round_context(session, pipeline=pipeline, dataset=dataset, round_=round_, env=env)
+    lifecycle.close_review(ctx)
     round_.stats = {**round_.stats, "finished_early": True}
     session.flush()
     return round_
@@ -286,8 +287,8 @@ def cancel_round(
         kinds=list(TaskKind),
         source=round_.source,
     )
-    ctx = stages.context(session, pipeline=pipeline, dataset=dataset, round_=round_, env=env)
-    rounds.finish(ctx, RoundState.CANCELLED)
+    ctx = round_context(session, pipeline=pipeline, dataset=dataset, round_=round_, env=env)
+    finish(ctx, RoundState.CANCELLED)
     session.flush()
     return round_
 
@@ -360,7 +361,7 @@ def restore_class(
     repository.insert_events(
         session,
         [
-            rounds.event_row(
+            repository.event_row(
                 dataset.id,
                 kind=EventKind.CLASS_KEPT,
                 now=now,

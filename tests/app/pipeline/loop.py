@@ -25,7 +25,7 @@ from app.models import (
 from app.pipeline import export, service
 from app.pipeline.config import PipelineEnv, RecipeChoice
 from app.pipeline.reconcile import ReconcileResult
-from app.pipeline.rounds import StepParams
+from app.pipeline.stages.context import StepParams
 from tests.app.pipeline.factories import WHOLE_NETWORK_RECIPES, FakeAnnotator, FakeWorker, Toy
 
 

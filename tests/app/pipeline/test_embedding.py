@@ -1,6 +1,6 @@
 """The default recipes' path through the loop: the dataset embedded in shards before a round
 on embeddings, the kNN detector beside confident learning (and as the rule), and the final
-training's use of rejected samples (app/pipeline/embeddings.py, labels.py, final.py)."""
+training's use of rejected samples (app/pipeline/stages/embeddings.py, detectors.py, final.py)."""
 
 from __future__ import annotations
 

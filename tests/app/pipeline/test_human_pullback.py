@@ -1,4 +1,4 @@
-"""The calibrated pull-back after the human sample (app/pipeline/labels.py, with
+"""The calibrated pull-back after the human sample (app/pipeline/stages/labels.py, with
 :func:`ml.cleaning.calibrated_pullback`): people's verdicts on a random sample of the rejected
 set say where along the model's probability of the given label rejects are mostly right, and
 the unchecked rejects there come back."""

@@ -15,7 +15,6 @@ from app.pipeline.config import (
     sample_count,
     spec_recipe,
 )
-from app.pipeline.final import evaluation_set
 from app.pipeline.repository import SampleState
 from app.pipeline.rules import (
     ClassVote,
@@ -28,6 +27,7 @@ from app.pipeline.rules import (
     resolve_status,
     stratified_folds,
 )
+from app.pipeline.stages.final import evaluation_set
 
 # --- folds --------------------------------------------------------------------------------------
 

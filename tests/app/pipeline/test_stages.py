@@ -32,8 +32,8 @@ from app.models import (
 from app.pipeline import reconcile, service, stages
 from app.pipeline.config import PipelineEnv
 from app.pipeline.estimates import clopper_pearson
-from app.pipeline.rounds import Ctx, StepRefused
 from app.pipeline.service import RoundOpen
+from app.pipeline.stages.context import RoundContext, StepRefused
 from app.review import repository as review_repository
 from app.review import service as review
 from ml.core.protocol.jobs import TrainFinalSpec, parse_spec
@@ -611,7 +611,7 @@ def test_auto_mode_runs_the_whole_loop_to_a_trained_model(
 def test_auto_mode_stops_with_the_reason_when_a_step_refuses(
     loop: Loop, toy: Toy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse(ctx: Ctx) -> None:
+    def refuse(ctx: RoundContext) -> None:
         raise StepRefused("not today")
 
     monkeypatch.setitem(stages.RULES, RoundKind.CROSS_VALIDATION, stages.RoundRules(refuse))

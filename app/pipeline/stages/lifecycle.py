@@ -1,7 +1,5 @@
-"""The life of a round: the registry of what each kind does when it starts, when its jobs
-have succeeded and when its review tasks are all decided (:data:`RULES`; the kinds live in
-:mod:`~app.pipeline.junk`, :mod:`~app.pipeline.labels` and :mod:`~app.pipeline.final`), and
-starting and advancing rounds.
+"""A round's life: starting it, moving a running round on when its jobs end, and closing its
+review, each by its kind's :data:`~app.pipeline.stages.RULES`.
 
 Every function here runs inside the caller's transaction with the pipeline row locked, so a
 round's jobs, tasks, state changes and events commit together or not at all: a server that
@@ -11,8 +9,6 @@ Task creation is idempotent per (kind, subject, source) besides (see ``review.cr
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -20,118 +16,34 @@ from sqlalchemy.orm import Session
 from app.logging import get_logger
 from app.models import (
     Dataset,
-    Job,
     JobState,
     Pipeline,
     PipelineRound,
     RoundKind,
     RoundState,
+    Stage,
     TaskState,
     User,
     utcnow,
 )
 from app.pipeline import repository
-from app.pipeline.config import (
-    PipelineEnv,
-    RecipeChoice,
-    parse_config,
-)
-from app.pipeline.embeddings import queue_embedding
-from app.pipeline.final import (
-    final_training_done,
-    finish_class_review,
-    start_class_review,
-    start_final_training,
-)
-from app.pipeline.junk import (
-    finish_flag_audit,
-    finish_junk_audit,
-    finish_junk_review,
-    junk_iteration_done,
-    start_bulk_accept,
-    start_flag_audit,
-    start_junk_audit,
-    start_junk_iteration,
-    start_junk_seed,
-)
-from app.pipeline.labels import (
-    cleanlab_failed,
-    cross_validation_done,
-    finish_human_sample,
-    pull_back_done,
-    start_cross_validation,
-    start_human_sample,
-    start_pull_back,
-)
-from app.pipeline.rounds import (
-    STAGE_ORDER,
-    Ctx,
+from app.pipeline.config import PipelineEnv
+from app.pipeline.stages import RULES
+from app.pipeline.stages.context import (
+    RoundContext,
     StepParams,
     StepRefused,
     finish,
+    round_context,
     round_source,
 )
+from app.pipeline.stages.detectors import cleanlab_failed
+from app.pipeline.stages.embeddings import queue_embedding
 from app.review import repository as review_repository
 
 log = get_logger(__name__)
 
-
-# --- the registry -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RoundRules:
-    """What a kind of round does at each point of its life."""
-
-    start: Callable[[Ctx], None]
-    jobs_done: Callable[[Ctx, list[Job]], None] | None = None
-    review_done: Callable[[Ctx], None] | None = None
-
-
-RULES: dict[RoundKind, RoundRules] = {
-    RoundKind.JUNK_SEED: RoundRules(start_junk_seed, review_done=finish_junk_review),
-    RoundKind.JUNK_ITERATION: RoundRules(
-        start_junk_iteration, junk_iteration_done, finish_junk_review
-    ),
-    RoundKind.FLAG_AUDIT: RoundRules(start_flag_audit, review_done=finish_flag_audit),
-    RoundKind.BULK_ACCEPT: RoundRules(start_bulk_accept),
-    RoundKind.JUNK_AUDIT: RoundRules(start_junk_audit, review_done=finish_junk_audit),
-    RoundKind.CROSS_VALIDATION: RoundRules(start_cross_validation, cross_validation_done),
-    RoundKind.PULL_BACK: RoundRules(start_pull_back, pull_back_done),
-    RoundKind.HUMAN_SAMPLE: RoundRules(start_human_sample, review_done=finish_human_sample),
-    RoundKind.CLASS_REVIEW: RoundRules(start_class_review, review_done=finish_class_review),
-    RoundKind.FINAL_TRAINING: RoundRules(start_final_training, final_training_done),
-}
-
-
-# --- starting and advancing rounds --------------------------------------------------------------
-
-
-def context(
-    session: Session,
-    *,
-    pipeline: Pipeline,
-    dataset: Dataset,
-    round_: PipelineRound,
-    env: PipelineEnv,
-    user: User | None = None,
-    now: datetime | None = None,
-) -> Ctx:
-    params = round_.params.get("step", {})
-    return Ctx(
-        session=session,
-        pipeline=pipeline,
-        dataset=dataset,
-        round=round_,
-        config=parse_config(pipeline.config),
-        env=env,
-        user=user,
-        now=now or utcnow(),
-        params=StepParams(
-            recipe=RecipeChoice.model_validate(params["recipe"]) if "recipe" in params else None,
-            **{k: v for k, v in params.items() if k != "recipe"},
-        ),
-    )
+STAGE_ORDER = list(Stage)
 
 
 def start_round(
@@ -168,7 +80,7 @@ def start_round(
     with session.begin_nested():
         session.add(round_)
         session.flush()
-        ctx = context(
+        ctx = round_context(
             session, pipeline=pipeline, dataset=dataset, round_=round_, env=env, user=user, now=now
         )
         if STAGE_ORDER.index(kind.stage) > STAGE_ORDER.index(pipeline.stage):
@@ -185,7 +97,7 @@ def start_round(
     return round_
 
 
-def advance_running(ctx: Ctx) -> bool:
+def advance_running(ctx: RoundContext) -> bool:
     """Moves a running round on: once its current jobs have all succeeded, their results are
     applied; as soon as one has failed for good (or was cancelled), the round fails (its other
     jobs go on; a retry re-queues the failed ones). Returns whether it moved."""
@@ -216,7 +128,7 @@ def advance_running(ctx: Ctx) -> bool:
     return True
 
 
-def _start_embedded(ctx: Ctx) -> None:
+def _start_embedded(ctx: RoundContext) -> None:
     """The round's own start, once its embed jobs have all succeeded."""
     ctx.round.phase = ""
     ctx.round.params = {**ctx.round.params, "phase_jobs": [], "embedding_pending": False}
@@ -233,13 +145,13 @@ def _last_line(text: str | None) -> str:
     return lines[-1] if lines else "no reason given"
 
 
-def review_open(ctx: Ctx) -> bool:
+def review_open(ctx: RoundContext) -> bool:
     """Whether the round still has tasks waiting or leased."""
     counts = review_repository.task_state_counts(ctx.session, ctx.dataset.id, ctx.round.source)
     return any(counts.get(state, 0) for state in (TaskState.PENDING, TaskState.LEASED))
 
 
-def close_review(ctx: Ctx) -> None:
+def close_review(ctx: RoundContext) -> None:
     handler = RULES[ctx.round.kind].review_done
     if handler is not None:
         handler(ctx)

@@ -20,7 +20,15 @@ from app.jobs.embeddings import embedded_digests
 from app.models import RoundKind
 from app.pipeline import repository
 from app.pipeline.config import Step, recipe_document
-from app.pipeline.rounds import Ctx, build_manifest, queue_job, recipe_for, set_phase
+from app.pipeline.stages.context import (
+    RoundContext,
+    set_phase,
+)
+from app.pipeline.stages.round_jobs import (
+    build_manifest,
+    queue_job,
+    recipe_for,
+)
 from ml.core.protocol.jobs import EmbeddingRequest, EmbedSpec
 
 #: The recipe step whose models a round kind trains (kinds not listed train nothing).
@@ -32,7 +40,7 @@ STEP_OF_KIND: dict[RoundKind, Step] = {
 }
 
 
-def round_request(ctx: Ctx) -> EmbeddingRequest | None:
+def round_request(ctx: RoundContext) -> EmbeddingRequest | None:
     """The embeddings this round's models read, if they are heads on embeddings."""
     step = STEP_OF_KIND.get(ctx.round.kind)
     if step is None:
@@ -41,7 +49,7 @@ def round_request(ctx: Ctx) -> EmbeddingRequest | None:
     return EmbeddingRequest.from_recipe(recipe_document(recipe_for(ctx, step, index=index)))
 
 
-def queue_embedding(ctx: Ctx) -> bool:
+def queue_embedding(ctx: RoundContext) -> bool:
     """Queue embed jobs for the dataset's samples this round's models need and nobody has
     embedded yet; returns whether any was queued (the round then waits in phase ``embed``)."""
     request = round_request(ctx)

@@ -1,9 +1,9 @@
-"""What every round kind shares: the round being started or advanced (:class:`Ctx`), the
-parameters a step may be given, applying a model rule's verdicts with their events, queueing
-review tasks and jobs, building manifests, and ending a round.
+"""The round being started or advanced (:class:`RoundContext`) and what every kind of round
+does through it: the parameters a step may be given, applying a model rule's verdicts with
+their events, queueing review tasks, random draws, and ending a round.
 
 Every function here runs inside the caller's transaction with the pipeline row locked (see
-:mod:`app.pipeline.stages`).
+:mod:`app.pipeline.stages.lifecycle`).
 """
 
 from __future__ import annotations
@@ -19,42 +19,28 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict
-from app.jobs import manifests as job_manifests
-from app.jobs import service as jobs
-from app.jobs.embeddings import embedding_artifacts
 from app.logging import get_logger
 from app.models import (
     TRAINABLE,
     Dataset,
     EventKind,
-    Job,
     Pipeline,
     PipelineRound,
     RoundKind,
     RoundState,
     SampleStatus,
-    Stage,
     TaskKind,
     User,
     Verdict,
+    utcnow,
 )
 from app.pipeline import repository
-from app.pipeline.config import (
-    PipelineConfig,
-    PipelineEnv,
-    RecipeChoice,
-    Step,
-    recipe_document,
-    recipes_for,
-    spec_recipe,
-)
+from app.pipeline.config import PipelineConfig, PipelineEnv, RecipeChoice, parse_config
 from app.pipeline.repository import SampleState
 from app.pipeline.rules import HumanVerdict, resolve_status
 from app.review import repository as review_repository
 from app.review import service as review
 from app.review.schemas import TaskItem
-from ml.core.protocol.bundles import JobManifest
-from ml.core.protocol.jobs import EmbeddingRequest, JobSpec, KnnSpec, ManifestRef
 
 log = get_logger(__name__)
 
@@ -99,7 +85,7 @@ class StepParams:
 
 
 @dataclass
-class Ctx:
+class RoundContext:
     """One round being started or advanced."""
 
     session: Session
@@ -123,14 +109,40 @@ class Ctx:
         self.round.stats = {**self.round.stats, **values}
 
 
-STAGE_ORDER = list(Stage)
+def round_context(
+    session: Session,
+    *,
+    pipeline: Pipeline,
+    dataset: Dataset,
+    round_: PipelineRound,
+    env: PipelineEnv,
+    user: User | None = None,
+    now: datetime | None = None,
+) -> RoundContext:
+    """The context of ``round_``, with the pipeline's config and the step's parameters
+    parsed."""
+    params = round_.params.get("step", {})
+    return RoundContext(
+        session=session,
+        pipeline=pipeline,
+        dataset=dataset,
+        round=round_,
+        config=parse_config(pipeline.config),
+        env=env,
+        user=user,
+        now=now or utcnow(),
+        params=StepParams(
+            recipe=RecipeChoice.model_validate(params["recipe"]) if "recipe" in params else None,
+            **{k: v for k, v in params.items() if k != "recipe"},
+        ),
+    )
 
 
 def round_source(kind: RoundKind, number: int) -> str:
     return f"{kind.value.replace('_', ' ')} {number}"
 
 
-# --- shared pieces ------------------------------------------------------------------------------
+# --- what every kind does -------------------------------------------------------------------
 
 
 class ModelChange(NamedTuple):
@@ -151,7 +163,9 @@ def human_of(state: SampleState) -> HumanVerdict | None:
     return HumanVerdict(state.decision_id, state.human_verdict, class_id)
 
 
-def apply_model_changes(ctx: Ctx, changes: dict[int, ModelChange]) -> Counter[SampleStatus]:
+def apply_model_changes(
+    ctx: RoundContext, changes: dict[int, ModelChange]
+) -> Counter[SampleStatus]:
     """Sets ``model_status`` (and the resolved status) of samples, with an event for each change
     that names one. Returns the new statuses counted."""
     session = ctx.session
@@ -181,7 +195,7 @@ def apply_model_changes(ctx: Ctx, changes: dict[int, ModelChange]) -> Counter[Sa
         )
         if change.event is not None:
             events.append(
-                event_row(
+                repository.event_row(
                     ctx.dataset.id,
                     kind=change.event,
                     now=ctx.now,
@@ -200,38 +214,9 @@ def apply_model_changes(ctx: Ctx, changes: dict[int, ModelChange]) -> Counter[Sa
     return counts
 
 
-def event_row(
-    dataset_id: int,
-    *,
-    kind: EventKind,
-    now: datetime,
-    round_id: int | None = None,
-    sample_id: int | None = None,
-    class_id: int | None = None,
-    from_status: SampleStatus | None = None,
-    to_status: SampleStatus | None = None,
-    score: float | None = None,
-    job_id: int | None = None,
-    decision_id: int | None = None,
-    detail: str = "",
-) -> dict[str, Any]:
-    return {
-        "dataset_id": dataset_id,
-        "round_id": round_id,
-        "sample_id": sample_id,
-        "class_id": class_id,
-        "kind": kind,
-        "from_status": from_status,
-        "to_status": to_status,
-        "score": None if score is None else float(score),
-        "job_id": job_id,
-        "decision_id": decision_id,
-        "detail": detail,
-        "created_at": now,
-    }
-
-
-def queue_tasks(ctx: Ctx, kind: TaskKind, items: Sequence[TaskItem], *, reason: str) -> int:
+def queue_tasks(
+    ctx: RoundContext, kind: TaskKind, items: Sequence[TaskItem], *, reason: str
+) -> int:
     """Queues review tasks under this round's source, with a ``queued`` event per sample."""
     if not items:
         return 0
@@ -245,7 +230,7 @@ def queue_tasks(ctx: Ctx, kind: TaskKind, items: Sequence[TaskItem], *, reason: 
         created_by=ctx.user,
     )
     events = [
-        event_row(
+        repository.event_row(
             ctx.dataset.id,
             kind=EventKind.QUEUED,
             now=ctx.now,
@@ -274,95 +259,12 @@ def histogram(scores: Sequence[float] | np.ndarray[Any, Any]) -> list[int]:
     return [int(c) for c in counts]
 
 
-def recipe_for(ctx: Ctx, step: Step, *, index: int = 0) -> str | dict[str, Any]:
-    """The recipe a job of this step trains with (the step's own, else the config's, else the
-    default), as the spec carries it."""
-    if ctx.params.recipe is not None:
-        choice = ctx.params.recipe
-    else:
-        choices = recipes_for(ctx.config, step)
-        choice = choices[index % len(choices)]
-    return spec_recipe(choice, ctx.config.recipe_overrides)
-
-
-def build_manifest(
-    ctx: Ctx,
-    sample_ids: Sequence[int],
-    labels: Sequence[int],
-    class_ids: Sequence[int],
-    *,
-    class_names: Sequence[str] | None = None,
-    folds: Sequence[int] | np.ndarray[Any, Any] | None = None,
-) -> ManifestRef:
-    """Stores the manifest of ``sample_ids`` with ``labels`` (indices into ``class_ids``, -1 for
-    none) and returns its reference."""
-    files = repository.sample_files(ctx.session, sample_ids)
-    names = class_names
-    if names is None:
-        known = repository.class_names(ctx.session, ctx.dataset.id)
-        names = [known[cid] for cid in class_ids]
-    n = len(sample_ids)
-    digests = b"".join(bytes.fromhex(files[sid][1]) for sid in sample_ids)
-    manifest = JobManifest(
-        root=ctx.dataset.root,
-        sample_ids=np.asarray(sample_ids, dtype=np.int64),
-        labels=np.asarray(labels, dtype=np.int32),
-        folds=np.full(n, -1, dtype=np.int8) if folds is None else np.asarray(folds, np.int8),
-        sha256=np.frombuffer(digests, dtype=np.uint8).reshape(n, 32),
-        paths=[files[sid][0] for sid in sample_ids],
-        class_ids=np.asarray(class_ids, dtype=np.int64),
-        class_names=list(names),
-        meta={"dataset_id": ctx.dataset.id, "round_id": ctx.round.id},
-    )
-    return job_manifests.store_manifest(ctx.env.data_dir, manifest)
-
-
-def labelled_manifest(
-    ctx: Ctx, states: Sequence[SampleState], class_ids: Sequence[int], **kwargs: Any
-) -> ManifestRef:
-    index = {cid: i for i, cid in enumerate(class_ids)}
-    return build_manifest(
-        ctx,
-        [s.sample_id for s in states],
-        [index.get(s.label_class_id, -1) for s in states],
-        class_ids,
-        **kwargs,
-    )
-
-
-def queue_job(ctx: Ctx, spec: JobSpec, role: str) -> Job:
-    """Queues a job of this round. A job whose models read embeddings names the dataset's
-    stored embedding artifacts, for a worker that lacks the rows in its own cache."""
-    request = _embedding_request(spec)
-    if request is not None:
-        refs = embedding_artifacts(ctx.session, ctx.dataset.id, request)
-        spec = spec.model_copy(update={"embeddings": refs})
-    job = jobs.create_job(
-        ctx.session,
-        spec=spec,
-        config=ctx.env.jobs,
-        dataset_id=ctx.dataset.id,
-        user=ctx.user,
-    )
-    repository.add_round_job(ctx.session, round_id=ctx.round.id, job_id=job.id, role=role)
-    return job
-
-
-def _embedding_request(spec: JobSpec) -> EmbeddingRequest | None:
-    if isinstance(spec, KnnSpec):
-        return spec.embedding
-    recipe = getattr(spec, "recipe", None)
-    if recipe is None:
-        return None
-    return EmbeddingRequest.from_recipe(recipe_document(recipe))
-
-
-def set_phase(ctx: Ctx, phase: str, job_ids: Sequence[int]) -> None:
+def set_phase(ctx: RoundContext, phase: str, job_ids: Sequence[int]) -> None:
     ctx.round.phase = phase
     ctx.round.params = {**ctx.round.params, "phase_jobs": list(job_ids)}
 
 
-def finish(ctx: Ctx, state: RoundState = RoundState.DONE) -> None:
+def finish(ctx: RoundContext, state: RoundState = RoundState.DONE) -> None:
     """Ends the round (or sets it open again) and, when it ends, keeps its final counts of
     sample events and tasks, so reports need not count them again."""
     ctx.round.state = state
@@ -388,7 +290,7 @@ def finish(ctx: Ctx, state: RoundState = RoundState.DONE) -> None:
     )
 
 
-def review_or_done(ctx: Ctx, queued: int) -> None:
+def review_or_done(ctx: RoundContext, queued: int) -> None:
     if queued:
         ctx.round.state = RoundState.REVIEWING
         ctx.round.phase = ""
@@ -396,7 +298,7 @@ def review_or_done(ctx: Ctx, queued: int) -> None:
         finish(ctx)
 
 
-def round_verdicts(ctx: Ctx, kind: TaskKind) -> tuple[list[int], dict[int, HumanVerdict]]:
+def round_verdicts(ctx: RoundContext, kind: TaskKind) -> tuple[list[int], dict[int, HumanVerdict]]:
     """The samples this round queued and the standing verdict of each given on one of its tasks
     (a sample decided on another round's task since is left out)."""
     tasks = review_repository.tasks_of_source(ctx.session, ctx.dataset.id, ctx.round.source)

@@ -24,33 +24,37 @@ from app.pipeline.config import (
     recipe_label,
 )
 from app.pipeline.estimates import estimate
-from app.pipeline.rounds import (
+from app.pipeline.stages.context import (
     JUNK_KINDS,
     NOT_JUNK,
-    Ctx,
     ModelChange,
+    RoundContext,
     StepRefused,
     apply_model_changes,
-    build_manifest,
     draw,
     finish,
     histogram,
-    queue_job,
     queue_tasks,
-    recipe_for,
     review_or_done,
     round_verdicts,
     set_phase,
     stats_int,
 )
+from app.pipeline.stages.round_jobs import (
+    build_manifest,
+    queue_job,
+    recipe_for,
+)
 from app.review import repository as review_repository
 from app.review.schemas import TaskItem
-from ml.core.protocol.jobs import TrainJunkSpec
+from ml.core.protocol.jobs import (
+    TrainJunkSpec,
+)
 
 # --- junk stage ---------------------------------------------------------------------------------
 
 
-def start_junk_seed(ctx: Ctx) -> None:
+def start_junk_seed(ctx: RoundContext) -> None:
     session = ctx.session
     busy = review_repository.open_task_samples(session, ctx.dataset.id, JUNK_KINDS)
     non_rgb = [
@@ -80,7 +84,7 @@ def start_junk_seed(ctx: Ctx) -> None:
     review_or_done(ctx, queued)
 
 
-def finish_junk_review(ctx: Ctx) -> None:
+def finish_junk_review(ctx: RoundContext) -> None:
     """A junk seed or iteration whose junk_check tasks are all decided: how many were junk,
     and the precision of the flags (an iteration's) with its bounds."""
     samples, verdicts = round_verdicts(ctx, TaskKind.JUNK_CHECK)
@@ -114,7 +118,7 @@ def can_iterate(session: Session, dataset_id: int, config: PipelineConfig) -> bo
     return min(junk, normal) >= config.junk_min_labels
 
 
-def start_junk_iteration(ctx: Ctx) -> None:
+def start_junk_iteration(ctx: RoundContext) -> None:
     session = ctx.session
     junk, normal = junk_labels(session, ctx.dataset.id)
     needed = ctx.config.junk_min_labels
@@ -158,7 +162,7 @@ def start_junk_iteration(ctx: Ctx) -> None:
     )
 
 
-def junk_iteration_done(ctx: Ctx, done: list[Job]) -> None:
+def junk_iteration_done(ctx: RoundContext, done: list[Job]) -> None:
     session = ctx.session
     [job] = done
     results = jobs.job_results(session, job)
@@ -201,7 +205,7 @@ def junk_iteration_done(ctx: Ctx, done: list[Job]) -> None:
     review_or_done(ctx, queued)
 
 
-def _iteration(ctx: Ctx) -> PipelineRound:
+def _iteration(ctx: RoundContext) -> PipelineRound:
     """The junk iteration a flag audit or bulk acceptance is about: the one named, else the
     latest finished."""
     rounds = [
@@ -217,7 +221,9 @@ def _iteration(ctx: Ctx) -> PipelineRound:
     return chosen[-1]
 
 
-def _iteration_scores(ctx: Ctx, iteration: PipelineRound, threshold: float) -> dict[int, float]:
+def _iteration_scores(
+    ctx: RoundContext, iteration: PipelineRound, threshold: float
+) -> dict[int, float]:
     """The iteration's flags at ``threshold`` that no human judged and are not junk already."""
     job_id = iteration.stats.get("job_id")
     if not isinstance(job_id, int):
@@ -237,7 +243,7 @@ def _iteration_scores(ctx: Ctx, iteration: PipelineRound, threshold: float) -> d
     }
 
 
-def start_flag_audit(ctx: Ctx) -> None:
+def start_flag_audit(ctx: RoundContext) -> None:
     iteration = _iteration(ctx)
     threshold = ctx.params.threshold or ctx.config.bulk_threshold
     flagged = _iteration_scores(ctx, iteration, threshold)
@@ -261,7 +267,7 @@ def start_flag_audit(ctx: Ctx) -> None:
     review_or_done(ctx, queued)
 
 
-def finish_flag_audit(ctx: Ctx) -> None:
+def finish_flag_audit(ctx: RoundContext) -> None:
     _, verdicts = round_verdicts(ctx, TaskKind.JUNK_AUDIT)
     junk = sum(1 for v in verdicts.values() if v.verdict is Verdict.JUNK)
     precision = estimate(junk, len(verdicts), population=stats_int(ctx.round.stats, "flagged"))
@@ -273,7 +279,7 @@ def finish_flag_audit(ctx: Ctx) -> None:
     )
 
 
-def start_bulk_accept(ctx: Ctx) -> None:
+def start_bulk_accept(ctx: RoundContext) -> None:
     iteration = _iteration(ctx)
     audits = [
         r
@@ -316,7 +322,7 @@ def start_bulk_accept(ctx: Ctx) -> None:
     finish(ctx)
 
 
-def start_junk_audit(ctx: Ctx) -> None:
+def start_junk_audit(ctx: RoundContext) -> None:
     session = ctx.session
     busy = review_repository.open_task_samples(session, ctx.dataset.id, JUNK_KINDS)
     believed = repository.states_where(session, ctx.dataset.id, statuses=NOT_JUNK)
@@ -332,7 +338,7 @@ def start_junk_audit(ctx: Ctx) -> None:
     review_or_done(ctx, queued)
 
 
-def finish_junk_audit(ctx: Ctx) -> None:
+def finish_junk_audit(ctx: RoundContext) -> None:
     """The junk left: the audited rate among unverified samples (with bounds), scaled to them;
     over everything believed clean (verified samples count as clean); whether the upper bound
     is under the target."""

@@ -1,5 +1,6 @@
-"""The label stage's rounds: cross-validation (the top-k rule, then confident learning beside
-it), pull-back rounds, and the human sample of the rejected set."""
+"""The label stage's rounds: cross-validation (the top-k rule, then the detectors of
+:mod:`~app.pipeline.stages.detectors` beside it), pull-back rounds, and the human sample of the
+rejected set."""
 
 from __future__ import annotations
 
@@ -10,56 +11,47 @@ import numpy as np
 
 from app.errors import Invalid
 from app.jobs import manifests as job_manifests
-from app.jobs import repository as jobs_repository
 from app.jobs import service as jobs
 from app.models import (
     TRAINABLE,
     EventKind,
     Job,
-    JobState,
-    RoundState,
     SampleStatus,
     TaskKind,
     Verdict,
 )
 from app.pipeline import repository
 from app.pipeline.config import (
-    recipe_document,
     recipe_label,
     sample_count,
 )
 from app.pipeline.estimates import estimate
-from app.pipeline.rounds import (
+from app.pipeline.rules import HumanVerdict, label_rank, stratified_folds
+from app.pipeline.stages.context import (
     LABEL_POOL,
-    Ctx,
     ModelChange,
+    RoundContext,
     StepRefused,
     apply_model_changes,
     classes_of,
     draw,
     finish,
-    labelled_manifest,
-    queue_job,
     queue_tasks,
-    recipe_for,
     review_or_done,
     round_verdicts,
     set_phase,
     stats_int,
 )
-from app.pipeline.rules import HumanVerdict, label_rank, stratified_folds
+from app.pipeline.stages.detectors import detectors_done, queue_detectors
+from app.pipeline.stages.round_jobs import (
+    labelled_manifest,
+    queue_job,
+    recipe_for,
+)
 from app.review.schemas import Suggestion, TaskItem
 from ml.cleaning import calibrated_pullback
-from ml.core.protocol.bundles import LabelIssues, decode_label_issues
 from ml.core.protocol.jobs import (
-    KNN_ISSUES_FILE,
-    LABEL_ISSUES_FILE,
-    ConfidentLearningSpec,
-    EmbeddingRequest,
-    JobKind,
-    KnnSpec,
     ManifestRef,
-    ProbsRef,
     TrainFoldSpec,
     TrainPredictSpec,
 )
@@ -67,7 +59,7 @@ from ml.core.protocol.jobs import (
 # --- label stage --------------------------------------------------------------------------------
 
 
-def start_cross_validation(ctx: Ctx) -> None:
+def start_cross_validation(ctx: RoundContext) -> None:
     session = ctx.session
     pool = repository.states_where(session, ctx.dataset.id, statuses=LABEL_POOL)
     classes = classes_of(pool)
@@ -109,7 +101,7 @@ def start_cross_validation(ctx: Ctx) -> None:
     ctx.stats(samples=len(pool), classes=len(classes), k=rule_k, recipe=recipe_label(recipe))
 
 
-def _manifest_labels(ctx: Ctx) -> dict[int, int]:
+def _manifest_labels(ctx: RoundContext) -> dict[int, int]:
     """Sample id → label class id, as the round's manifest gave them to the models."""
     ref = ManifestRef.model_validate(ctx.round.params["manifest"])
     manifest = job_manifests.load_manifest(ctx.env.data_dir, ref.sha256)
@@ -121,7 +113,7 @@ def _manifest_labels(ctx: Ctx) -> dict[int, int]:
 
 
 def _rule_changes(
-    ctx: Ctx,
+    ctx: RoundContext,
     job: Job,
     labels: dict[int, int],
     k: int,
@@ -167,7 +159,7 @@ def _rule_changes(
 _EVENT_STATUSES = {SampleStatus.KEPT, SampleStatus.REJECTED, SampleStatus.PULLED_BACK}
 
 
-def cross_validation_done(ctx: Ctx, done: list[Job]) -> None:
+def cross_validation_done(ctx: RoundContext, done: list[Job]) -> None:
     """The fold jobs are done: apply the top-k rule (unless another detector is the rule), then
     run the other detectors on the same out-of-fold probabilities and embeddings."""
     if ctx.round.phase == "cleanlab":
@@ -213,152 +205,10 @@ def cross_validation_done(ctx: Ctx, done: list[Job]) -> None:
         fold_accuracy=accuracies,
         rule=ctx.config.rule,
     )
-    _queue_detectors(ctx, done)
+    queue_detectors(ctx, done)
 
 
-def _queue_detectors(ctx: Ctx, folds: list[Job]) -> None:
-    """Queue confident learning (on the fold jobs' probabilities) and, when the fold models
-    read embeddings, kNN label agreement, side by side."""
-    manifest = ManifestRef.model_validate(ctx.round.params["manifest"])
-    refs: list[ProbsRef] = []
-    for job in folds:
-        artifacts = {a.name: a for a in jobs.job_detail(ctx.session, job).artifacts}
-        probs, ids = artifacts.get("probs.npy"), artifacts.get("probs_sample_ids.npy")
-        if probs is None or ids is None:
-            ctx.stats(confident_learning={"error": f"job {job.id} uploaded no probabilities"})
-            refs = []
-            break
-        refs.append(
-            ProbsRef(
-                job_id=job.id,
-                probs=jobs_repository.artifact_ref(probs),
-                sample_ids=jobs_repository.artifact_ref(ids),
-            )
-        )
-    job_ids = []
-    if refs:
-        spec = ConfidentLearningSpec(train=manifest, probs=refs, filter_by=ctx.config.filter_by)
-        job_ids.append(queue_job(ctx, spec, "cleanlab").id)
-    request = EmbeddingRequest.from_recipe(recipe_document(recipe_for(ctx, "fold")))
-    if request is not None:
-        spec_knn = KnnSpec(
-            train=manifest,
-            embedding=request,
-            k=ctx.config.knn_k,
-            top_k=int(ctx.round.params["k"]),
-        )
-        job_ids.append(queue_job(ctx, spec_knn, "knn").id)
-    else:
-        ctx.stats(knn={"error": "not run: the fold recipe does not read embeddings"})
-    if not job_ids:
-        _detectors_finished(ctx, {})
-        return
-    set_phase(ctx, "cleanlab", job_ids)
-
-
-def _issues_of(ctx: Ctx, job: Job) -> LabelIssues:
-    name = LABEL_ISSUES_FILE if job.kind is JobKind.CONFIDENT_LEARNING else KNN_ISSUES_FILE
-    _, path = jobs.artifact_by_name(ctx.session, ctx.env.data_dir, job_id=job.id, name=name)
-    return decode_label_issues(path.read_bytes())
-
-
-def _detector_stats(ctx: Ctx, job: Job, issues: LabelIssues) -> dict[str, Any]:
-    """How a detector's verdicts compare with the top-k rule's."""
-    ids = issues.sample_id.tolist()
-    flags = issues.is_issue.tolist()
-    k = int(ctx.round.params["k"])
-    ranks = repository.label_ranks(ctx.session, ids)
-    rejected = {sid for sid, rank in ranks.items() if rank is None or rank < 0 or rank >= k}
-    flagged = {sid for sid, flag in zip(ids, flags, strict=True) if flag}
-    return {
-        "job_id": job.id,
-        "flagged": len(flagged),
-        "both": len(flagged & rejected),
-        "only_detector": len(flagged - rejected),
-        "only_topk": len(rejected - flagged),
-        "agreement": (
-            sum(1 for sid in ids if (sid in flagged) == (sid in rejected)) / len(ids)
-            if ids
-            else None
-        ),
-    }
-
-
-def detectors_done(ctx: Ctx, done: list[Job], failed: list[Job]) -> None:
-    """Store what each detector found (its columns on every sample, its numbers in the round's
-    stats) and, when it is the pipeline's rule, apply its verdicts. A detector that failed is
-    reported; the round fails only when it was the rule."""
-    found: dict[JobKind, LabelIssues] = {}
-    for job in done:
-        issues = _issues_of(ctx, job)
-        found[job.kind] = issues
-        if job.kind is JobKind.CONFIDENT_LEARNING:
-            columns = ("cl_issue", "cl_quality")
-            extra: dict[str, Any] = {"filter_by": ctx.config.filter_by}
-            key = "confident_learning"
-        else:
-            columns = ("knn_issue", "knn_agreement")
-            extra = {"k": ctx.config.knn_k}
-            key = "knn"
-        repository.update_samples(
-            ctx.session,
-            [
-                {"sample_id": sid, columns[0]: bool(flag), columns[1]: float(q)}
-                for sid, flag, q in zip(
-                    issues.sample_id.tolist(),
-                    issues.is_issue.tolist(),
-                    issues.label_quality.tolist(),
-                    strict=True,
-                )
-            ],
-        )
-        ctx.stats(**{key: {**_detector_stats(ctx, job, issues), **extra}})
-    for job in failed:
-        key = "confident_learning" if job.kind is JobKind.CONFIDENT_LEARNING else "knn"
-        ctx.stats(**{key: {"job_id": job.id, "error": (job.error or "failed")[-2000:]}})
-    _detectors_finished(ctx, found)
-
-
-_RULE_KINDS = {"cleanlab": JobKind.CONFIDENT_LEARNING, "knn": JobKind.KNN}
-
-
-def _detectors_finished(ctx: Ctx, found: dict[JobKind, LabelIssues]) -> None:
-    rule = ctx.config.rule
-    if rule == "topk":
-        finish(ctx)
-        return
-    issues = found.get(_RULE_KINDS[rule])
-    if issues is None:
-        ctx.round.error = f"the {rule} detector did not run, and it is the pipeline's rule"
-        finish(ctx, RoundState.FAILED)
-        return
-    what = "confident learning" if rule == "cleanlab" else f"kNN ({ctx.config.knn_k} neighbours)"
-    changes = {
-        sid: ModelChange(
-            SampleStatus.REJECTED if flag else SampleStatus.KEPT,
-            EventKind.REJECTED if flag else EventKind.KEPT,
-            score=float(quality),
-            detail=f"{ctx.round.source}: {what} {'flags' if flag else 'keeps'} the label",
-        )
-        for sid, flag, quality in zip(
-            issues.sample_id.tolist(),
-            issues.is_issue.tolist(),
-            issues.label_quality.tolist(),
-            strict=True,
-        )
-    }
-    counts = apply_model_changes(ctx, changes)
-    ctx.stats(statuses={status.value: n for status, n in sorted(counts.items())})
-    finish(ctx)
-
-
-def cleanlab_failed(ctx: Ctx, failed: list[Job], succeeded: list[Job]) -> None:
-    """A detector job failed for good: the others' results still count (see
-    :func:`detectors_done`)."""
-    detectors_done(ctx, [job for job in succeeded if job.state is JobState.SUCCEEDED], failed)
-
-
-def start_pull_back(ctx: Ctx) -> None:
+def start_pull_back(ctx: RoundContext) -> None:
     session = ctx.session
     kept = repository.states_where(session, ctx.dataset.id, statuses=TRAINABLE)
     rejected = repository.states_where(session, ctx.dataset.id, statuses={SampleStatus.REJECTED})
@@ -392,7 +242,7 @@ def start_pull_back(ctx: Ctx) -> None:
     ctx.stats(train=len(kept), predict=len(rejected), k=k, recipe=recipe_label(recipe))
 
 
-def pull_back_done(ctx: Ctx, done: list[Job]) -> None:
+def pull_back_done(ctx: RoundContext, done: list[Job]) -> None:
     [job] = done
     labels = _manifest_labels(ctx)
     changes = _rule_changes(
@@ -417,7 +267,7 @@ def pull_back_done(ctx: Ctx, done: list[Job]) -> None:
     finish(ctx)
 
 
-def start_human_sample(ctx: Ctx) -> None:
+def start_human_sample(ctx: RoundContext) -> None:
     session = ctx.session
     rejected = repository.states_where(session, ctx.dataset.id, statuses={SampleStatus.REJECTED})
     pool = repository.human_sample_pool(session, ctx.dataset.id)
@@ -449,7 +299,7 @@ def start_human_sample(ctx: Ctx) -> None:
     review_or_done(ctx, queued)
 
 
-def finish_human_sample(ctx: Ctx) -> None:
+def finish_human_sample(ctx: RoundContext) -> None:
     """What annotators found in the random sample of the rejected set, and two estimates over
     the rejected samples not sampled (unsure answers left out): ``estimate``, those wrongly
     rejected (their given label was right: accepted); ``usable``, those worth keeping under
@@ -474,7 +324,7 @@ def finish_human_sample(ctx: Ctx) -> None:
     )
 
 
-def _pull_back_by_verdicts(ctx: Ctx, verdicts: dict[int, HumanVerdict]) -> dict[str, Any]:
+def _pull_back_by_verdicts(ctx: RoundContext, verdicts: dict[int, HumanVerdict]) -> dict[str, Any]:
     """The calibrated pull-back (:func:`ml.cleaning.calibrated_pullback`): the annotators'
     verdicts on the random sample say, as a function of the latest model's probability of the
     given label, how often a reject's label is wrong; the unchecked rejects where it is wrong

@@ -24,27 +24,33 @@ from app.pipeline.config import (
     recipe_label,
 )
 from app.pipeline.repository import SampleState
-from app.pipeline.rounds import (
-    Ctx,
+from app.pipeline.stages.context import (
+    RoundContext,
     StepRefused,
-    build_manifest,
     classes_of,
     finish,
-    labelled_manifest,
-    queue_job,
     queue_tasks,
-    recipe_for,
     review_or_done,
     set_phase,
 )
+from app.pipeline.stages.round_jobs import (
+    build_manifest,
+    labelled_manifest,
+    queue_job,
+    recipe_for,
+)
 from app.review import repository as review_repository
 from app.review.schemas import TaskItem
-from ml.core.protocol.jobs import ModelRef, ProbsRef, TrainFinalSpec
+from ml.core.protocol.jobs import (
+    ModelRef,
+    ProbsRef,
+    TrainFinalSpec,
+)
 
 # --- class stage --------------------------------------------------------------------------------
 
 
-def start_class_review(ctx: Ctx) -> None:
+def start_class_review(ctx: RoundContext) -> None:
     session = ctx.session
     minimum = ctx.config.min_class_size
     kept = repository.class_counts(session, ctx.dataset.id, statuses=TRAINABLE)
@@ -81,7 +87,7 @@ def start_class_review(ctx: Ctx) -> None:
     review_or_done(ctx, queued)
 
 
-def finish_class_review(ctx: Ctx) -> None:
+def finish_class_review(ctx: RoundContext) -> None:
     """The round's classes as their votes left them (a drop still short of people is
     ``awaiting_votes``: it stays under review, and a later vote still applies)."""
     tasks = review_repository.tasks_of_source(ctx.session, ctx.dataset.id, ctx.round.source)
@@ -101,24 +107,11 @@ def finish_class_review(ctx: Ctx) -> None:
 # --- final training -----------------------------------------------------------------------------
 
 
-def start_final_training(ctx: Ctx) -> None:
-    """Trains on the final set less an evaluation set: human-verified samples (confirmed or
-    relabelled) when there are ``min_eval_samples`` of them, else a random held-out split;
-    either way a stratified ``val_fraction`` of the final set (at least ``min_eval_samples``),
-    and never a class's last training sample."""
-    session = ctx.session
+def start_final_training(ctx: RoundContext) -> None:
+    """Trains on the final set less an evaluation set (:func:`_final_split`), with the rejected
+    samples offered unlabelled and the fold models as teachers when the config asks."""
     config = ctx.config
-    final = repository.states_where(session, ctx.dataset.id, statuses=TRAINABLE)
-    verified = [s for s in final if s.status in (SampleStatus.CONFIRMED, SampleStatus.RELABELLED)]
-    wanted = max(config.min_eval_samples, math.ceil(config.val_fraction * len(final)))
-    if len(verified) >= config.min_eval_samples:
-        source = "human_verified"
-        held = evaluation_set(verified, final, min(wanted, len(verified)), ctx.seed)
-    else:
-        source = "held_out"
-        held = evaluation_set(final, final, round(config.val_fraction * len(final)), ctx.seed)
-    train = [s for s in final if s.sample_id not in held]
-    evaluation = [s for s in final if s.sample_id in held]
+    train, evaluation, source = _final_split(ctx)
     classes = classes_of(train)
     if len(classes) < 2:
         raise StepRefused(f"the final set has {len(classes)} class(es): nothing to train")
@@ -169,7 +162,27 @@ def start_final_training(ctx: Ctx) -> None:
     )
 
 
-def _rejects(ctx: Ctx) -> tuple[list[SampleState], list[ProbsRef], list[int]]:
+def _final_split(ctx: RoundContext) -> tuple[list[SampleState], list[SampleState], str]:
+    """The final set split into (train, evaluation, where the evaluation set comes from):
+    human-verified samples (confirmed or relabelled) when there are ``min_eval_samples`` of
+    them, else a random held-out split; either way a stratified ``val_fraction`` of the final
+    set (at least ``min_eval_samples``), and never a class's last training sample."""
+    config = ctx.config
+    final = repository.states_where(ctx.session, ctx.dataset.id, statuses=TRAINABLE)
+    verified = [s for s in final if s.status in (SampleStatus.CONFIRMED, SampleStatus.RELABELLED)]
+    wanted = max(config.min_eval_samples, math.ceil(config.val_fraction * len(final)))
+    if len(verified) >= config.min_eval_samples:
+        source = "human_verified"
+        held = evaluation_set(verified, final, min(wanted, len(verified)), ctx.seed)
+    else:
+        source = "held_out"
+        held = evaluation_set(final, final, round(config.val_fraction * len(final)), ctx.seed)
+    train = [s for s in final if s.sample_id not in held]
+    evaluation = [s for s in final if s.sample_id in held]
+    return train, evaluation, source
+
+
+def _rejects(ctx: RoundContext) -> tuple[list[SampleState], list[ProbsRef], list[int]]:
     """The rejected samples the final training may learn from (never by their given label:
     the manifest carries them unlabelled), with the last cross-validation's out-of-fold
     probabilities and the classes of their columns; nothing when the config drops them or no
@@ -226,7 +239,7 @@ def evaluation_set(
     return held
 
 
-def _teachers(ctx: Ctx, classes: list[int]) -> tuple[list[ModelRef], str]:
+def _teachers(ctx: RoundContext, classes: list[int]) -> tuple[list[ModelRef], str]:
     choice = ctx.config.teacher()
     if choice == "none":
         return [], "no distillation"
@@ -243,7 +256,7 @@ def _teachers(ctx: Ctx, classes: list[int]) -> tuple[list[ModelRef], str]:
     return [jobs.model_ref(ctx.session, job.id) for job in folds], f"distilled from {cv.source}"
 
 
-def final_training_done(ctx: Ctx, done: list[Job]) -> None:
+def final_training_done(ctx: RoundContext, done: list[Job]) -> None:
     [job] = done
     summary = job.summary or {}
     ctx.stats(
