@@ -69,24 +69,19 @@ def weights_prepare(
 
 
 def _load_augment_recipe(recipe: str) -> tuple[AugmentConfig, int | None]:
-    """The augmentations and training image size of ``recipe``: a path to a YAML file whose
-    ``augment:`` key is an :class:`~ml.augment.AugmentConfig` (``image_size:`` optional)."""
-    import yaml
+    """The augmentations and training image size of ``recipe`` (a shipped name or a YAML path):
+    its ``augment:`` key as an :class:`~ml.augment.AugmentConfig`, its ``image_size:`` if any.
+    Only those keys are read, so a file holding just them previews too."""
     from pydantic import ValidationError
 
     from ml.augment import AugmentConfig
+    from ml.core.recipes import RecipeError, read_recipe, recipe_path
 
-    path = Path(recipe)
-    if not path.is_file():
-        raise typer.BadParameter(f"no recipe file {recipe!r}", param_hint="--recipe")
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise typer.BadParameter(
-            f"{path} is not valid YAML: {error}", param_hint="--recipe"
-        ) from error
-    if not isinstance(document, dict):
-        raise typer.BadParameter(f"{path} must hold a mapping", param_hint="--recipe")
+        path = recipe_path(recipe)
+        document = read_recipe(path)
+    except RecipeError as error:
+        raise typer.BadParameter(str(error), param_hint="--recipe") from error
     try:
         config = AugmentConfig.model_validate(document.get("augment") or {})
     except ValidationError as error:
@@ -176,7 +171,8 @@ def _manifest(manifest: Path, root: Path | None, label_column: str) -> Any:
 def _recipe(name: str, overrides: list[str] | None) -> Any:
     import yaml
 
-    from ml.recipes import RecipeError, load_recipe
+    from ml.core.recipes import RecipeError
+    from ml.recipes import load_recipe
 
     values: dict[str, Any] = {}
     for item in overrides or []:
@@ -207,7 +203,8 @@ def recipes_command(
     name: Annotated[str | None, typer.Argument(help="Print this recipe, resolved.")] = None,
 ) -> None:
     """List the shipped training recipes, or print one with every default filled in."""
-    from ml.recipes import dump_recipe, list_recipes
+    from ml.core.recipes import list_recipes
+    from ml.recipes import dump_recipe
 
     if name is None:
         for recipe_name in list_recipes():

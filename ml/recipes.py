@@ -1,11 +1,10 @@
 """Training recipes: named, versioned YAML files validated into a :class:`Recipe`.
 
-The shipped recipes live in ``ml/recipes/<name>.yaml``; a recipe can also be any YAML path.
-Unknown keys and bad values are errors that name the field (``optimizer.lr: Input should be
-greater than 0``). The resolved recipe (every default filled in) is saved beside every checkpoint
-(:func:`dump_recipe`), so a run can be reproduced from its output alone.
-
-Overrides use dotted keys, e.g. ``{"epochs": 2, "optimizer.lr": 0.05}`` (the CLI's ``--set``).
+A recipe is a shipped name (``ml/recipes/<name>.yaml``) or any YAML path, found by
+:mod:`ml.core.recipes`, which also applies the dotted overrides (``{"optimizer.lr": 0.05}``, the
+CLI's ``--set``). Unknown keys and bad values are errors that name the field (``optimizer.lr:
+Input should be greater than 0``). The resolved recipe (every default filled in) is saved beside
+every checkpoint (:func:`dump_recipe`), so a run can be reproduced from its output alone.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from pydantic import (
 )
 
 from ml.augment import AugmentConfig
+from ml.core.recipes import RecipeError, apply_overrides, read_recipe, recipe_path
 
 __all__ = [
     "BalanceConfig",
@@ -35,19 +35,11 @@ __all__ = [
     "ModelConfig",
     "OptimizerConfig",
     "Recipe",
-    "RecipeError",
     "ScheduleConfig",
     "dump_recipe",
-    "list_recipes",
     "load_recipe",
     "recipe_from_dict",
 ]
-
-RECIPES_DIR = Path(__file__).with_name("recipes")
-
-
-class RecipeError(ValueError):
-    """A recipe cannot be found, parsed or validated; the message names the field."""
 
 
 class _Strict(BaseModel):
@@ -300,19 +292,6 @@ def _format_errors(error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def _set_dotted(document: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = document
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise RecipeError(f"override {dotted!r}: {part!r} is not a section")
-        node = child
-    node[parts[-1]] = value
-
-
 def recipe_from_dict(
     document: Mapping[str, Any],
     *,
@@ -325,17 +304,11 @@ def recipe_from_dict(
         RecipeError: lists every invalid or unknown field.
     """
     data: dict[str, Any] = yaml.safe_load(yaml.safe_dump(dict(document)))  # deep copy
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(data, dotted, value)
+    apply_overrides(data, overrides or {})
     try:
         return Recipe.model_validate(data)
     except ValidationError as error:
         raise RecipeError(f"{source} is invalid:\n{_format_errors(error)}") from None
-
-
-def list_recipes() -> list[str]:
-    """Names of the shipped recipes."""
-    return sorted(path.stem for path in RECIPES_DIR.glob("*.yaml"))
 
 
 def load_recipe(name_or_path: str | Path, *, overrides: Mapping[str, Any] | None = None) -> Recipe:
@@ -345,21 +318,8 @@ def load_recipe(name_or_path: str | Path, *, overrides: Mapping[str, Any] | None
         RecipeError: no such recipe (the message lists the shipped ones), invalid YAML, or
             invalid fields.
     """
-    text_name = str(name_or_path)
-    path = Path(name_or_path)
-    if not (path.suffix in {".yaml", ".yml"} and path.is_file()):
-        path = RECIPES_DIR / f"{text_name}.yaml"
-        if not path.is_file():
-            raise RecipeError(
-                f"no recipe {text_name!r}: give a YAML path or one of {', '.join(list_recipes())}"
-            )
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise RecipeError(f"{path} is not valid YAML: {error}") from None
-    if not isinstance(document, dict):
-        raise RecipeError(f"{path} must hold a mapping of recipe fields")
-    return recipe_from_dict(document, overrides=overrides, source=f"recipe {path}")
+    path = recipe_path(name_or_path)
+    return recipe_from_dict(read_recipe(path), overrides=overrides, source=f"recipe {path}")
 
 
 def dump_recipe(recipe: Recipe) -> str:

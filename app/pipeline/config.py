@@ -4,8 +4,8 @@ with, and the process-wide settings of the reconciler (environment, prefix
 
 Recipes are named as the worker knows them (``ml/recipes/<name>.yaml``) with optional dotted
 overrides (``{"name": "cifar-small", "set": {"epochs": 2}}``). A recipe without overrides travels
-to the worker as its name; with overrides the server reads the shipped YAML (it never imports the
-ML library) and sends the whole recipe.
+to the worker as its name; with overrides the server reads the shipped YAML (through the
+torch-free :mod:`ml.core.recipes`) and sends the whole recipe.
 """
 
 from __future__ import annotations
@@ -15,15 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.errors import Invalid
 from app.jobs.config import JobSettings
-from app.settings import PROJECT_ROOT
-
-RECIPES_DIR = PROJECT_ROOT / "ml" / "recipes"
+from ml.core.recipes import (
+    RecipeError,
+    apply_overrides,
+    list_recipes,
+    read_recipe,
+    shipped_recipe,
+)
 
 Step = Literal["junk", "fold", "pullback", "final"]
 
@@ -64,8 +67,8 @@ class RecipeChoice(BaseModel):
     @field_validator("name")
     @classmethod
     def _shipped(cls, name: str) -> str:
-        if not (RECIPES_DIR / f"{name}.yaml").is_file():
-            known = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+        if shipped_recipe(name) is None:
+            known = ", ".join(list_recipes())
             raise ValueError(f"no recipe {name!r}; the shipped ones are {known}")
         return name
 
@@ -253,34 +256,23 @@ def spec_recipe(choice: RecipeChoice, overrides: dict[str, Any]) -> str | dict[s
     changes = {**overrides, **choice.set}
     if not changes:
         return choice.name
-    document = yaml.safe_load((RECIPES_DIR / f"{choice.name}.yaml").read_text(encoding="utf-8"))
-    if not isinstance(document, dict):
-        raise Invalid(f"recipe {choice.name!r} is not a mapping")
-    for dotted, value in changes.items():
-        _set_dotted(document, dotted, value)
+    path = shipped_recipe(choice.name)
+    if path is None:
+        raise Invalid(f"no recipe {choice.name!r}")
+    try:
+        document = read_recipe(path)
+        apply_overrides(document, changes)
+    except RecipeError as error:
+        raise Invalid(str(error)) from None
     return document
-
-
-def _set_dotted(document: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = document
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise Invalid(f"recipe override {dotted!r}: {part!r} is not a section")
-        node = child
-    node[parts[-1]] = value
 
 
 def recipe_document(recipe: str | dict[str, Any]) -> dict[str, Any]:
     """A spec's recipe as a mapping: the shipped YAML for a name (empty when unknown)."""
     if isinstance(recipe, dict):
         return recipe
-    path = RECIPES_DIR / f"{recipe}.yaml"
-    document = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    return document if isinstance(document, dict) else {}
+    path = shipped_recipe(recipe)
+    return {} if path is None else read_recipe(path)
 
 
 def recipe_label(recipe: str | dict[str, Any]) -> str:

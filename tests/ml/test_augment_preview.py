@@ -77,6 +77,20 @@ def test_augment_preview_writes_a_png_grid(
         assert grid.size == (2 + 3 * 34, 2 + 2 * 34)
 
 
+def test_augment_preview_takes_a_shipped_recipe_by_name(
+    cli: typer.Typer, photo: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "grid.png"
+    result = CliRunner().invoke(
+        cli,
+        ["augment-preview", str(photo), "--recipe", "cifar-small", "--out", str(out), "--n", "2"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "from recipe cifar-small" in result.output
+    with Image.open(out) as grid:
+        assert grid.format == "PNG"
+
+
 def test_augment_preview_is_reproducible_with_a_seed(
     photo: Path, recipe_file: Path, tmp_path: Path
 ) -> None:
@@ -107,3 +121,4 @@ def test_augment_preview_reports_a_bad_recipe(
     )
     assert missing.exit_code != 0
     assert "no-such-recipe" in missing.output
+    assert "cifar-small" in missing.output  # the shipped names it would take

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from ml.core.recipes import RecipeError
 from ml.embeddings import EmbeddingArray
 from ml.heads import HeadTargets, TrainedHead, load_model
 from ml.predict import predict
-from ml.recipes import RecipeError
 from ml.train import Control, Progress, TrainingError, train_model
 from tests.ml.factories import balanced_labels, cluster_features, head_recipe, synthetic_space
 

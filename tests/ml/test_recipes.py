@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ml.recipes import RecipeError, dump_recipe, list_recipes, load_recipe, recipe_from_dict
+from ml.core.recipes import RecipeError, list_recipes
+from ml.recipes import dump_recipe, load_recipe, recipe_from_dict
 
 
 @pytest.mark.parametrize("name", list_recipes())
