@@ -82,6 +82,16 @@ def _check_folds(folds: NDArray[np.integer] | Sequence[int], n: int) -> NDArray[
     return array
 
 
+def _fold_rows(
+    labels: NDArray[np.int64], folds: NDArray[np.int64], fold: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """The held-out rows of ``fold`` and the labelled rows of the other folds."""
+    heldout = np.flatnonzero(folds == fold).astype(np.int64)
+    if heldout.size == 0:
+        raise ValueError(f"fold {fold} is empty")
+    return heldout, np.flatnonzero((folds != fold) & (labels >= 0)).astype(np.int64)
+
+
 def train_fold(
     recipe: Recipe,
     images: NDArray[Any],
@@ -103,12 +113,10 @@ def train_fold(
         images: uint8 ``[N, H, W, 3]`` (or the rows' embeddings for a recipe with a head).
         labels: ``[N]`` given class ids; -1: no label (never trained on).
         folds: ``[N]`` fold of every sample (:func:`ml.data.stratified_folds`).
-        fold: the held-out fold.
-        top_k: classes recorded per held-out sample.
-        keep_probs: keep the held-out probabilities ``[M, C]`` (float32), as
-            :func:`merge_folds` needs.
-        runtime: where it runs (default: this process, CUDA when there is one).
-        checkpoint_dir: saves (and resumes) the fold model there.
+        top_k: classes recorded per held-out sample; ``keep_probs``: keep the held-out
+            probabilities ``[M, C]`` (float32), as :func:`merge_folds` needs.
+        runtime: where it runs (default: this process); ``checkpoint_dir``: saves (and
+            resumes) the fold model there.
 
     Returns:
         The fold's held-out predictions; None on the ranks but 0 of a multi-process run.
@@ -118,11 +126,7 @@ def train_fold(
     """
     runtime = runtime or LocalRuntime()
     label_array = np.asarray(labels, dtype=np.int64)
-    fold_array = _check_folds(folds, label_array.shape[0])
-    heldout = np.flatnonzero(fold_array == fold).astype(np.int64)
-    train_rows = np.flatnonzero((fold_array != fold) & (label_array >= 0)).astype(np.int64)
-    if heldout.size == 0:
-        raise ValueError(f"fold {fold} is empty")
+    heldout, train_rows = _fold_rows(label_array, _check_folds(folds, label_array.shape[0]), fold)
     fold_recipe = recipe.model_copy(update={"seed": recipe.seed + fold})
     result = train(
         fold_recipe,

@@ -6,8 +6,8 @@ The step functions (:func:`ml.crossval.train_fold`, :func:`ml.junk.train_junk_cl
 the :class:`Runtime` they are handed:
 
 * :class:`LocalRuntime`: this process on one device, progress to an optional callback (the CLI);
-* ``ml.worker.handlers.JobRuntime``: a worker job on one device, progress and stops through the
-  job's lease;
+* ``ml.worker.execution.JobRuntime``: a worker job on one device, progress and stops through
+  the job's lease;
 * ``ml.worker.ddp.RankRuntime``: one rank of a multi-process run.
 
 A step stops at a step boundary by raising :class:`JobStopped` with the runtime's reason.

@@ -119,19 +119,7 @@ def run_crossval(
     verdicts = _detect(manifest, inputs, oof.probs, k=k, knn_k=knn_k, rule=rule, recipe=recipe)
     _save_oof(out_dir / "oof.npz", oof, fold_array, manifest.labels)
     write_decisions(out_dir / "decisions.csv", _decision_rows(manifest, oof, verdicts))
-    summary = CrossvalSummary(
-        samples=len(manifest),
-        classes=manifest.num_classes,
-        folds=folds,
-        k=k,
-        kept=int(verdicts.kept.sum()),
-        rejected=int((~verdicts.kept).sum()),
-        cleanlab_issues=int(verdicts.issues.sum()),
-        both_reject=int((~verdicts.topk_kept & verdicts.issues).sum()),
-        oof_accuracy=float((oof.probs.argmax(axis=1) == manifest.labels).mean()),
-        rule=rule,
-        knn_rejected=None if verdicts.knn_kept is None else int((~verdicts.knn_kept).sum()),
-    )
+    summary = _summary(manifest, folds, k, rule, verdicts, oof)
     write_json(
         out_dir / "summary.json",
         {
@@ -142,6 +130,25 @@ def run_crossval(
         },
     )
     return summary
+
+
+def _summary(
+    manifest: Manifest, folds: int, k: int, rule: Rule, verdicts: _Verdicts, oof: OutOfFold
+) -> CrossvalSummary:
+    kept, knn_kept = verdicts.kept, verdicts.knn_kept
+    return CrossvalSummary(
+        samples=len(manifest),
+        classes=manifest.num_classes,
+        folds=folds,
+        k=k,
+        kept=int(kept.sum()),
+        rejected=int((~kept).sum()),
+        cleanlab_issues=int(verdicts.issues.sum()),
+        both_reject=int((~verdicts.topk_kept & verdicts.issues).sum()),
+        oof_accuracy=float((oof.probs.argmax(axis=1) == manifest.labels).mean()),
+        rule=rule,
+        knn_rejected=None if knn_kept is None else int((~knn_kept).sum()),
+    )
 
 
 def _detect(
@@ -267,30 +274,9 @@ def run_pullback(
         rejected = np.flatnonzero(~kept)
         if rejected.size == 0:
             break
-        inputs = sources.for_recipe(recipe)
-        result = train(
-            recipe,
-            inputs,
-            np.flatnonzero(kept),
-            manifest.labels,
-            num_classes=manifest.num_classes,
-            class_names=manifest.classes,
-            runtime=runtime,
-            checkpoint_dir=out_dir / "models" / f"round-{number}",
-        )
-        predicted = predict_rows(
-            result.trained,
-            inputs,
-            rejected,
-            None,
-            top_k=1,
-            keep_probs=True,
-            batch_size=recipe.eval_batch_size,
-            runtime=runtime,
-            probs_dtype=np.float32,
-        )
-        assert predicted is not None and predicted.probs is not None
-        outcome = pullback(manifest.labels, kept, predicted.probs, k=k, indices=rejected)
+        models = out_dir / "models" / f"round-{number}"
+        probs = _train_and_predict(recipe, sources, kept, rejected, runtime, models)
+        outcome = pullback(manifest.labels, kept, probs, k=k, indices=rejected)
         for index in outcome.pulled_back:
             rows[int(index)]["status"] = "kept"
             rows[int(index)]["pulled_back_round"] = str(number)
@@ -305,3 +291,40 @@ def run_pullback(
     summary = {"kept": int(kept.sum()), "rejected": int((~kept).sum())}
     write_json(out_dir / "summary.json", {"rounds": [r.__dict__ for r in history], **summary})
     return history
+
+
+def _train_and_predict(
+    recipe: Recipe,
+    sources: StepInputs,
+    kept: NDArray[np.bool_],
+    rejected: NDArray[np.int64],
+    runtime: LocalRuntime,
+    checkpoint_dir: Path,
+) -> NDArray[np.float32]:
+    """One round's model, trained on the kept samples: its probabilities ``[R, C]`` of the
+    rejected ones."""
+    manifest = sources.manifest
+    inputs = sources.for_recipe(recipe)
+    result = train(
+        recipe,
+        inputs,
+        np.flatnonzero(kept),
+        manifest.labels,
+        num_classes=manifest.num_classes,
+        class_names=manifest.classes,
+        runtime=runtime,
+        checkpoint_dir=checkpoint_dir,
+    )
+    predicted = predict_rows(
+        result.trained,
+        inputs,
+        rejected,
+        None,
+        top_k=1,
+        keep_probs=True,
+        batch_size=recipe.eval_batch_size,
+        runtime=runtime,
+        probs_dtype=np.float32,
+    )
+    assert predicted is not None and predicted.probs is not None
+    return predicted.probs

@@ -135,76 +135,82 @@ class _Console:
             )
 
 
+ServerOpt = Annotated[
+    str,
+    typer.Option(envvar="THRESHER_SERVER_URL", help="The server's URL, e.g. http://server:8000."),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="THRESHER_WORKER_TOKEN",
+        help="A worker token (thresher tokens create --scope worker).",
+        show_default=False,
+    ),
+]
+TokenFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="THRESHER_WORKER_TOKEN_FILE",
+        help="A file holding the worker token (e.g. a Docker secret), instead of --token.",
+        show_default=False,
+    ),
+]
+DeviceOpt = Annotated[
+    str, typer.Option(help="cpu, cuda, cuda:N, or auto (CUDA when there is one).")
+]
+PathMapOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--path-map",
+        help="FROM=TO: the server's image paths under FROM are under TO here (repeatable). "
+        "Images still not found are fetched from the server.",
+    ),
+]
+GpusOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Run each job on these GPUs of this machine (DDP via torchrun), e.g. 0,1,2,3."
+    ),
+]
+ProcsOpt = Annotated[
+    int,
+    typer.Option(min=1, help="Processes per job on the CPU (gloo DDP); with --gpus, one per GPU."),
+]
+KindsOpt = Annotated[
+    list[str] | None, typer.Option("--kinds", help="Only these job kinds (comma-separated).")
+]
+NameOpt = Annotated[str | None, typer.Option(help="This worker's name [default: host-pid].")]
+CacheDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Downloads, fetched images and decoded caches [default: $THRESHER_DATA_DIR/worker]."
+    ),
+]
+MaxJobsOpt = Annotated[int | None, typer.Option(min=1, help="Exit after this many jobs.")]
+IdleExitOpt = Annotated[
+    float | None, typer.Option(min=0, help="Exit after this many seconds without a job.")
+]
+PollMaxOpt = Annotated[float, typer.Option(min=0.1, help="Longest wait between polls (s).")]
+WatchParentOpt = Annotated[
+    int | None, typer.Option(hidden=True, help="Exit when this process is no longer the parent.")
+]
+
+
 def worker(
-    server: Annotated[
-        str,
-        typer.Option(
-            envvar="THRESHER_SERVER_URL", help="The server's URL, e.g. http://server:8000."
-        ),
-    ],
-    token: Annotated[
-        str | None,
-        typer.Option(
-            envvar="THRESHER_WORKER_TOKEN",
-            help="A worker token (thresher tokens create --scope worker).",
-            show_default=False,
-        ),
-    ] = None,
-    token_file: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="THRESHER_WORKER_TOKEN_FILE",
-            help="A file holding the worker token (e.g. a Docker secret), instead of --token.",
-            show_default=False,
-        ),
-    ] = None,
-    device: Annotated[
-        str, typer.Option(help="cpu, cuda, cuda:N, or auto (CUDA when there is one).")
-    ] = "auto",
-    path_map: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--path-map",
-            help="FROM=TO: the server's image paths under FROM are under TO here (repeatable). "
-            "Images still not found are fetched from the server.",
-        ),
-    ] = None,
-    gpus: Annotated[
-        str | None,
-        typer.Option(
-            help="Run each job on these GPUs of this machine (DDP via torchrun), e.g. 0,1,2,3."
-        ),
-    ] = None,
-    procs: Annotated[
-        int,
-        typer.Option(
-            min=1, help="Processes per job on the CPU (gloo DDP); with --gpus, one per GPU."
-        ),
-    ] = 1,
-    kinds: Annotated[
-        list[str] | None, typer.Option("--kinds", help="Only these job kinds (comma-separated).")
-    ] = None,
-    name: Annotated[
-        str | None, typer.Option(help="This worker's name [default: host-pid].")
-    ] = None,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="Downloads, fetched images and decoded caches "
-            "[default: $THRESHER_DATA_DIR/worker]."
-        ),
-    ] = None,
-    max_jobs: Annotated[int | None, typer.Option(min=1, help="Exit after this many jobs.")] = None,
-    idle_exit: Annotated[
-        float | None, typer.Option(min=0, help="Exit after this many seconds without a job.")
-    ] = None,
-    poll_max: Annotated[
-        float, typer.Option(min=0.1, help="Longest wait between polls (s).")
-    ] = 30.0,
-    watch_parent: Annotated[
-        int | None,
-        typer.Option(hidden=True, help="Exit when this process is no longer the parent."),
-    ] = None,
+    server: ServerOpt,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    device: DeviceOpt = "auto",
+    path_map: PathMapOpt = None,
+    gpus: GpusOpt = None,
+    procs: ProcsOpt = 1,
+    kinds: KindsOpt = None,
+    name: NameOpt = None,
+    cache_dir: CacheDirOpt = None,
+    max_jobs: MaxJobsOpt = None,
+    idle_exit: IdleExitOpt = None,
+    poll_max: PollMaxOpt = 30.0,
+    watch_parent: WatchParentOpt = None,
 ) -> None:
     """Run jobs from a Thresher server on this machine until stopped (SIGTERM hands the running
     job back to the queue)."""
@@ -212,17 +218,9 @@ def worker(
     from ml.worker.inputs import parse_path_map
     from ml.worker.runner import Worker, WorkerConfig, default_worker_name
 
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # One line per poll of the server would drown the worker's own log.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    _configure_logging()
     gpu_list = _parse_gpus(gpus)
     resolved = _resolve_device(device, gpu_list)
-    if gpu_list:
-        procs = len(gpu_list)
     try:
         mapping = parse_path_map(path_map or [])
     except ValueError as error:
@@ -233,7 +231,7 @@ def worker(
         kinds=_parse_kinds(kinds),
         cache_dir=(cache_dir or _default_cache_dir()).resolve(),
         gpus=gpu_list,
-        procs=procs,
+        procs=len(gpu_list) if gpu_list else procs,
         path_map=mapping,
         poll_max=poll_max,
         max_jobs=max_jobs,
@@ -246,6 +244,16 @@ def worker(
         runner.install_signal_handlers()
         code = runner.run()
     raise typer.Exit(code)
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    # One line per poll of the server would drown the worker's own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ from ml.runtime import JobStopped
 from ml.train import Progress as TrainProgress
 from ml.worker.compute import run_task
 from ml.worker.context import JobContext
+from ml.worker.execution import training_progress
 from ml.worker.task import Outcome, SampleSet, Task
 
 __all__ = ["RankRuntime", "launch", "main"]
@@ -251,15 +252,7 @@ class RankRuntime:
             self._events.flush()
 
     def training(self, progress: TrainProgress) -> bool:
-        self.emit(
-            "progress",
-            phase="train",
-            epoch=progress.epoch + 1,
-            epochs=-(-progress.total_steps // max(progress.steps_per_epoch, 1)),
-            step=progress.step,
-            steps=progress.steps_per_epoch,
-            images_per_second=progress.images_per_second * self.world,
-        )
+        self.emit("progress", **training_progress(progress, world=self.world).model_dump())
         return self._stop_requested()
 
     def predicting(self, done: int, total: int) -> bool:

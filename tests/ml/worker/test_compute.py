@@ -1,4 +1,4 @@
-"""The worker's compute layer in one process: job kinds on tiny data, sharding, class mapping."""
+"""The worker's compute layer in one process: job kinds on tiny data, class mapping."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from ml.core.protocol.bundles import JobManifest
 from ml.core.protocol.jobs import (
     ArtifactRef,
     EvaluateSpec,
-    JobKind,
     ManifestRef,
     ModelRef,
     ScoreJunkSpec,
@@ -25,8 +24,6 @@ from ml.recipes import recipe_from_dict
 from ml.runtime import JobStopped, LocalRuntime
 from ml.train import Progress as TrainProgress
 from ml.worker.compute import run_task
-from ml.worker.handlers import HANDLERS, UnknownKind, handler_for
-from ml.worker.inputs import PathMap, parse_path_map
 from ml.worker.task import SampleSet, Task
 
 REF = ManifestRef(sha256="ab" * 32, count=1, num_classes=2)
@@ -192,23 +189,3 @@ def test_a_fold_job_is_the_libraries_train_fold_in_server_classes(tmp_path: Path
     assert job.results.topk_class_id.tolist() == expected.tolist()
     assert job.summary["heldout_samples"] == heldout.size
     assert set(job.files) == {"probs.npy", "probs_sample_ids.npy"}
-
-
-def test_every_job_kind_has_a_handler() -> None:
-    assert set(HANDLERS) == {kind.value for kind in JobKind}
-
-
-def test_an_unknown_kind_names_the_valid_ones() -> None:
-    valid = "valid kinds: confident_learning, embed, evaluate, knn, predict, score_junk"
-    with pytest.raises(UnknownKind, match=valid):
-        handler_for("train_everything")
-
-
-def test_path_map_rewrites_prefixes_only_at_a_boundary() -> None:
-    mapping = parse_path_map(["/srv/images=/mnt/imgs", "/data=/d"])
-    assert mapping.apply("/srv/images/cat/1.jpg") == "/mnt/imgs/cat/1.jpg"
-    assert mapping.apply("/srv/images2/cat/1.jpg") == "/srv/images2/cat/1.jpg"
-    assert mapping.apply("/data/x") == "/d/x"
-    assert PathMap().apply("/a") == "/a"
-    with pytest.raises(ValueError, match="FROM=TO"):
-        parse_path_map(["/no-target"])
