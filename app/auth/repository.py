@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.models import ApiToken, Role, TokenScope, User, WebSession
@@ -108,3 +108,26 @@ def revoke_tokens_of(
         .execution_options(synchronize_session="fetch")
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def revoke_tokens_named(session: Session, *, user_id: int, name: str, now: datetime) -> int:
+    """Revokes the user's live tokens named ``name``; returns how many."""
+    result = session.execute(
+        update(ApiToken)
+        .where(ApiToken.user_id == user_id, ApiToken.name == name, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def revoke_tokens(session: Session, token_ids: Sequence[int], *, now: datetime) -> None:
+    session.execute(
+        update(ApiToken)
+        .where(ApiToken.id.in_(token_ids), ApiToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+
+
+def count_active_tokens_named(session: Session, name: str) -> int:
+    query = select(func.count()).where(ApiToken.name == name, ApiToken.revoked_at.is_(None))
+    return int(session.scalar(query) or 0)

@@ -26,9 +26,8 @@ from app.auth import repository as auth_repository
 from app.auth import service as auth_service
 from app.db import create_db_engine, create_session_factory, transaction
 from app.errors import AppError
-from app.jobs import repository
 from app.logging import get_logger
-from app.models import ApiToken, Role, TokenScope
+from app.models import ApiToken, Role, TokenScope, utcnow
 from app.security import generate_password
 from app.settings import Settings
 
@@ -131,7 +130,9 @@ def create_local_worker_token(session: Session) -> tuple[ApiToken, str]:
         )
     elif not user.role.includes(Role.ENGINEER):
         auth_service.update_user(session, user=user, by=None, role=Role.ENGINEER)
-    stale = repository.revoke_tokens_named(session, user_id=user.id, name=LOCAL_TOKEN_NAME)
+    stale = auth_repository.revoke_tokens_named(
+        session, user_id=user.id, name=LOCAL_TOKEN_NAME, now=utcnow()
+    )
     if stale:
         log.info("jobs.local_workers.stale_tokens_revoked", count=stale)
     return auth_service.create_token(
@@ -143,7 +144,7 @@ def _revoke(settings: Settings, *, token_ids: list[int]) -> None:
     engine = create_db_engine(settings.resolved_database_url)
     try:
         with transaction(create_session_factory(engine)) as session:
-            repository.revoke_tokens(session, token_ids)
+            auth_repository.revoke_tokens(session, token_ids, now=utcnow())
     finally:
         engine.dispose()
 
@@ -153,6 +154,6 @@ def active_local_tokens(settings: Settings) -> int:
     engine = create_db_engine(settings.resolved_database_url)
     try:
         with transaction(create_session_factory(engine)) as session:
-            return repository.count_active_tokens_named(session, LOCAL_TOKEN_NAME)
+            return auth_repository.count_active_tokens_named(session, LOCAL_TOKEN_NAME)
     finally:
         engine.dispose()

@@ -6,11 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.models import (
-    ApiToken,
     Dataset,
     Job,
     JobArtifact,
@@ -20,7 +19,6 @@ from app.models import (
     JobState,
     LabelClass,
     Sample,
-    utcnow,
 )
 from ml.core.protocol.jobs import ArtifactRef, DeviceKind, JobKind
 
@@ -220,31 +218,6 @@ def usable_samples(
             part = ordered[start : start + 10_000]
             rows.extend(session.execute(query.where(Sample.id.in_(part)).order_by(Sample.id)))
     return [(row[0], row[1], row[2], row[3]) for row in rows]
-
-
-# --- the local workers' tokens ------------------------------------------------------------------
-
-
-def revoke_tokens_named(session: Session, *, user_id: int, name: str) -> int:
-    result = session.execute(
-        update(ApiToken)
-        .where(ApiToken.user_id == user_id, ApiToken.name == name, ApiToken.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-def revoke_tokens(session: Session, token_ids: Sequence[int]) -> None:
-    session.execute(
-        update(ApiToken)
-        .where(ApiToken.id.in_(token_ids), ApiToken.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-    )
-
-
-def count_active_tokens_named(session: Session, name: str) -> int:
-    query = select(func.count()).where(ApiToken.name == name, ApiToken.revoked_at.is_(None))
-    return int(session.scalar(query) or 0)
 
 
 def jobs_of_kind(session: Session, *, kind: JobKind, dataset_id: int, state: JobState) -> list[Job]:
