@@ -25,7 +25,7 @@ from app.db import transaction
 from app.errors import Invalid, NotFound
 from app.jobs.config import JobSettings
 from app.models import Dataset, RoundKind, Stage
-from app.pipeline import export, reports, repository, service
+from app.pipeline import export, reports, repository, sample_reports, service
 from app.pipeline.config import PipelineEnv, RecipeChoice
 from app.pipeline.schemas import RoundSummary
 from app.pipeline.simulate import Simulator, WaitLog, load_truth
@@ -283,7 +283,7 @@ def sample(dataset: DatasetArg, sample_id: int) -> None:
     settings = get_settings()
     with reported_errors(), _session() as (session, _):
         target = _dataset(session, dataset)
-        history = reports.sample_history(
+        history = sample_reports.sample_history(
             session,
             service.get_pipeline(session, target),
             target,

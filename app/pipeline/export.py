@@ -42,7 +42,7 @@ from app.models import (
     RoundKind,
     RoundState,
 )
-from app.pipeline import reports, repository, views
+from app.pipeline import class_reports, reports, repository, views
 from app.pipeline.config import parse_config
 from app.settings import PROJECT_ROOT
 from app.web import create_templates
@@ -248,7 +248,7 @@ def build_report(session: Session, pipeline: Pipeline, dataset: Dataset) -> dict
         "rounds": [r.model_dump(mode="json") for r in reports.rounds(session, pipeline)],
         "estimates": [e.model_dump(mode="json") for e in reports.estimates(session, pipeline)],
         "classes": [
-            c.model_dump(mode="json") for c in reports.class_sizes(session, pipeline, dataset)
+            c.model_dump(mode="json") for c in class_reports.class_sizes(session, pipeline, dataset)
         ],
         "training": [t.model_dump(mode="json") for t in reports.training_runs(session, pipeline)],
         "final": _dump(reports.final_metrics(session, pipeline)),

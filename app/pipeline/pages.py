@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from app.auth.deps import EngineerDep
 from app.datasets.deps import DatasetDep
 from app.db import SessionDep
-from app.pipeline import reports, service, views
+from app.pipeline import class_reports, reports, service, views
 from app.web import render
 from app.web.urls import cleaning_url
 
@@ -27,9 +27,9 @@ def cleaning_page(
         view = views.dashboard(
             reports.status(session, pipeline, dataset),
             training=reports.training_runs(session, pipeline),
-            classes=reports.class_sizes(session, pipeline, dataset),
+            classes=class_reports.class_sizes(session, pipeline, dataset),
             final=reports.final_metrics(session, pipeline),
-            dropped=reports.dropped_classes(session, dataset),
+            dropped=class_reports.dropped_classes(session, dataset),
         )
     return render(request, "pipeline/dashboard.html", principal=principal, view=view)
 

@@ -21,7 +21,7 @@ from app.db import SessionDep
 from app.errors import NotFound
 from app.jobs.config import JobSettings, job_settings
 from app.models import EventKind, SampleStatus
-from app.pipeline import export, reports, service
+from app.pipeline import class_reports, export, reports, sample_reports, service
 from app.pipeline.config import PipelineEnv, PipelineSettings
 from app.pipeline.reconcile import Reconciler
 from app.pipeline.schemas import (
@@ -252,7 +252,7 @@ def read_estimates(
 
 @router.get("/{dataset_id}/classes")
 def read_classes(_: EngineerDep, dataset: DatasetDep, session: SessionDep) -> list[ClassSize]:
-    return reports.class_sizes(session, service.get_pipeline(session, dataset), dataset)
+    return class_reports.class_sizes(session, service.get_pipeline(session, dataset), dataset)
 
 
 @router.post("/{dataset_id}/classes/{class_id}/restore")
@@ -262,7 +262,7 @@ def restore_class(
     """Restores a dropped class: kept again, its samples back in the training set, the votes
     on it so far set aside. Returns every class as ``…/classes`` does."""
     service.restore_class(session, dataset=dataset, class_id=class_id, user=principal.user)
-    return reports.class_sizes(session, service.get_pipeline(session, dataset), dataset)
+    return class_reports.class_sizes(session, service.get_pipeline(session, dataset), dataset)
 
 
 @router.get("/{dataset_id}/training")
@@ -286,12 +286,12 @@ def list_samples(
     round_id: int | None = None,
     event: EventKind | None = None,
     after_id: Annotated[int | None, Query(ge=0)] = None,
-    limit: Annotated[int, Query(ge=1, le=reports.MAX_PAGE)] = 100,
+    limit: Annotated[int, Query(ge=1, le=sample_reports.MAX_PAGE)] = 100,
 ) -> SamplePage:
     """The samples behind a number: by status, in the final set, by class, or with an event
     (of a kind, in a round). Page with ``next_after_id``."""
     service.get_pipeline(session, dataset)
-    return reports.list_samples(
+    return sample_reports.list_samples(
         session,
         dataset,
         status=status,
@@ -309,7 +309,7 @@ def read_sample(
     _: EngineerDep, dataset: DatasetDep, sample_id: int, session: SessionDep, env: EnvDep
 ) -> SampleHistory:
     """A sample's state and history: events, human decisions, training runs, predictions."""
-    history = reports.sample_history(
+    history = sample_reports.sample_history(
         session, service.get_pipeline(session, dataset), dataset, sample_id, data_dir=env.data_dir
     )
     if history is None:

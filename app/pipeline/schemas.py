@@ -78,8 +78,9 @@ class RoundSummary(_Read):
 class FunnelStep(_Read):
     """One number of the funnel and the sample filter that lists the samples behind it
     (``filter``: query parameters of ``GET /api/pipelines/{dataset_id}/samples``, or of
-    :func:`app.pipeline.reports.list_samples`; None for the imported files, which include the
-    unusable ones the pipeline never takes: ``GET /api/datasets/{id}/samples`` lists those)."""
+    :func:`app.pipeline.sample_reports.list_samples`; None for the imported files, which include
+    the unusable ones the pipeline never takes: ``GET /api/datasets/{id}/samples`` lists
+    those)."""
 
     key: str
     label: str
@@ -269,7 +270,7 @@ class EventRead(_Read):
     created_at: datetime
 
 
-class DecisionRead(_Read):
+class HistoryDecisionRead(_Read):
     """A human decision on the sample (from the review queue), undo rows included."""
 
     decision_id: int
@@ -323,7 +324,7 @@ class SampleHistory(_Read):
     knn_issue: bool | None = None
     knn_agreement: float | None = None
     events: list[EventRead]
-    decisions: list[DecisionRead]
+    decisions: list[HistoryDecisionRead]
     training: list[TrainingUse]
     predictions: list[PredictionRead]
 

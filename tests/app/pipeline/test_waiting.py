@@ -9,9 +9,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import transaction
 from app.models import Dataset, RoundKind, Stage, TaskKind, utcnow
-from app.pipeline import reports, service
+from app.pipeline import service
 from app.pipeline.config import PipelineEnv
 from app.pipeline.simulate import WaitLog
+from app.pipeline.waiting import waiting_for
 from app.review import service as review
 from tests.app.pipeline.factories import Toy
 from tests.app.pipeline.loop import Loop
@@ -22,7 +23,7 @@ def waiting(factory: sessionmaker[Session], toy: Toy, **options: object) -> list
     with transaction(factory) as session:
         dataset = session.get_one(Dataset, toy.dataset_id)
         pipeline = service.get_pipeline(session, dataset)
-        return reports.waiting_for(session, pipeline, dataset, **options)  # type: ignore[arg-type]
+        return waiting_for(session, pipeline, dataset, **options)  # type: ignore[arg-type]
 
 
 def test_waiting_names_who_holds_the_round_tasks_and_until_when(
