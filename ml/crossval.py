@@ -106,7 +106,8 @@ def train_fold(
     runtime: Runtime | None = None,
     checkpoint_dir: str | Path | None = None,
 ) -> FoldResult | None:
-    """Train on every fold but ``fold`` and predict ``fold``.
+    """Train on every fold but ``fold`` and predict ``fold``; raises
+    :class:`~ml.runtime.JobStopped` when the runtime says to stop.
 
     Args:
         recipe: the training recipe; its seed is offset by ``fold``.
@@ -120,9 +121,6 @@ def train_fold(
 
     Returns:
         The fold's held-out predictions; None on the ranks but 0 of a multi-process run.
-
-    Raises:
-        JobStopped: the runtime said to stop.
     """
     runtime = runtime or LocalRuntime()
     label_array = np.asarray(labels, dtype=np.int64)
