@@ -1,5 +1,5 @@
 """The class-size chart: one bar per class (or per run of neighbouring classes), largest first,
-over a log10 axis; every coordinate computed here, so ``templates/_macros.html`` only places what
+over a log10 axis; every coordinate computed here, so ``templates/_charts.html`` only places what
 it is given. The dataset page draws one, the cleaning dashboard three side by side."""
 
 from __future__ import annotations

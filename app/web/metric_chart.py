@@ -1,5 +1,5 @@
 """SVG line charts of per-epoch metrics (a job's training curves): every coordinate computed
-here, so a template only places what it is given (``templates/jobs/_chart.html`` draws one)."""
+here, so a template only places what it is given (``templates/_charts.html`` draws one)."""
 
 from __future__ import annotations
 
