@@ -108,7 +108,7 @@ def test_grid_page_shows_a_page_of_thumbnails_and_the_keys(
     assert 'data-mode="grid"' in page
     assert 'data-page-size="48"' in page
     assert 'data-lease-seconds="60"' in page
-    assert '<script src="/static/review.js" defer></script>' in page
+    assert '<script type="module" src="/static/review.js"></script>' in page
     assert "<dt><kbd>Space</kbd></dt><dd>Mark or unmark junk</dd>" in page
     html = next_batch(client, pets, TaskKind.JUNK_CHECK, annotator, 48)
     assert len(task_ids(html)) == 48
