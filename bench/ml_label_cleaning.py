@@ -260,8 +260,8 @@ def human_sample(
 def run_noise_level(bench: Bench, column: str) -> dict[str, Any]:
     """Steps 1–3 of the module docstring for one CIFAR-10N label column."""
     from ml.cleaning import confident_learning, knn_votes, topk_keep
+    from ml.core.folds import stratified_folds
     from ml.crossval import out_of_fold_predictions
-    from ml.data import stratified_folds
 
     args = bench.args
     noisy = bench.labels[column]

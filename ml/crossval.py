@@ -113,7 +113,7 @@ def train_fold(
         recipe: the training recipe; its seed is offset by ``fold``.
         images: uint8 ``[N, H, W, 3]`` (or the rows' embeddings for a recipe with a head).
         labels: ``[N]`` given class ids; -1: no label (never trained on).
-        folds: ``[N]`` fold of every sample (:func:`ml.data.stratified_folds`).
+        folds: ``[N]`` fold of every sample (:func:`ml.core.folds.stratified_folds`).
         top_k: classes recorded per held-out sample; ``keep_probs``: keep the held-out
             probabilities ``[M, C]`` (float32), as :func:`merge_folds` needs.
         runtime: where it runs (default: this process); ``checkpoint_dir``: saves (and

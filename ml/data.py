@@ -1,4 +1,4 @@
-"""Datasets over manifests and decoded arrays, and seeded stratified K-fold splits.
+"""Datasets over manifests and decoded arrays (the folds are :mod:`ml.core.folds`).
 
 Two sources of pixels:
 
@@ -26,7 +26,7 @@ from ml.augment import sample_generator
 from ml.decode import Fit, load_image
 from ml.manifest import Manifest
 
-__all__ = ["ArrayDataset", "ManifestDataset", "SampleTransform", "stratified_folds"]
+__all__ = ["ArrayDataset", "ManifestDataset", "SampleTransform"]
 
 SampleTransform = Callable[[Tensor, torch.Generator], Tensor]
 
@@ -149,41 +149,3 @@ class ArrayDataset(_Transformed):
                 filename, dtype=np.uint8, mode="r", offset=offset, shape=shape
             )
         self.__dict__.update(state)
-
-
-def stratified_folds(
-    labels: NDArray[np.integer] | Sequence[int], k: int, seed: int
-) -> NDArray[np.int64]:
-    """Assign every sample to one of ``k`` folds, stratified by label.
-
-    Within each class the samples are shuffled and dealt to the folds in turn, continuing the
-    deal across classes (classes taken in a seeded random order), so every class's count differs
-    by at most one between folds and so do the fold sizes. A class smaller than ``k`` is simply
-    absent from some folds (no warning, no error: long-tailed data has such classes).
-
-    Args:
-        labels: ``[N]`` class ids.
-        k: number of folds, ``>= 2``.
-        seed: the same seed and labels always give the same folds.
-
-    Returns:
-        ``[N]`` int64 fold index in ``[0, k)`` of every sample.
-    """
-    label_array = np.asarray(labels)
-    if label_array.ndim != 1:
-        raise ValueError(f"labels must be one-dimensional, got shape {label_array.shape}")
-    if k < 2:
-        raise ValueError(f"k must be at least 2, got {k}")
-    if label_array.shape[0] < k:
-        raise ValueError(f"cannot split {label_array.shape[0]} samples into {k} folds")
-    rng = np.random.default_rng(seed)
-    folds = np.empty(label_array.shape[0], dtype=np.int64)
-    order = np.argsort(label_array, kind="stable")
-    _, starts, counts = np.unique(label_array[order], return_index=True, return_counts=True)
-    position = int(rng.integers(k))
-    for group in rng.permutation(starts.shape[0]):
-        start = int(starts[group])
-        members = rng.permutation(order[start : start + int(counts[group])])
-        folds[members] = (position + np.arange(members.shape[0])) % k
-        position = (position + members.shape[0]) % k
-    return folds

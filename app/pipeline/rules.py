@@ -1,5 +1,5 @@
-"""The loop's decisions as pure functions: folds, a sample's status, which human verdict counts,
-and what auto mode does next. No database here."""
+"""The loop's decisions as pure functions: a sample's status, which human verdict counts, and
+what auto mode does next. No database here (the folds are :mod:`ml.core.folds`)."""
 
 from __future__ import annotations
 
@@ -22,28 +22,7 @@ __all__ = [
     "label_rank",
     "next_step",
     "resolve_status",
-    "stratified_folds",
 ]
-
-
-def stratified_folds(
-    labels: Sequence[int] | NDArray[np.int64], k: int, seed: int
-) -> NDArray[np.int8]:
-    """Fold (0..k-1) of each sample, ``[N]``: each class's samples shuffled (seeded) and dealt
-    in turn, starting where the previous class stopped, so folds differ in size by at most one
-    and every class is spread as evenly as it can be."""
-    if not 2 <= k <= 127:
-        raise ValueError(f"k must be between 2 and 127, got {k}")
-    array = np.asarray(labels, dtype=np.int64)
-    folds = np.empty(array.shape[0], dtype=np.int8)
-    rng = np.random.default_rng(seed)
-    start = 0
-    for value in np.unique(array):
-        members = np.flatnonzero(array == value)
-        rng.shuffle(members)
-        folds[members] = (start + np.arange(members.shape[0])) % k
-        start = (start + members.shape[0]) % k
-    return folds
 
 
 def label_rank(label: int, topk_ids: Sequence[int] | NDArray[np.int32]) -> int:

@@ -19,8 +19,8 @@ from ml.cleaning import (
     pullback,
     topk_keep,
 )
+from ml.core.folds import stratified_folds
 from ml.crossval import OutOfFold, out_of_fold_predictions
-from ml.data import stratified_folds
 from ml.embeddings import EmbeddingArray
 from ml.manifest import Manifest
 from ml.parallel import predict_rows, train

@@ -7,8 +7,8 @@ import pytest
 from numpy.typing import NDArray
 
 from ml.cleaning import confident_learning, pullback, rejection_quality, topk_keep
+from ml.core.folds import stratified_folds
 from ml.crossval import OutOfFold, out_of_fold_predictions
-from ml.data import stratified_folds
 from ml.predict import predict
 from ml.train import train_model
 from tests.ml.factories import balanced_labels, colour_images, flip_labels, tiny_recipe

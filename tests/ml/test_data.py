@@ -1,4 +1,4 @@
-"""Datasets and stratified folds (ml/data.py)."""
+"""Datasets (ml/data.py)."""
 
 from __future__ import annotations
 
@@ -8,41 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from numpy.typing import NDArray
 from torch.utils.data import DataLoader
 
-from ml.data import ArrayDataset, ManifestDataset, stratified_folds
+from ml.data import ArrayDataset, ManifestDataset
 from ml.manifest import load_manifest
 from tests.ml.factories import colour_images, write_image
-
-
-@pytest.fixture
-def long_tail_labels() -> NDArray[np.int64]:
-    rng = np.random.default_rng(0)
-    counts = [50, 23, 11, 5, 3, 1]
-    return rng.permutation(np.repeat(np.arange(len(counts)), counts)).astype(np.int64)
-
-
-def test_stratified_folds_split_every_class_evenly(long_tail_labels: NDArray[np.int64]) -> None:
-    folds = stratified_folds(long_tail_labels, 5, seed=0)
-
-    for label in np.unique(long_tail_labels):
-        per_fold = np.bincount(folds[long_tail_labels == label], minlength=5)
-        assert per_fold.max() - per_fold.min() <= 1
-    sizes = np.bincount(folds, minlength=5)
-    assert sizes.max() - sizes.min() <= 1
-
-
-def test_stratified_folds_are_seeded(long_tail_labels: NDArray[np.int64]) -> None:
-    first = stratified_folds(long_tail_labels, 5, seed=3)
-
-    np.testing.assert_array_equal(first, stratified_folds(long_tail_labels, 5, seed=3))
-    assert not np.array_equal(first, stratified_folds(long_tail_labels, 5, seed=4))
-
-
-def test_stratified_folds_reject_fewer_samples_than_folds() -> None:
-    with pytest.raises(ValueError, match="cannot split 3 samples into 5 folds"):
-        stratified_folds([0, 1, 0], 5, seed=0)
 
 
 def test_undecodable_file_error_names_it_from_a_dataloader_worker(tmp_path: Path) -> None:

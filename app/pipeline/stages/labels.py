@@ -26,7 +26,7 @@ from app.pipeline.config import (
     sample_count,
 )
 from app.pipeline.estimates import estimate
-from app.pipeline.rules import HumanVerdict, label_rank, stratified_folds
+from app.pipeline.rules import HumanVerdict, label_rank
 from app.pipeline.stages.context import (
     LABEL_POOL,
     ModelChange,
@@ -50,6 +50,7 @@ from app.pipeline.stages.round_jobs import (
 )
 from app.review.schemas import Suggestion, TaskItem
 from ml.cleaning import calibrated_pullback
+from ml.core.folds import stratified_folds
 from ml.core.protocol.jobs import (
     ManifestRef,
     TrainFoldSpec,

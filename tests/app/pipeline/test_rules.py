@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-import numpy as np
 import pytest
 
 from app.models import ClassState, RoundKind, RoundState, SampleStatus, Stage, Verdict
@@ -25,28 +24,8 @@ from app.pipeline.rules import (
     label_rank,
     next_step,
     resolve_status,
-    stratified_folds,
 )
 from app.pipeline.stages.final import evaluation_set
-
-# --- folds --------------------------------------------------------------------------------------
-
-
-def test_folds_spread_every_class_evenly_and_differ_in_size_by_one_at_most() -> None:
-    labels = [0] * 23 + [1] * 7 + [2] * 2
-    folds = stratified_folds(labels, 5, seed=3)
-    sizes = Counter(folds.tolist())
-    assert max(sizes.values()) - min(sizes.values()) <= 1
-    for value, count in Counter(labels).items():
-        per_fold = Counter(int(f) for f, label in zip(folds, labels, strict=True) if label == value)
-        assert max(per_fold.values()) - min(per_fold.values(), default=0) <= 1
-        assert sum(per_fold.values()) == count
-
-
-def test_folds_repeat_with_the_seed_and_change_with_another() -> None:
-    labels = np.arange(100) % 4
-    assert (stratified_folds(labels, 5, 1) == stratified_folds(labels, 5, 1)).all()
-    assert (stratified_folds(labels, 5, 1) != stratified_folds(labels, 5, 2)).any()
 
 
 def test_a_label_rank_is_its_place_in_the_top_k() -> None:
