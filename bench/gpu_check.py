@@ -35,7 +35,6 @@ a temporary directory, so the check needs no dataset and no network.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -54,6 +53,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.harness.reporting import write_results  # noqa: E402
 from ml.cache import decoded_cache  # noqa: E402
 from ml.checkpoint import TrainedModel  # noqa: E402
 from ml.data import ManifestDataset  # noqa: E402
@@ -63,7 +63,6 @@ from ml.predict import predict  # noqa: E402
 from ml.recipes import recipe_from_dict  # noqa: E402
 from ml.train import Control, Progress, train_model  # noqa: E402
 
-RESULTS = REPO / "bench" / "results" / "gpu_check.json"
 GOALS = {"train": 0.90, "infer": 0.80}
 
 
@@ -469,9 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         "goals": GOALS,
         **verdict,
     }
-    target = args.out or (RESULTS.with_name("gpu_check_smoke.json") if args.smoke else RESULTS)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(payload, indent=1))
+    target = write_results("gpu_check_smoke" if args.smoke else "gpu_check", payload, out=args.out)
     print(f"wrote {target}")
     return 0
 

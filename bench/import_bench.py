@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import platform
 import resource
@@ -29,7 +28,6 @@ import sys
 import tarfile
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -47,17 +45,21 @@ from app.datasets.importer import COMMIT_EVERY, default_processes  # noqa: E402
 from app.datasets.repository import NewSample  # noqa: E402
 from app.db import create_db_engine, create_session_factory, transaction  # noqa: E402
 from app.logging import configure_logging  # noqa: E402
-from app.migrate import upgrade  # noqa: E402
 from app.models import Dataset, ImportFormat, ImportStatus, LabelClass, utcnow  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from bench.harness.databases import (  # noqa: E402
+    PG_ADMIN_DSN,
+    migrated_database,
+    postgres_reachable,
+    throwaway_postgres,
+)
+from bench.harness.reporting import load_average, write_results  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 ARCHIVES = {
     "caltech101": (DATA / "caltech101" / "caltech101.tar", "101_ObjectCategories", 9145),
     "cifar10-train": (DATA / "cifar10" / "train.tar", "train", 50_000),
 }
-RESULTS = REPO / "bench" / "results" / "import.json"
-PG_DSN = os.environ.get("THRESHER_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 ROWS = 1_000_000
 T = TypeVar("T")
 
@@ -131,7 +133,7 @@ def importer_cpu_seconds(database_url: str) -> float:
         total += _proc_cpu_seconds(pid)
     if database_url.startswith("postgresql"):
         name = database_url.rsplit("/", 1)[1]
-        with psycopg.connect(PG_DSN, autocommit=True) as admin:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
             backends = admin.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,)
             ).fetchall()
@@ -166,30 +168,20 @@ def bare_loop(paths: list[str]) -> int:
 @contextmanager
 def postgres_database() -> Iterator[str | None]:
     """A fresh, migrated PostgreSQL database (dropped afterwards), or None when unreachable."""
-    try:
-        psycopg.connect(PG_DSN, connect_timeout=3).close()
-    except psycopg.OperationalError as exc:
-        print(f"PostgreSQL not reachable at {PG_DSN}: {exc}; skipping its measurements")
+    if not postgres_reachable():
+        print(f"PostgreSQL not reachable at {PG_ADMIN_DSN}; skipping its measurements")
         yield None
         return
-    name = f"thresher_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = PG_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    url = f"{base}/{name}"
-    try:
-        upgrade(url)
+    with throwaway_postgres() as url:
         yield url
-    finally:
-        with psycopg.connect(PG_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
 def sqlite_database() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="thresher-bench-") as folder:
-        url = f"sqlite:///{folder}/bench.db"
-        upgrade(url)
+    with (
+        tempfile.TemporaryDirectory(prefix="thresher-bench-") as folder,
+        migrated_database("sqlite", Path(folder)) as url,
+    ):
         yield url
 
 
@@ -376,7 +368,7 @@ def main() -> None:
     configure_logging("console", level=30)  # warnings only: the importer logs every run
     processes = default_processes()
     roots = {name: extract(name) for name in ARCHIVES}
-    load_before = os.getloadavg()
+    load_before = load_average()
     images = sum(expected for _, _, expected in ARCHIVES.values())
     print(f"{images:,} images; {processes} CPUs; load average {load_before[0]:.2f}", flush=True)
 
@@ -423,8 +415,8 @@ def main() -> None:
         "machine": {
             "cpus": processes,
             "python": platform.python_version(),
-            "load_average_before": [round(value, 2) for value in load_before],
-            "load_average_after": [round(value, 2) for value in os.getloadavg()],
+            "load_average_before": load_before,
+            "load_average_after": load_average(),
         },
         "goals": {"importer_ratio_to_bare_loop": 1.6, "bulk_insert_seconds": 60},
         "bare_loop": bare,
@@ -432,9 +424,8 @@ def main() -> None:
         "importer": importer,
         "bulk_insert_postgresql": bulk,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"written to {RESULTS.relative_to(REPO)}")
+    path = write_results("import", results)
+    print(f"written to {path.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

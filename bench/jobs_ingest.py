@@ -22,26 +22,18 @@ postgresql://postgres@127.0.0.1:5432/postgres); THRESHER_BENCH_ROWS (default 1,0
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import psycopg
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,8 +43,14 @@ from app.auth import service as auth_service  # noqa: E402
 from app.db import create_db_engine, create_session_factory, transaction  # noqa: E402
 from app.jobs import ingest, manifests  # noqa: E402
 from app.logging import configure_logging  # noqa: E402
-from app.migrate import upgrade  # noqa: E402
 from app.models import Role, TokenScope  # noqa: E402
+from bench.harness.databases import (  # noqa: E402
+    PG_ADMIN_DSN,
+    migrated_database,
+    postgres_reachable,
+)
+from bench.harness.processes import ServerProcess, start_worker  # noqa: E402
+from bench.harness.reporting import load_average, write_results  # noqa: E402
 from ml.core.protocol.bundles import (  # noqa: E402
     RESULT_CHUNK_ROWS,
     JobManifest,
@@ -61,49 +59,11 @@ from ml.core.protocol.bundles import (  # noqa: E402
 )
 from ml.core.protocol.messages import FENCE_HEADER  # noqa: E402
 
-RESULTS = REPO / "bench" / "results" / "jobs.json"
-PG_DSN = os.environ.get("THRESHER_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 ROWS = int(os.environ.get("THRESHER_BENCH_ROWS", "1000000"))
 CLASSES = 1000
 TOP_K = 5
 GOALS = {"sqlite": 120.0, "postgresql": 60.0}
 TINY_JOBS = 3
-SECRET = "bench-secret-key-that-is-long-enough-0123456789"  # noqa: S105 (a throwaway server)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def database(engine_name: str, workdir: Path) -> Iterator[str]:
-    if engine_name == "sqlite":
-        url = f"sqlite:///{workdir / 'bench.db'}"
-        upgrade(url)
-        yield url
-        return
-    name = f"thresher_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-    base = PG_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    url = f"{base}/{name}"
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with psycopg.connect(PG_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
-
-
-def pg_available() -> bool:
-    try:
-        with psycopg.connect(PG_DSN, connect_timeout=3):
-            return True
-    except psycopg.OperationalError:
-        return False
 
 
 def tokens(url: str) -> tuple[str, str]:
@@ -123,41 +83,6 @@ def tokens(url: str) -> tuple[str, str]:
         return api, worker
     finally:
         engine.dispose()
-
-
-@contextmanager
-def server(url: str, data_dir: Path) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "THRESHER_DATABASE_URL": url,
-        "THRESHER_DATA_DIR": str(data_dir),
-        "THRESHER_SECRET_KEY": SECRET,
-        "THRESHER_JOBS_HEARTBEAT_SECONDS": "1",
-    }
-    log = (data_dir.parent / f"server-{port}.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host",
-         "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the server did not start; see {log.name}")
-            time.sleep(0.2)
-        yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-        log.close()
 
 
 def synthetic_results(n: int) -> ResultChunk:
@@ -266,7 +191,7 @@ def write_images(root: Path, n: int) -> tuple[list[str], bytes]:
 
 
 def measure_overhead(
-    base: str, data_dir: Path, workdir: Path, api: str, worker: str
+    server: ServerProcess, data_dir: Path, workdir: Path, api: str, worker: str
 ) -> dict[str, Any]:
     images = workdir / "images"
     paths, digests = write_images(images, 32)
@@ -286,13 +211,9 @@ def measure_overhead(
         "name": "tiny", "model": {"name": "cifar_convnet_s"}, "image_size": 32, "epochs": 1,
         "batch_size": 8, "optimizer": {"name": "sgd", "lr": 0.05}, "loader_workers": 0,
     }  # fmt: skip
-    log = (workdir / "worker.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ml.worker", "--server", base, "--device", "cpu", "--name",
-         "bench", "--cache-dir", str(workdir / "cache"), "--poll-max", "0.2"],
-        cwd=REPO, env={**os.environ, "THRESHER_WORKER_TOKEN": worker},
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    # Torch's own thread count, as a worker on its own machine would have.
+    process = start_worker(server, worker, workdir, "bench", threads=None, poll_max=0.2)
+    base = server.url
     engineer = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {api}"}, timeout=60)
     runs = []
     try:
@@ -309,7 +230,7 @@ def measure_overhead(
                 if job["state"] in ("succeeded", "failed"):
                     break
                 if time.monotonic() > deadline:
-                    raise SystemExit(f"the tiny job did not finish; see {log.name}")
+                    raise SystemExit(f"the tiny job did not finish; see {process.log_path}")
                 time.sleep(0.1)
             assert job["state"] == "succeeded", job
             timings = job["summary"]["timings"]
@@ -324,9 +245,7 @@ def measure_overhead(
             )
     finally:
         engineer.close()
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-        log.close()
+        process.stop()
     return {
         "runs": runs,
         "lease_to_first_step_seconds": round(
@@ -343,31 +262,32 @@ def main() -> int:
     report: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+            "load_average_at_start": load_average(),
             "python": platform.python_version(),
         },
         "engines": {},
     }
-    engines = ["sqlite"] + (["postgresql"] if pg_available() else [])
+    engines = ["sqlite"] + (["postgresql"] if postgres_reachable() else [])
     if "postgresql" not in engines:
-        print(f"PostgreSQL is not reachable at {PG_DSN}: measuring SQLite only")
+        print(f"PostgreSQL is not reachable at {PG_ADMIN_DSN}: measuring SQLite only")
     for engine_name in engines:
         with tempfile.TemporaryDirectory(prefix=f"thresher-jobs-{engine_name}-") as tmp:
             workdir = Path(tmp)
             data_dir = workdir / "data"
             data_dir.mkdir()
-            with database(engine_name, workdir) as url:
+            with migrated_database(engine_name, workdir) as url:
                 api, worker = tokens(url)
-                with server(url, data_dir) as base:
+                heartbeats = {"THRESHER_JOBS_HEARTBEAT_SECONDS": "1"}
+                with ServerProcess(url, data_dir, extra_env=heartbeats) as server:
                     print(f"{engine_name}: ingesting {ROWS:,} results…", flush=True)
-                    ingest_figures = measure_ingest(base, url, data_dir, api, worker)
+                    ingest_figures = measure_ingest(server.url, url, data_dir, api, worker)
                     print(f"{engine_name}: tiny jobs for the protocol overhead…", flush=True)
-                    overhead = measure_overhead(base, data_dir, workdir, api, worker)
+                    overhead = measure_overhead(server, data_dir, workdir, api, worker)
         report["engines"][engine_name] = {
             "ingest": {**ingest_figures, "goal_seconds": GOALS[engine_name]},
             "overhead": overhead,
         }
-    report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["machine"]["load_average_at_end"] = load_average()
 
     print()
     print(f"{'engine':<11} {'rows':>9} {'ingest s':>9} {'goal s':>7} {'rows/s':>9} "
@@ -393,9 +313,7 @@ def main() -> int:
         f"load average at start {machine['load_average_at_start']}, "
         f"at end {machine['load_average_at_end']} ({machine['cpus']} CPUs)"
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {write_results('jobs', report)}")
     missed = [
         n
         for n, f in report["engines"].items()

@@ -1,5 +1,5 @@
-"""Shared pieces of the ML benchmarks: the CIFAR-10 / CIFAR-10N data, decoded caches, timing,
-and the results file.
+"""Shared pieces of the ML benchmarks: the CIFAR-10 / CIFAR-10N data, decoded caches and
+embeddings, a class-balanced subset.
 
 The archives are read from ``../shared/data`` beside the repository (``THRESHER_DATA_DIR``
 overrides it) and extracted once to ``~/.cache/thresher/bench-data`` (``THRESHER_BENCH_CACHE``
@@ -11,16 +11,11 @@ reuse them.
 from __future__ import annotations
 
 import csv
-import json
 import os
-import platform
-import sys
 import tarfile
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,8 +23,9 @@ from numpy.typing import NDArray
 if TYPE_CHECKING:
     from ml.embeddings import EmbeddingArray
 
+from bench.harness.reporting import Timer
+
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
 DATA = Path(os.environ.get("THRESHER_DATA_DIR", REPO.parent / "shared" / "data"))
 WORK = Path(
     os.environ.get("THRESHER_BENCH_CACHE", Path.home() / ".cache" / "thresher" / "bench-data")
@@ -180,65 +176,3 @@ def stratified_subset(labels: NDArray[np.int64], size: int, seed: int) -> NDArra
     per_class = size // classes.size
     chosen = [rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in classes]
     return np.sort(np.concatenate(chosen))
-
-
-class Timer:
-    """Wall-clock seconds since construction."""
-
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-
-    def __call__(self) -> float:
-        return time.perf_counter() - self.started
-
-
-def environment() -> dict[str, Any]:
-    """Machine facts worth keeping next to the numbers."""
-    import torch
-
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average_at_start": load,
-        "machine": platform.machine(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-
-def write_results(name: str, payload: dict[str, Any]) -> Path:
-    """Write ``bench/results/<name>.json`` and return its path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=1, default=_json_default))
-    return path
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
-def table(headers: list[str], rows: list[list[Any]]) -> str:
-    """A plain fixed-width text table."""
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    rule = "  ".join("-" * w for w in widths)
-    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join([line, rule, *body])
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)

@@ -38,7 +38,6 @@ bench/results/label-cleaning.json.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,20 +47,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-# Before torch loads OpenMP: threads that spin while waiting for each other are many times slower
-# when the machine's few cores are shared with other work.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from bench.harness.reporting import Timer, environment, share_cores, table, write_results
 from bench.ml_common import (
-    Timer,
     cifar_test,
     cifar_train,
     embedded,
     embedding_throughput,
-    environment,
     stratified_subset,
-    table,
-    write_results,
 )
 
 if TYPE_CHECKING:
@@ -359,6 +352,7 @@ def _verdicts(column: str, level: dict[str, Any], clean: float) -> dict[str, Any
 
 
 def main(argv: list[str] | None = None) -> int:
+    share_cores()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subset", type=int, default=20_000, help="training images used")
     parser.add_argument("--folds", type=int, default=5)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -34,18 +33,12 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-# Before torch loads OpenMP: threads that spin while waiting for each other are many times slower
-# when the machine's few cores are shared with other work.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from bench.harness.reporting import Timer, environment, share_cores, table, write_results
 from bench.ml_common import (
-    Timer,
     cifar_test,
     cifar_train,
     decoded,
-    environment,
-    table,
-    write_results,
 )
 
 
@@ -59,6 +52,7 @@ def long_tail_indices(labels: np.ndarray, *, ratio: float, n_max: int = 5000) ->
 
 
 def main(argv: list[str] | None = None) -> int:
+    share_cores()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=8, help="epochs per training run")
     parser.add_argument("--imbalance", type=float, default=100.0)

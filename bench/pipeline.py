@@ -39,7 +39,6 @@ run of about a minute; ``--junk-set KEY=VALUE`` tries another junk-stage config.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -52,36 +51,25 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy.orm import Session, sessionmaker
 
 if TYPE_CHECKING:
     from ml.embeddings import EmbeddingArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-# Before torch loads OpenMP: threads that spin while waiting for each other are many times slower
-# when the machine's few cores are shared with other work.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from bench.harness.databases import migrated_database
+from bench.harness.labelled_sets import RealSet, caltech_junk_mix, write_labelled_set
+from bench.harness.reporting import Timer, environment, share_cores, table, write_results
+from bench.harness.stack import Stack, running_stack
 from bench.ml_common import (
     CIFAR_CLASSES,
     DATA,
     WORK,
     DataMissing,
-    Timer,
     cifar_test,
     cifar_train,
     embedded,
-    environment,
     stratified_subset,
-    table,
-    write_results,
-)
-from tests.e2e.stack import (
-    RealSet,
-    Stack,
-    caltech_junk_mix,
-    running_stack,
-    write_labelled_set,
 )
 
 #: The loop's default final recipe, whose embedding space the baselines and the test set share.
@@ -188,34 +176,6 @@ class LoopRun:
     seconds: float
 
 
-def _database(work: Path) -> tuple[str, sessionmaker[Session]]:
-    from app.db import create_db_engine, create_session_factory
-    from app.migrate import upgrade
-
-    url = f"sqlite:///{work / 'thresher.db'}"
-    upgrade(url)
-    return url, create_session_factory(create_db_engine(url))
-
-
-def _export(stack: Stack, dataset_id: int, out: Path, *, model: bool) -> list[dict[str, str]]:
-    from app.db import transaction
-    from app.models import Dataset
-    from app.pipeline import export, service
-
-    with transaction(stack.factory) as session:
-        dataset = session.get_one(Dataset, dataset_id)
-        export.export_dataset(
-            session,
-            pipeline=service.get_pipeline(session, dataset),
-            dataset=dataset,
-            out_dir=out,
-            data_dir=stack.server.data_dir,
-            require_model=model,
-        )
-    with (out / "manifest.csv").open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def _post(stack: Stack, path: str, body: dict[str, Any], method: str = "POST") -> None:
     response = stack.http.request(method, path, json=body)
     if response.status_code >= 400:
@@ -241,12 +201,19 @@ def run_loop(
     clock = Timer()
     log.seen.clear()
     work.mkdir(parents=True, exist_ok=True)
-    url, factory = _database(work)
+    from app.db import create_db_engine, create_session_factory
     from ml.embeddings import default_embeddings_dir
 
-    with running_stack(
-        url, factory, work, embeddings=default_embeddings_dir(), import_roots=(work, WORK)
-    ) as stack:
+    with (
+        migrated_database("sqlite", work) as url,
+        running_stack(
+            url,
+            create_session_factory(create_db_engine(url)),
+            work,
+            embeddings=default_embeddings_dir(),
+            import_roots=(work, WORK),
+        ) as stack,
+    ):
         dataset_id = stack.import_dataset(name, real.manifest, root=real.root, timeout=900)
         log(f"{name}: imported in {clock():.0f} s")
         _post(stack, f"/api/pipelines/{dataset_id}", {"config": config, "auto": not label_stage})
@@ -279,7 +246,7 @@ def run_loop(
         status = stack.status(dataset_id)
         seconds = clock()
         out = work / "export"
-        rows = _export(stack, dataset_id, out, model=not stop_after_junk)
+        rows = stack.export(dataset_id, out, require_model=not stop_after_junk)
         verdicts: Counter[str] = Counter()
         for stats in stack.simulations:
             verdicts.update(stats.decisions)
@@ -590,6 +557,7 @@ def print_junk_table(part: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    share_cores()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small smoke run (minutes)")
     parser.add_argument(

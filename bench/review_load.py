@@ -60,24 +60,23 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.logging import configure_logging  # noqa: E402
+from bench.harness.databases import sqlite_url, throwaway_postgres  # noqa: E402
+from bench.harness.processes import ServerProcess  # noqa: E402
+from bench.harness.reporting import RESULTS, load_average, write_results  # noqa: E402
 from bench.review_clients import Neighbours, Recorder, RunResult, run_clients  # noqa: E402
 from bench.review_setup import (  # noqa: E402
     annotator_names,
     engineer_token,
     first_dataset,
-    fresh_postgres,
     load_postgres,
     load_sqlite,
-    pg_url,
-    server,
     server_log_summary,
     sign_in,
-    sqlite_url,
     table_counts,
 )
 
-RESULTS = ROOT / "bench" / "results"
 DATABASES = ("sqlite", "postgresql")
+POSTGRES_PREFIX = "thresher_bench_review"
 ENGINE_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 #: Account names the wrong sign-ins try: a real account no annotator uses, names that do not
 #: exist, and "" for a new random name each time.
@@ -123,6 +122,24 @@ QUICK = Sizes(
     clients=4,
     hostile_seconds=3.0,
 )
+
+
+@contextmanager
+def server(
+    db_url: str, data_dir: Path, *, workers: int, log_path: Path | None = None
+) -> Iterator[str]:
+    """The server under test with ``workers`` processes, JSON logs in ``log_path`` (default
+    ``data_dir/server.log``) and no access log; yields its base URL once it answers."""
+    process = ServerProcess(
+        db_url,
+        data_dir,
+        workers=workers,
+        access_log=False,
+        extra_env={"THRESHER_LOG_FORMAT": "json"},
+        log_path=log_path or data_dir / "server.log",
+    )
+    with process:
+        yield process.url
 
 
 # --- reporting ----------------------------------------------------------------------------------
@@ -179,16 +196,16 @@ def phase(
 def normal_scenario(args: argparse.Namespace, sizes: Sizes, data_dir: Path) -> dict[str, Any]:
     report: dict[str, Any] = {}
     data_dir.mkdir(parents=True)
-    with fresh_postgres() as dbname:
-        db_url = pg_url(dbname)
+    with throwaway_postgres(POSTGRES_PREFIX, migrate=False) as db_url:
+        dbname = db_url.rsplit("/", 1)[1]
         print(f"loading {sizes.samples:,} samples and {sizes.tasks:,} tasks into {dbname} …")
-        steps = load_postgres(dbname, samples=sizes.samples, tasks=sizes.tasks)
+        steps = load_postgres(db_url, samples=sizes.samples, tasks=sizes.tasks)
         report["load_seconds"] = {step: round(took, 1) for step, took in steps.items()}
         print("  " + ", ".join(f"{step} {took:.1f} s" for step, took in steps.items()))
         browsers = sign_in(db_url, annotator_names(max(args.annotators, sizes.clients)))
         dataset_id = first_dataset(db_url)
         report["database_before"] = table_counts(db_url)
-        with server(db_url, workers=args.workers, data_dir=data_dir) as url:
+        with server(db_url, data_dir, workers=args.workers) as url:
             print(f"server {url}, {args.workers} workers; clients in {args.client_procs} procs")
             human = run_clients(
                 url,
@@ -242,9 +259,9 @@ def loaded_database(
         steps = load_sqlite(path, samples=samples, tasks=tasks)
         yield sqlite_url(path), _loaded(samples, tasks, steps)
         return
-    with fresh_postgres() as dbname:
-        steps = load_postgres(dbname, samples=sizes.samples, tasks=sizes.tasks)
-        yield pg_url(dbname), _loaded(sizes.samples, sizes.tasks, steps)
+    with throwaway_postgres(POSTGRES_PREFIX, migrate=False) as url:
+        steps = load_postgres(url, samples=sizes.samples, tasks=sizes.tasks)
+        yield url, _loaded(sizes.samples, sizes.tasks, steps)
 
 
 def _loaded(samples: int, tasks: int, steps: dict[str, float]) -> dict[str, Any]:
@@ -322,7 +339,7 @@ def hostile_on(
         for name, crowd in (("quiet", quiet_crowd), ("hostile", hostile_crowd)):
             # A server of its own for each run: requests a run left stuck do not hold up the next.
             log = data_dir / f"server-{name}.log"
-            with server(db_url, workers=workers, data_dir=data_dir, log_path=log) as url:
+            with server(db_url, data_dir, workers=workers, log_path=log) as url:
                 print(f"  {name} run, {seconds:g} s …", flush=True)
                 result = run_clients(
                     url, browsers, dataset_id, "human", seconds, args.client_procs, crowd
@@ -396,7 +413,7 @@ def print_hostile(engine: str, section: dict[str, Any], args: argparse.Namespace
 
 
 def hostile_scenario(args: argparse.Namespace, sizes: Sizes, data_dir: Path) -> dict[str, Any]:
-    load_before = os.getloadavg()
+    load_before = load_average()
     report: dict[str, Any] = {
         "ran_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": {
@@ -415,8 +432,8 @@ def hostile_scenario(args: argparse.Namespace, sizes: Sizes, data_dir: Path) -> 
         report[engine] = hostile_on(engine, args, sizes, data_dir / engine)
     report["machine"] = {
         "cpus": os.cpu_count(),
-        "load_before": [round(x, 2) for x in load_before],
-        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "load_before": load_before,
+        "load_after": load_average(),
     }
     return report
 
@@ -498,17 +515,18 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Sizes]:
 def main(argv: list[str] | None = None) -> int:
     args, sizes = parse_args(argv)
     configure_logging("console", logging.WARNING)
-    out = args.out or RESULTS / ("review-quick.json" if args.quick else "review.json")
+    name = "review-quick" if args.quick else "review"
+    out = args.out or RESULTS / f"{name}.json"
     # Sections this run does not measure are kept as the last run left them.
     report: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     started = time.perf_counter()
     data_dir = Path(tempfile.mkdtemp(prefix="thresher-bench-review-"))
     try:
         if args.scenario in ("all", "normal"):
-            load_before = os.getloadavg()
+            load_before = load_average()
             report["machine"] = {
                 "cpus": os.cpu_count(),
-                "load_before": [round(x, 2) for x in load_before],
+                "load_before": load_before,
             }
             report["settings"] = {
                 **{k: v for k, v in vars(args).items() if k not in asdict(sizes)},
@@ -516,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
                 "out": str(out),
             }
             report.update(normal_scenario(args, sizes, data_dir / "normal"))
-            report["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
+            report["machine"]["load_after"] = load_average()
         if args.scenario in ("all", "hostile"):
             report["hostile_neighbours"] = hostile_scenario(args, sizes, data_dir / "hostile")
     finally:
@@ -529,9 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{time.perf_counter() - started:.0f} s in all; load average (1 min) now {load[0]:.2f} "
         f"on {os.cpu_count()} cores shared with other work"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {write_results(name, report, out=out)}")
     return 0
 
 

@@ -1,5 +1,5 @@
-"""The review benchmark's server under test: its database (PostgreSQL or SQLite), filled with a
-dataset and a review queue, its accounts, and the uvicorn server itself in a subprocess.
+"""The review benchmark's database (PostgreSQL or SQLite), filled with a dataset and a review
+queue, its accounts, and what the server's log says afterwards.
 
 Both engines get the same rows (:func:`sample_rows`, :func:`task_rows`): PostgreSQL by COPY,
 SQLite by the ORM's bulk insert.
@@ -9,24 +9,16 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import random
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 from sqlalchemy import func, insert, select, text
 
@@ -45,12 +37,8 @@ from app.models import (
     TaskState,
     TokenScope,
 )
+from bench.harness.databases import libpq_dsn, sqlite_url
 
-ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN_DSN = os.environ.get(
-    "THRESHER_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-SECRET = "bench-secret-key-that-is-long-enough-0123456789"  # noqa: S105
 CLASSES = 5_000
 PASSWORD = "bench password 123"  # noqa: S105
 
@@ -144,27 +132,6 @@ def task_rows(
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
 
-def pg_url(dbname: str) -> str:
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    return f"{base}/{dbname}"
-
-
-def _admin(sql: str) -> None:
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as connection:
-        connection.execute(sql)
-
-
-@contextmanager
-def fresh_postgres() -> Iterator[str]:
-    """A new, empty PostgreSQL database, dropped afterwards; yields its name."""
-    name = f"thresher_bench_review_{uuid.uuid4().hex[:8]}"
-    _admin(f'CREATE DATABASE "{name}"')
-    try:
-        yield name
-    finally:
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def _copy_text(value: Any) -> str:
     if value is None:
         return "\\N"
@@ -194,14 +161,15 @@ def _copy_rows(
         copy.write(buffer.getvalue())
 
 
-def load_postgres(dbname: str, *, samples: int, tasks: int) -> dict[str, float]:
-    """Migrates and fills the database by COPY; returns how long each step took (seconds)."""
+def load_postgres(url: str, *, samples: int, tasks: int) -> dict[str, float]:
+    """Migrates the (empty) PostgreSQL database at ``url`` and fills it by COPY; returns how long
+    each step took (seconds)."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    upgrade(pg_url(dbname))
+    upgrade(url)
     timings["migrate"] = time.perf_counter() - started
     now = datetime.now(UTC)
-    dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{dbname}"
+    dsn = libpq_dsn(url)
     with psycopg.connect(dsn) as connection:
         started = time.perf_counter()
         dataset_id = connection.execute(
@@ -258,10 +226,6 @@ def _chunks(
 ) -> Iterator[list[dict[str, Any]]]:
     while chunk := [dict(zip(columns, row, strict=True)) for row in islice(rows, 20_000)]:
         yield chunk
-
-
-def sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path}"
 
 
 def load_sqlite(path: Path, *, samples: int, tasks: int) -> dict[str, float]:
@@ -407,74 +371,7 @@ def table_counts(db_url: str) -> dict[str, int]:
         engine.dispose()
 
 
-# --- the server ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def server(
-    db_url: str, *, workers: int, data_dir: Path, log_path: Path | None = None
-) -> Iterator[str]:
-    """``uvicorn app.main:create_app`` with ``workers`` processes on a free port, its output in
-    ``log_path`` (``data_dir/server.log``); yields its base URL once /healthz answers."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "THRESHER_DATABASE_URL": db_url,
-        "THRESHER_DATA_DIR": str(data_dir),
-        "THRESHER_SECRET_KEY": SECRET,
-        "THRESHER_LOG_FORMAT": "json",
-    }
-    log_path = log_path or data_dir / "server.log"
-    log = log_path.open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start; see {log_path}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
+# --- the server log ---------------------------------------------------------------------------
 
 
 #: Log levels that mean trouble.

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -29,6 +28,12 @@ from app.main import create_app
 from app.migrate import upgrade
 from app.models import Role, TokenScope, User
 from app.settings import Settings
+from bench.harness.databases import (
+    postgres_admin,
+    postgres_reachable,
+    postgres_url,
+    throwaway_postgres,
+)
 
 PG_ADMIN_DSN = os.environ.get(
     "THRESHER_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -45,24 +50,6 @@ def pytest_configure(config: pytest.Config) -> None:
 # --- databases ------------------------------------------------------------------------------
 
 
-def _pg_available() -> bool:
-    try:
-        with psycopg.connect(PG_ADMIN_DSN, connect_timeout=3):
-            return True
-    except psycopg.OperationalError:
-        return False
-
-
-def _pg_url(dbname: str) -> str:
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    return f"{base}/{dbname}"
-
-
-def _pg_admin(sql: str) -> None:
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as connection:
-        connection.execute(sql)  # type: ignore[arg-type]
-
-
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
@@ -72,13 +59,11 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def postgres_template() -> Iterator[str]:
-    if not _pg_available():
+    """The name of a migrated database that each test's PostgreSQL database is copied from."""
+    if not postgres_reachable(PG_ADMIN_DSN):
         pytest.skip(f"PostgreSQL is not reachable at {PG_ADMIN_DSN}")
-    name = f"thresher_tpl_{uuid.uuid4().hex[:10]}"
-    _pg_admin(f'CREATE DATABASE "{name}"')
-    upgrade(_pg_url(name))
-    yield name
-    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_postgres("thresher_tpl", admin_dsn=PG_ADMIN_DSN) as url:
+        yield url.rsplit("/", 1)[1]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -91,11 +76,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     template = request.getfixturevalue("postgres_template")
     name = f"thresher_test_{uuid.uuid4().hex[:12]}"
-    _pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    postgres_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"', PG_ADMIN_DSN)
     try:
-        yield _pg_url(name)
+        yield postgres_url(name, PG_ADMIN_DSN)
     finally:
-        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', PG_ADMIN_DSN)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,8 @@ import psycopg
 import pytest
 from PIL import Image
 
-from tests.conftest import PG_ADMIN_DSN, TEST_SECRET, _pg_admin, _pg_available, _pg_url
+from bench.harness.databases import libpq_dsn, postgres_reachable, throwaway_postgres
+from tests.conftest import PG_ADMIN_DSN, TEST_SECRET
 
 THRESHER = Path(sys.executable).with_name("thresher")
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,14 +73,10 @@ def test_import_on_a_fresh_sqlite_data_dir_creates_the_schema(tmp_path: Path) ->
 @pytest.fixture
 def empty_postgres() -> Iterator[str]:
     """A new PostgreSQL database with no schema at all."""
-    if not _pg_available():
+    if not postgres_reachable(PG_ADMIN_DSN):
         pytest.skip(f"PostgreSQL is not reachable at {PG_ADMIN_DSN}")
-    name = f"thresher_empty_{uuid.uuid4().hex[:12]}"
-    _pg_admin(f'CREATE DATABASE "{name}"')
-    try:
-        yield _pg_url(name)
-    finally:
-        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_postgres("thresher_empty", migrate=False, admin_dsn=PG_ADMIN_DSN) as url:
+        yield url
 
 
 @pytest.mark.postgres
@@ -93,8 +89,7 @@ def test_on_a_fresh_postgres_database_commands_name_the_upgrade_and_change_nothi
 
     assert result.returncode == 1
     assert "run `thresher db upgrade`" in result.stderr
-    dsn = empty_postgres.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(dsn) as connection:
+    with psycopg.connect(libpq_dsn(empty_postgres)) as connection:
         tables = connection.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
         ).fetchone()

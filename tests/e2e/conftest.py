@@ -1,6 +1,6 @@
-"""Fixtures of the end-to-end tests: the real-process stack and the real data (see
-:mod:`tests.e2e.stack`), images extracted once per session from ``../shared/data`` into a
-temporary folder (never into the repository).
+"""Fixtures of the end-to-end tests: the real-process stack (:mod:`bench.harness.stack`) and the
+real data (:mod:`bench.harness.labelled_sets`), images extracted once per session from
+``../shared/data`` into a temporary folder (never into the repository).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.e2e.stack import RealSet, Stack, caltech_junk_mix, cifar_first_per_class, running_stack
+from bench.harness.labelled_sets import RealSet, caltech_junk_mix, cifar_first_per_class
+from bench.harness.stack import Stack, running_stack
 
 __all__ = ["FAST_RECIPES", "RealSet", "Stack"]
 

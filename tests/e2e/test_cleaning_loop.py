@@ -13,15 +13,11 @@ noisy as the input and fails. The benchmark measures what the models add at a re
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.db import transaction
-from app.models import Dataset
-from app.pipeline import export, service
 from tests.e2e.conftest import FAST_RECIPES, RealSet, Stack
 
 CIFAR_CLASSES = (
@@ -32,21 +28,6 @@ pytestmark = pytest.mark.slow
 
 SQLITE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 POSTGRES = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-
-
-def _export(stack: Stack, dataset_id: int, out: Path) -> list[dict[str, str]]:
-    with transaction(stack.factory) as session:
-        dataset = session.get_one(Dataset, dataset_id)
-        export.export_dataset(
-            session,
-            pipeline=service.get_pipeline(session, dataset),
-            dataset=dataset,
-            out_dir=out,
-            data_dir=stack.server.data_dir,
-            require_model=True,
-        )
-    with (out / "manifest.csv").open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def _check_export(out: Path, rows: list[dict[str, str]], status: dict[str, Any]) -> None:
@@ -87,7 +68,7 @@ def test_cifar10n_loses_label_noise_through_the_loop(
     finally:
         join()
     out = tmp_path / "export"
-    rows = _export(stack, dataset_id, out)
+    rows = stack.export(dataset_id, out, require_model=True)
     _check_export(out, rows, status)
     truth = cifar_noisy.rows()
     given = cifar_noisy.given()
@@ -137,7 +118,7 @@ def test_caltech101_loses_its_junk_through_the_loop(
     finally:
         join()
     out = tmp_path / "export"
-    rows = _export(stack, dataset_id, out)
+    rows = stack.export(dataset_id, out, require_model=True)
     _check_export(out, rows, status)
     truth = caltech_with_junk.rows()
     junk = {path for path, row in truth.items() if row["junk"] == "1"}
@@ -190,7 +171,7 @@ def test_the_default_loop_on_the_bundled_backbone_beats_training_on_the_noisy_la
     assert created.status_code == 201, created.text
     stack.http.patch(f"/api/pipelines/{dataset_id}", json={"stage": "label", "auto": True})
     status = stack.wait_done(dataset_id, timeout=600)
-    rows = _export(stack, dataset_id, tmp_path / "export")
+    rows = stack.export(dataset_id, tmp_path / "export", require_model=True)
 
     model = load_model(tmp_path / "export" / "model")
     assert isinstance(model, TrainedHead)

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from app.pipeline.simulate import Simulator, load_truth
-from tests.app.jobs.processes import free_port, wait_for
+from bench.harness.processes import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 

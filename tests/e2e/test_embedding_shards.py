@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.app.jobs.processes import wait_for
+from bench.harness.processes import wait_for
+from bench.harness.stack import running_stack
 from tests.e2e.conftest import RealSet, Stack
-from tests.e2e.stack import running_stack
 
 pytestmark = pytest.mark.slow
 

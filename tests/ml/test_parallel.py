@@ -74,7 +74,7 @@ def _rank(rank: int, world: int, port: int, out: str) -> None:
 
 @pytest.mark.slow
 def test_ranks_keep_identical_weights(tmp_path: Path) -> None:
-    from tests.app.jobs.processes import free_port
+    from bench.harness.processes import free_port
 
     mp.spawn(_rank, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     rank0 = (tmp_path / "rank-0.txt").read_text().split()

@@ -1,20 +1,16 @@
-"""Real processes for end-to-end job tests: a uvicorn server on 127.0.0.1 and worker processes.
+"""Real processes for end-to-end job tests: the tests' server (:class:`Server`, short leases), a
+dataset and tokens to give it, and the engineer API that creates and watches jobs.
 
-Everything talks over real HTTP; the database is a migrated SQLite or PostgreSQL database made
-by the ``db_url`` fixture; leases are short (a few seconds) so expiry happens within a test.
+The processes themselves are :mod:`bench.harness.processes`. Everything talks over real HTTP;
+the database is a migrated SQLite or PostgreSQL database made by the ``db_url`` fixture; leases
+are short (a few seconds) so expiry happens within a test.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +23,9 @@ from app.auth import service as auth_service
 from app.datasets import grants
 from app.db import transaction
 from app.models import Dataset, ImportFormat, LabelClass, Role, Sample, TokenScope
+from bench.harness.processes import ServerProcess, WorkerProcess, wait_for
 from tests.conftest import TEST_PASSWORD, TEST_SECRET
 
-ROOT = Path(__file__).resolve().parents[3]
 LEASE_SECONDS = 3.0
 
 
@@ -47,23 +43,6 @@ def tiny_recipe(epochs: int) -> dict[str, Any]:
         "channels_last": False,
         "seed": 1,
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for(condition: Callable[[], Any], *, timeout: float, what: str, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def write_images(root: Path, n: int, *, seed: int = 0) -> list[Path]:
@@ -132,137 +111,20 @@ def make_tokens(factory: sessionmaker[Session]) -> tuple[str, str]:
 
 
 @dataclass
-class Server:
-    """``uvicorn app.main:create_app`` on a free port of 127.0.0.1."""
+class Server(ServerProcess):
+    """The tests' server: leases of :data:`LEASE_SECONDS`, heartbeats every half second, no
+    back-off before a retry, console logs."""
 
-    db_url: str
-    data_dir: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    log_path: Path | None = None
-    extra_env: dict[str, str] = field(default_factory=dict)
+    secret_key: str = TEST_SECRET
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def env(self) -> dict[str, str]:
+    def config(self) -> dict[str, str]:
         return {
-            **os.environ,
-            "THRESHER_DATABASE_URL": self.db_url,
-            "THRESHER_DATA_DIR": str(self.data_dir),
-            "THRESHER_SECRET_KEY": TEST_SECRET,
+            **super().config(),
             "THRESHER_LOG_FORMAT": "console",
             "THRESHER_JOBS_LEASE_SECONDS": str(LEASE_SECONDS),
             "THRESHER_JOBS_HEARTBEAT_SECONDS": "0.5",
             "THRESHER_JOBS_RETRY_BACKOFF_SECONDS": "0",
-            **self.extra_env,
         }
-
-    def start(self) -> None:
-        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "app.main:create_app",
-                    "--factory",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--log-level",
-                    "warning",
-                ],
-                cwd=ROOT,
-                env=self.env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for(self._healthy, timeout=60, what="the server to answer")
-
-    def _healthy(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"the server exited: {self.log()}")
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path else ""
-
-
-@dataclass
-class Worker:
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-8000:]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-def start_worker(
-    server: Server,
-    token: str,
-    tmp_path: Path,
-    name: str,
-    *extra: str,
-    threads: int = 1,
-    embeddings: Path | None = None,
-) -> Worker:
-    """A CPU worker process with ``threads`` torch threads, logging to worker-NAME.log, its
-    embedding cache in ``embeddings`` (default: the user's)."""
-    cache = tmp_path / f"cache-{name}"
-    log_path = tmp_path / f"worker-{name}.log"
-    env = {**os.environ, "THRESHER_WORKER_TOKEN": token, "OMP_NUM_THREADS": str(threads)}
-    if embeddings is not None:
-        env["THRESHER_EMBEDDINGS_DIR"] = str(embeddings)
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ml.worker",
-                "--server",
-                server.url,
-                "--device",
-                "cpu",
-                "--name",
-                name,
-                "--cache-dir",
-                str(cache),
-                "--poll-max",
-                "0.5",
-                # Exit with this process, should it die without stopping the worker.
-                "--watch-parent",
-                str(os.getpid()),
-                *extra,
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    return Worker(process, log_path)
 
 
 class Api:
@@ -293,7 +155,7 @@ class Api:
         raise AssertionError("the server does not answer")
 
     def wait_state(
-        self, job_id: int, states: set[str], *, timeout: float, workers: list[Worker]
+        self, job_id: int, states: set[str], *, timeout: float, workers: list[WorkerProcess]
     ) -> dict[str, Any]:
         def reached() -> dict[str, Any] | None:
             job = self.job(job_id)
@@ -310,7 +172,9 @@ class Api:
             ) from None
         return found
 
-    def wait_running(self, job_id: int, *, timeout: float, workers: list[Worker]) -> dict[str, Any]:
+    def wait_running(
+        self, job_id: int, *, timeout: float, workers: list[WorkerProcess]
+    ) -> dict[str, Any]:
         """Until the job is training (a step reported)."""
 
         def training() -> dict[str, Any] | None:

@@ -19,18 +19,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.jobs.local_workers import active_local_tokens, start_local_workers
 from app.settings import Settings
+from bench.harness.processes import ROOT, WorkerProcess, start_worker, wait_for
 from ml.core.protocol.messages import FENCE_HEADER
 from tests.app.jobs.factories import chunk_bytes
 from tests.app.jobs.processes import (
-    ROOT,
     Api,
     Server,
-    Worker,
     add_dataset,
     make_tokens,
-    start_worker,
     tiny_recipe,
-    wait_for,
     write_images,
 )
 from tests.conftest import TEST_SECRET
@@ -53,9 +50,9 @@ class Stack:
     sample_ids: list[int]
     images: Path
     tmp_path: Path
-    workers: list[Worker]
+    workers: list[WorkerProcess]
 
-    def worker(self, name: str, *extra: str) -> Worker:
+    def worker(self, name: str, *extra: str) -> WorkerProcess:
         worker = start_worker(self.server, self.worker_token, self.tmp_path, name, *extra)
         self.workers.append(worker)
         return worker

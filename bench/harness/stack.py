@@ -1,22 +1,16 @@
-"""The real-process stack of the end-to-end runs and their real data, shared by the end-to-end
-tests (through the fixtures of ``conftest.py``) and the pipeline benchmark.
-
-A uvicorn server (with its pipeline reconciler), a CPU worker process, and simulated annotators
-over HTTP; labelled sets of real images (CIFAR-10 with CIFAR-10N labels, Caltech-101 with its
-BACKGROUND_Google images as junk) written as a manifest of the labels to import and a truth file.
-The callers check that the data in ``../shared/data`` is there before calling in here.
+"""The cleaning loop's whole stack with real processes, as the end-to-end tests (through the
+fixtures of ``tests/e2e/conftest.py``) and the pipeline benchmark run it: a uvicorn server with
+its pipeline reconciler, CPU worker processes, and simulated annotators over HTTP.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-import random
-import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,138 +21,28 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth import service as auth_service
 from app.db import transaction
-from app.models import Role, TokenScope
+from app.models import Dataset, Role, TokenScope
+from app.pipeline import export, service
 from app.pipeline.simulate import SimulationStats, Simulator, load_truth
-from tests.app.jobs.processes import Server, Worker, start_worker, wait_for
-from tests.conftest import TEST_PASSWORD
+from bench.harness.processes import ServerProcess, WorkerProcess, start_worker, wait_for
 
-# --- data ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RealSet:
-    """Images under ``root``, the manifest to import (``path,label``, paths relative to
-    ``root``, the given labels) and the truth (``path,clean,junk``)."""
-
-    root: Path
-    manifest: Path
-    truth: Path
-
-    def rows(self) -> dict[str, dict[str, str]]:
-        with self.truth.open(newline="") as handle:
-            return {row["path"]: row for row in csv.DictReader(handle)}
-
-    def given(self) -> dict[str, str]:
-        with self.manifest.open(newline="") as handle:
-            return {row["path"]: row["label"] for row in csv.DictReader(handle)}
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-
-
-def write_labelled_set(
-    out_dir: Path, root: Path, items: Sequence[tuple[str, str, str | None]]
-) -> RealSet:
-    """Writes ``noisy.csv`` and ``truth.csv`` into ``out_dir`` for ``items``: (path relative to
-    ``root``, given label, clean label or None for junk)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest, truth = out_dir / "noisy.csv", out_dir / "truth.csv"
-    _write_csv(manifest, ["path", "label"], [[path, given] for path, given, _ in items])
-    _write_csv(
-        truth,
-        ["path", "clean", "junk"],
-        [[path, clean or "", "0" if clean else "1"] for path, _, clean in items],
-    )
-    return RealSet(root, manifest, truth)
-
-
-def extract(archive: Path, root: Path, names: Iterable[str]) -> None:
-    """Extracts the members ``names`` of ``archive`` into ``root``."""
-    wanted = set(names)
-    with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers() if m.name in wanted]
-        tar.extractall(root, members=members, filter="data")
-
-
-def cifar_first_per_class(
-    labels_csv: Path,
-    archive: Path,
-    root: Path,
-    *,
-    per_class: int,
-    column: str,
-    clean_column: str = "clean",
-) -> RealSet:
-    """The first ``per_class`` CIFAR-10 images of each class (original order) of a split,
-    extracted into ``root``, labelled with ``column`` (a CIFAR-10N column for the training
-    split); ``clean_column`` holds the true class."""
-    counts: dict[str, int] = {}
-    chosen: dict[str, dict[str, str]] = {}
-    with labels_csv.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            if counts.get(row[clean_column], 0) < per_class:
-                counts[row[clean_column]] = counts.get(row[clean_column], 0) + 1
-                chosen[row["path"]] = row
-    extract(archive, root, chosen)
-    items = [(path, chosen[path][column], chosen[path][clean_column]) for path in sorted(chosen)]
-    return write_labelled_set(root, root, items)
-
-
-BACKGROUND = "BACKGROUND_Google"
-
-
-def caltech_junk_mix(
-    archive: Path,
-    root: Path,
-    *,
-    classes: Sequence[str] | None,
-    per_class: int,
-    background: int,
-    seed: int = 7,
-) -> RealSet:
-    """The first ``per_class`` images of each Caltech-101 class of ``classes`` (None: all of
-    them but ``Faces``, which holds the photos of ``Faces_easy`` at another crop), and the first
-    ``background`` BACKGROUND_Google images filed under random classes of them as junk,
-    extracted into ``root``."""
-    with tarfile.open(archive) as tar:
-        members = [m.name for m in tar.getmembers() if m.isfile() and m.name.count("/") == 2]
-    by_class: dict[str, list[str]] = {}
-    for name in members:
-        by_class.setdefault(name.split("/")[1], []).append(name)
-    names = (
-        list(classes)
-        if classes is not None
-        else sorted(c for c in by_class if c not in (BACKGROUND, "Faces"))
-    )
-    picked = [path for name in names for path in sorted(by_class[name])[:per_class]]
-    junk = sorted(by_class[BACKGROUND])[:background]
-    extract(archive, root, picked + junk)
-    rng = random.Random(seed)
-    items: list[tuple[str, str, str | None]] = [
-        (path, path.split("/")[1], path.split("/")[1]) for path in picked
-    ]
-    items += [(path, rng.choice(names), None) for path in junk]
-    return write_labelled_set(root, root, items)
-
-
-# --- processes ----------------------------------------------------------------------------------
+#: The admin's password (the stack signs in with API tokens; nobody types it).
+ADMIN_PASSWORD = "stack admin password"  # noqa: S105
 
 
 @dataclass
-class PipelineServer(Server):
+class PipelineServer(ServerProcess):
     """The server of the end-to-end runs: its reconciler every half second, imports in two
-    processes, leases long enough for a loaded CPU."""
+    processes, leases long enough for a loaded CPU, no back-off before a retry, console logs."""
 
     lease_seconds: float = 60.0
     import_roots: tuple[Path, ...] = (Path(tempfile.gettempdir()),)
 
-    def env(self) -> dict[str, str]:
+    def config(self) -> dict[str, str]:
         return {
-            **super().env(),
+            **super().config(),
+            "THRESHER_LOG_FORMAT": "console",
+            "THRESHER_JOBS_RETRY_BACKOFF_SECONDS": "0",
             "THRESHER_IMPORT_ROOTS": os.pathsep.join(str(root) for root in self.import_roots),
             "THRESHER_PIPELINE_RECONCILE_SECONDS": "0.5",
             "THRESHER_IMPORT_PROCESSES": "2",
@@ -169,8 +53,11 @@ class PipelineServer(Server):
 
 @dataclass
 class Stack:
+    """A running stack: its server and workers, the admin's API client (``http``), the
+    database's session factory, and what each simulated annotator did."""
+
     server: PipelineServer
-    workers: list[Worker]
+    workers: list[WorkerProcess]
     admin_token: str
     worker_token: str
     work_dir: Path
@@ -181,7 +68,7 @@ class Stack:
 
     def start_worker(
         self, name: str, *, threads: int = 2, embeddings: Path | None = None
-    ) -> Worker:
+    ) -> WorkerProcess:
         """A CPU worker with ``threads`` torch threads and its embedding cache in
         ``embeddings`` (default: the stack's; workers sharing one are as on one machine)."""
         worker = start_worker(
@@ -311,6 +198,22 @@ class Stack:
             on_poll=on_poll,
         )
 
+    def export(self, dataset_id: int, out: Path, *, require_model: bool) -> list[dict[str, str]]:
+        """Exports the dataset into ``out`` as ``thresher export`` does; returns the rows of the
+        exported ``manifest.csv``."""
+        with transaction(self.factory) as session:
+            dataset = session.get_one(Dataset, dataset_id)
+            export.export_dataset(
+                session,
+                pipeline=service.get_pipeline(session, dataset),
+                dataset=dataset,
+                out_dir=out,
+                data_dir=self.server.data_dir,
+                require_model=require_model,
+            )
+        with (out / "manifest.csv").open(newline="") as handle:
+            return list(csv.DictReader(handle))
+
 
 @contextmanager
 def running_stack(
@@ -329,7 +232,7 @@ def running_stack(
     (default: under ``work_dir``). The server imports from ``import_roots``."""
     with transaction(factory) as session:
         admin, _ = auth_service.create_user(
-            session, username="boss", role=Role.ADMIN, password=TEST_PASSWORD
+            session, username="boss", role=Role.ADMIN, password=ADMIN_PASSWORD
         )
         _, api_token = auth_service.create_token(session, user=admin, name="e2e")
         _, worker_token = auth_service.create_token(
