@@ -29,10 +29,13 @@ from app.errors import AppError, NotAuthenticated
 from app.jobs import pages as job_pages
 from app.jobs import routes as job_routes
 from app.jobs import worker_routes as job_worker_routes
+from app.jobs.config import JobSettings
 from app.logging import configure_logging, get_logger
 from app.media import routes as media_routes
 from app.pipeline import pages as pipeline_pages
 from app.pipeline import routes as pipeline_routes
+from app.pipeline.config import PipelineEnv, PipelineSettings
+from app.pipeline.reconcile import Reconciler
 from app.request_limits import RequestLimits
 from app.review import pages as review_pages
 from app.review import routes as review_routes
@@ -46,7 +49,8 @@ _NUMBER_OUT_OF_RANGE = "22003"  # PostgreSQL's SQLSTATE numeric_value_out_of_ran
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Builds the app: engine, session factory, templates and background runner included."""
+    """Builds the app: engine, session factory, templates and background runner included;
+    while it serves, this process's pipeline reconciler runs (:func:`_start_reconciler`)."""
     settings = settings or get_settings()
     configure_logging(settings.log_format)
     settings.ensure_data_dir()
@@ -57,7 +61,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             dataset_service.fail_interrupted_imports(session)
         app.state.write_gate = write_gate(settings.resolved_database_url)  # this loop's
         log.info("server.started", database=engine.url.render_as_string(hide_password=True))
-        yield
+        reconciler = app.state.pipeline_reconciler = _start_reconciler(app)
+        try:
+            yield
+        finally:
+            if reconciler is not None:
+                reconciler.stop()
         app.state.background.shutdown()
         app.state.password_checks.shutdown()
         engine.dispose()
@@ -116,6 +125,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Starlette runs this one outside every middleware, so it sets the security headers itself.
     app.add_exception_handler(Exception, _unexpected_error_handler)
     return app
+
+
+def _start_reconciler(app: FastAPI) -> Reconciler | None:
+    """Starts this process's pipeline reconciler, which moves every pipeline on every few
+    seconds (``THRESHER_PIPELINE_RECONCILE_SECONDS``; 0 turns it off: None)."""
+    interval = PipelineSettings().reconcile_seconds
+    if interval <= 0:
+        return None
+    state = app.state
+    if getattr(state, "job_settings", None) is None:
+        state.job_settings = JobSettings()
+    env = PipelineEnv(data_dir=state.settings.data_dir, jobs=state.job_settings)
+    reconciler = Reconciler(state.session_factory, env=env, interval=interval)
+    reconciler.start()
+    return reconciler
 
 
 def _wants_json(request: Request) -> bool:

@@ -1,29 +1,25 @@
 """Pipeline API (engineers): create and configure a dataset's cleaning loop, start and advance
 its steps, follow its rounds, read every number the dashboard shows, trace each to samples, and
-download the export's manifest and report.
-
-The router's lifespan runs this process's :class:`~app.pipeline.reconcile.Reconciler`
-(``THRESHER_PIPELINE_RECONCILE_SECONDS``; 0 turns it off).
+download the export's manifest and report. (The server's background reconciler starts in
+:func:`app.main.create_app`.)
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse
 
 from app.auth.deps import EngineerDep
 from app.datasets.deps import DatasetDep
 from app.db import SessionDep
 from app.errors import NotFound
-from app.jobs.config import JobSettings, job_settings
+from app.jobs.config import job_settings
 from app.models import EventKind, SampleStatus
 from app.pipeline import class_reports, export, reports, sample_reports, service
-from app.pipeline.config import PipelineEnv, PipelineSettings
-from app.pipeline.reconcile import Reconciler
+from app.pipeline.config import PipelineEnv
+from app.pipeline.deps import PipelineDep
 from app.pipeline.schemas import (
     AdvanceCreate,
     AdvanceRead,
@@ -44,27 +40,7 @@ from app.pipeline.schemas import (
 )
 from app.pipeline.stages.context import StepParams
 
-
-@asynccontextmanager
-async def _reconciler(app: FastAPI) -> AsyncIterator[None]:
-    settings = PipelineSettings()
-    reconciler = None
-    if settings.reconcile_seconds > 0:
-        state = app.state
-        if getattr(state, "job_settings", None) is None:
-            state.job_settings = JobSettings()
-        env = PipelineEnv(data_dir=state.settings.data_dir, jobs=state.job_settings)
-        reconciler = Reconciler(state.session_factory, env=env, interval=settings.reconcile_seconds)
-        reconciler.start()
-    app.state.pipeline_reconciler = reconciler
-    try:
-        yield
-    finally:
-        if reconciler is not None:
-            reconciler.stop()
-
-
-router = APIRouter(prefix="/api/pipelines", tags=["pipeline"], lifespan=_reconciler)
+router = APIRouter(prefix="/api/pipelines", tags=["pipeline"])
 
 
 def pipeline_env(request: Request) -> PipelineEnv:
@@ -99,9 +75,11 @@ def create_pipeline(
 
 
 @router.get("/{dataset_id}")
-def read_pipeline(_: EngineerDep, dataset: DatasetDep, session: SessionDep) -> PipelineStatus:
+def read_pipeline(
+    _: EngineerDep, dataset: DatasetDep, pipeline: PipelineDep, session: SessionDep
+) -> PipelineStatus:
     """Stage, config, rounds, queues, the funnel and the estimates."""
-    return _status(session, dataset)
+    return reports.status(session, pipeline, dataset)
 
 
 @router.patch("/{dataset_id}")
@@ -191,15 +169,14 @@ def reconcile(
 
 
 @router.get("/{dataset_id}/rounds")
-def list_rounds(_: EngineerDep, dataset: DatasetDep, session: SessionDep) -> list[RoundSummary]:
-    return reports.rounds(session, service.get_pipeline(session, dataset))
+def list_rounds(_: EngineerDep, pipeline: PipelineDep, session: SessionDep) -> list[RoundSummary]:
+    return reports.rounds(session, pipeline)
 
 
 @router.get("/{dataset_id}/rounds/{round_id}")
 def read_round(
-    _: EngineerDep, dataset: DatasetDep, round_id: int, session: SessionDep
+    _: EngineerDep, pipeline: PipelineDep, round_id: int, session: SessionDep
 ) -> RoundSummary:
-    pipeline = service.get_pipeline(session, dataset)
     return reports.round_summary(session, service.get_round(session, pipeline, round_id))
 
 
@@ -232,27 +209,30 @@ def retry_round(
 
 
 @router.get("/{dataset_id}/next")
-def next_step(_: EngineerDep, dataset: DatasetDep, session: SessionDep) -> NextStepRead | None:
-    step = service.preview_next(session, service.get_pipeline(session, dataset))
+def next_step(_: EngineerDep, pipeline: PipelineDep, session: SessionDep) -> NextStepRead | None:
+    step = service.preview_next(session, pipeline)
     return NextStepRead(stage=step.stage, kind=step.kind, reason=step.reason) if step else None
 
 
 @router.get("/{dataset_id}/funnel")
-def read_funnel(_: EngineerDep, dataset: DatasetDep, session: SessionDep) -> Funnel:
-    service.get_pipeline(session, dataset)
+def read_funnel(
+    _: EngineerDep, dataset: DatasetDep, __: PipelineDep, session: SessionDep
+) -> Funnel:
     return reports.funnel(session, dataset)
 
 
 @router.get("/{dataset_id}/estimates")
 def read_estimates(
-    _: EngineerDep, dataset: DatasetDep, session: SessionDep
+    _: EngineerDep, pipeline: PipelineDep, session: SessionDep
 ) -> list[EstimateRecord]:
-    return reports.estimates(session, service.get_pipeline(session, dataset))
+    return reports.estimates(session, pipeline)
 
 
 @router.get("/{dataset_id}/classes")
-def read_classes(_: EngineerDep, dataset: DatasetDep, session: SessionDep) -> list[ClassSize]:
-    return class_reports.class_sizes(session, service.get_pipeline(session, dataset), dataset)
+def read_classes(
+    _: EngineerDep, dataset: DatasetDep, pipeline: PipelineDep, session: SessionDep
+) -> list[ClassSize]:
+    return class_reports.class_sizes(session, pipeline, dataset)
 
 
 @router.post("/{dataset_id}/classes/{class_id}/restore")
@@ -266,19 +246,20 @@ def restore_class(
 
 
 @router.get("/{dataset_id}/training")
-def read_training(_: EngineerDep, dataset: DatasetDep, session: SessionDep) -> list[TrainingRun]:
-    return reports.training_runs(session, service.get_pipeline(session, dataset))
+def read_training(_: EngineerDep, pipeline: PipelineDep, session: SessionDep) -> list[TrainingRun]:
+    return reports.training_runs(session, pipeline)
 
 
 @router.get("/{dataset_id}/final")
-def read_final(_: EngineerDep, dataset: DatasetDep, session: SessionDep) -> FinalMetrics | None:
-    return reports.final_metrics(session, service.get_pipeline(session, dataset))
+def read_final(_: EngineerDep, pipeline: PipelineDep, session: SessionDep) -> FinalMetrics | None:
+    return reports.final_metrics(session, pipeline)
 
 
 @router.get("/{dataset_id}/samples")
 def list_samples(
     _: EngineerDep,
     dataset: DatasetDep,
+    __: PipelineDep,
     session: SessionDep,
     status: SampleStatus | None = None,
     final: bool = False,
@@ -290,7 +271,6 @@ def list_samples(
 ) -> SamplePage:
     """The samples behind a number: by status, in the final set, by class, or with an event
     (of a kind, in a round). Page with ``next_after_id``."""
-    service.get_pipeline(session, dataset)
     return sample_reports.list_samples(
         session,
         dataset,
@@ -306,11 +286,16 @@ def list_samples(
 
 @router.get("/{dataset_id}/samples/{sample_id}")
 def read_sample(
-    _: EngineerDep, dataset: DatasetDep, sample_id: int, session: SessionDep, env: EnvDep
+    _: EngineerDep,
+    dataset: DatasetDep,
+    pipeline: PipelineDep,
+    sample_id: int,
+    session: SessionDep,
+    env: EnvDep,
 ) -> SampleHistory:
     """A sample's state and history: events, human decisions, training runs, predictions."""
     history = sample_reports.sample_history(
-        session, service.get_pipeline(session, dataset), dataset, sample_id, data_dir=env.data_dir
+        session, pipeline, dataset, sample_id, data_dir=env.data_dir
     )
     if history is None:
         raise NotFound(f"sample {sample_id} is not in this dataset's pipeline")
@@ -321,23 +306,26 @@ def read_sample(
 
 
 @router.get("/{dataset_id}/export/manifest.csv", response_class=PlainTextResponse)
-def export_csv(_: EngineerDep, dataset: DatasetDep, session: SessionDep) -> PlainTextResponse:
+def export_csv(
+    _: EngineerDep, dataset: DatasetDep, pipeline: PipelineDep, session: SessionDep
+) -> PlainTextResponse:
     """The cleaned manifest as CSV (every sample: final label, status, reason, history)."""
-    rows = export.manifest_rows(session, service.get_pipeline(session, dataset), dataset)
+    rows = export.manifest_rows(session, pipeline, dataset)
     return PlainTextResponse(export.manifest_csv(rows), media_type="text/csv")
 
 
 @router.get("/{dataset_id}/export/manifest.jsonl", response_class=PlainTextResponse)
-def export_jsonl(_: EngineerDep, dataset: DatasetDep, session: SessionDep) -> PlainTextResponse:
-    rows = export.manifest_rows(session, service.get_pipeline(session, dataset), dataset)
+def export_jsonl(
+    _: EngineerDep, dataset: DatasetDep, pipeline: PipelineDep, session: SessionDep
+) -> PlainTextResponse:
+    rows = export.manifest_rows(session, pipeline, dataset)
     return PlainTextResponse(export.manifest_jsonl(rows), media_type="application/x-ndjson")
 
 
 @router.get("/{dataset_id}/export/report.json")
 def export_report(
-    _: EngineerDep, dataset: DatasetDep, session: SessionDep, env: EnvDep
+    _: EngineerDep, dataset: DatasetDep, pipeline: PipelineDep, session: SessionDep
 ) -> Response:
     """Every number of the run (what ``thresher export`` writes as report.json)."""
-    pipeline = service.get_pipeline(session, dataset)
     data = export.report_json(export.build_report(session, pipeline, dataset))
     return Response(data, media_type="application/json")
