@@ -5,7 +5,8 @@ and returns per-sample masks or scores. Public functions validate their inputs a
 twin that computes. Conventions:
 
 * ``kept`` masks: ``True`` = the sample keeps its label; ``rejected = ~kept``.
-* ``label_rank``: 0 when the given label is the model's top class; higher = more likely mislabeled.
+* ``label_rank`` (:func:`label_rank_among_classes`): how many other classes are at least as
+  probable as the given label; 0 = the label is the top class; higher = more likely mislabeled.
 * ``label_quality``: cleanlab's score in ``[0, 1]``; lower = more likely mislabeled.
 * ``knn_agreement``: share of a sample's nearest neighbours carrying its label, in ``[0, 1]``;
   lower = more likely mislabeled.
@@ -49,7 +50,7 @@ __all__ = [
     "knn_agreement",
     "knn_votes",
     "label_quality",
-    "label_rank",
+    "label_rank_among_classes",
     "pullback",
     "pullback_from_ids",
     "rejection_quality",
@@ -103,7 +104,7 @@ def _k(k: int, num_classes: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _label_rank(labels: NDArray[np.int64], probs: NDArray[np.float64]) -> NDArray[np.int64]:
+def _rank_among_classes(labels: NDArray[np.int64], probs: NDArray[np.float64]) -> NDArray[np.int64]:
     ranks = np.empty(labels.shape[0], dtype=np.int64)
     # In row blocks: the comparisons are [rows, C] temporaries.
     for start in range(0, labels.shape[0], 16384):
@@ -115,8 +116,8 @@ def _label_rank(labels: NDArray[np.int64], probs: NDArray[np.float64]) -> NDArra
     return ranks
 
 
-def label_rank(labels: IntArray, pred_probs: FloatMatrix) -> NDArray[np.int64]:
-    """Rank of each sample's given label among the predicted classes, ``[N]``.
+def label_rank_among_classes(labels: IntArray, pred_probs: FloatMatrix) -> NDArray[np.int64]:
+    """Rank of each sample's given label among all predicted classes by probability, ``[N]``.
 
     0 = the label is the top class; higher = more likely mislabeled. Ties with other classes
     count against the label.
@@ -127,7 +128,9 @@ def label_rank(labels: IntArray, pred_probs: FloatMatrix) -> NDArray[np.int64]:
             out-of-fold.
     """
     probs = _probs(pred_probs)
-    return _label_rank(_labels(labels, rows=probs.shape[0], num_classes=probs.shape[1]), probs)
+    return _rank_among_classes(
+        _labels(labels, rows=probs.shape[0], num_classes=probs.shape[1]), probs
+    )
 
 
 def topk_keep(labels: IntArray, pred_probs: FloatMatrix, *, k: int = 1) -> NDArray[np.bool_]:
@@ -141,7 +144,7 @@ def topk_keep(labels: IntArray, pred_probs: FloatMatrix, *, k: int = 1) -> NDArr
     """
     probs = _probs(pred_probs)
     label_array = _labels(labels, rows=probs.shape[0], num_classes=probs.shape[1])
-    kept: NDArray[np.bool_] = _label_rank(label_array, probs) < _k(k, probs.shape[1])
+    kept: NDArray[np.bool_] = _rank_among_classes(label_array, probs) < _k(k, probs.shape[1])
     return kept
 
 
@@ -245,7 +248,7 @@ def pullback(
     label_array = _labels(labels, num_classes=probs.shape[1])
     mask = _kept_mask(kept, label_array.shape[0])
     chosen = _prediction_indices(indices, mask, probs.shape[0])
-    confirmed = _label_rank(label_array[chosen], probs) < _k(k, probs.shape[1])
+    confirmed = _rank_among_classes(label_array[chosen], probs) < _k(k, probs.shape[1])
     return _pullback(mask, chosen, confirmed)
 
 

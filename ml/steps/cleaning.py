@@ -15,7 +15,7 @@ from ml.cleaning import (
     confident_learning,
     knn_votes,
     label_quality,
-    label_rank,
+    label_rank_among_classes,
     pullback,
     topk_keep,
 )
@@ -177,7 +177,7 @@ def _detect(
     assert kept is not None
     return _Verdicts(
         topk_kept=topk_kept,
-        ranks=label_rank(labels, probs),
+        ranks=label_rank_among_classes(labels, probs),
         issues=issues,
         quality=label_quality(labels, probs),
         knn_kept=knn_kept,

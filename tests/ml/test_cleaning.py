@@ -13,7 +13,7 @@ from ml.cleaning import (
     knn_agreement,
     knn_votes,
     label_quality,
-    label_rank,
+    label_rank_among_classes,
     pullback,
     pullback_from_ids,
     rejection_quality,
@@ -34,7 +34,7 @@ PROBS = np.array(
 
 
 def test_label_rank_counts_classes_ahead_of_the_label() -> None:
-    assert label_rank(LABELS, PROBS).tolist() == [0, 1, 2, 2]
+    assert label_rank_among_classes(LABELS, PROBS).tolist() == [0, 1, 2, 2]
 
 
 def test_top1_rule_keeps_only_top_predictions() -> None:

@@ -26,7 +26,7 @@ from app.pipeline.config import (
     sample_count,
 )
 from app.pipeline.estimates import estimate
-from app.pipeline.rules import HumanVerdict, label_rank
+from app.pipeline.rules import HumanVerdict, label_rank_in_topk
 from app.pipeline.stages.context import (
     LABEL_POOL,
     ModelChange,
@@ -133,7 +133,7 @@ def _rule_changes(
     changes: dict[int, ModelChange] = {}
     for row, sample_id in enumerate(results.sample_id.tolist()):
         label = labels.get(sample_id, -1)
-        rank = label_rank(label, results.topk_class_id[row])
+        rank = label_rank_in_topk(label, results.topk_class_id[row])
         p = None if label_probs is None else float(label_probs[row])
         p = None if p is not None and np.isnan(p) else p
         columns = {"label_rank": rank, "pred_job_id": job.id}

@@ -21,7 +21,7 @@ from app.pipeline.rules import (
     RoundView,
     class_outcome,
     effective_verdict,
-    label_rank,
+    label_rank_in_topk,
     next_step,
     resolve_status,
 )
@@ -29,8 +29,8 @@ from app.pipeline.stages.final import evaluation_set
 
 
 def test_a_label_rank_is_its_place_in_the_top_k() -> None:
-    assert label_rank(7, [3, 7, 9]) == 1
-    assert label_rank(4, [3, 7, 9]) == -1
+    assert label_rank_in_topk(7, [3, 7, 9]) == 1
+    assert label_rank_in_topk(4, [3, 7, 9]) == -1
 
 
 # --- verdicts and statuses ----------------------------------------------------------------------
