@@ -61,7 +61,8 @@ from ml.manifest import Manifest, Sample  # noqa: E402
 from ml.models import create_model, data_config  # noqa: E402
 from ml.predict import predict  # noqa: E402
 from ml.recipes import recipe_from_dict  # noqa: E402
-from ml.train import Control, Progress, train_model  # noqa: E402
+from ml.train import train_model  # noqa: E402
+from ml.training.interface import Control, TrainingProgress  # noqa: E402
 
 GOALS = {"train": 0.90, "infer": 0.80}
 
@@ -277,7 +278,7 @@ def _cache_path(
     )
     marks: list[tuple[int, float]] = []
 
-    def on_step(progress: Progress) -> Control | None:
+    def on_step(progress: TrainingProgress) -> Control | None:
         _sync(device)
         marks.append((progress.global_step, time.perf_counter()))
         return Control.STOP if progress.global_step >= total else None
@@ -361,7 +362,7 @@ def _finetune_fold(
     train_rows, test_rows = np.flatnonzero(~held_out), np.flatnonzero(held_out)
     marks: list[tuple[int, float]] = []
 
-    def on_step(progress: Progress) -> Control | None:
+    def on_step(progress: TrainingProgress) -> Control | None:
         _sync(device)
         marks.append((progress.global_step, time.perf_counter()))
         return None

@@ -22,7 +22,7 @@ from ml.parallel import predict_rows, train
 from ml.predict import Predictions, predictions_from_probs
 from ml.recipes import Recipe
 from ml.runtime import LocalRuntime, Runtime
-from ml.train import EpochMetrics, ProgressCallback
+from ml.training.interface import EpochSummary, TrainingCallback
 
 __all__ = ["FoldResult", "OutOfFold", "merge_folds", "out_of_fold_predictions", "train_fold"]
 
@@ -43,7 +43,7 @@ class FoldResult:
     fold: int
     heldout: NDArray[np.int64]
     predictions: Predictions
-    history: list[EpochMetrics]
+    history: list[EpochSummary]
     checkpoint: Path | None
 
     @property
@@ -200,7 +200,7 @@ def out_of_fold_predictions(
     class_names: Sequence[str] | None = None,
     device: str | None = None,
     checkpoint_root: str | Path | None = None,
-    callback: Callable[[int], ProgressCallback | None] | None = None,
+    callback: Callable[[int], TrainingCallback | None] | None = None,
 ) -> OutOfFold:
     """Run :func:`train_fold` for every fold in this process, one after the other, then
     :func:`merge_folds`.

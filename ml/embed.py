@@ -34,7 +34,7 @@ from ml.embeddings import (
     digests_from_hex,
 )
 from ml.models import create_model, data_config, resolve_weights
-from ml.predict import Normaliser, resolve_device
+from ml.predict import Normaliser, autocast, resolve_device
 from ml.recipes import ModelConfig, Recipe
 
 __all__ = [
@@ -155,12 +155,7 @@ class Embedder:
         pixels = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
         x = self.normalise(pixels.permute(0, 3, 1, 2).float())
         x = x.contiguous(memory_format=torch.channels_last)
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if self.device.type == "cuda"
-            else torch.autocast("cpu", enabled=False)
-        )
-        with autocast:
+        with autocast(self.device):
             features = self.model(x).float()
             if self.space.flip:
                 features = (features + self.model(torch.flip(x, dims=[3])).float()) / 2

@@ -5,7 +5,8 @@ The features of the training rows live in memory as one float32 tensor, so an ep
 matrix products: a head trains in seconds on a CPU. Everything a recipe can ask for that makes
 sense on features applies:
 
-* the class-balanced sampler or a seeded shuffle, per epoch (:class:`ml.train.EpochOrder`);
+* the class-balanced sampler or a seeded shuffle, per epoch
+  (:class:`ml.training.batches.EpochOrder`);
 * the three logit-adjustment forms (frozen log-prior bias, logit-adjusted loss, post-hoc);
 * label smoothing, mixup in feature space, Flooding;
 * distillation from teacher heads in the same embedding space (e.g. the fold models), computed
@@ -24,202 +25,104 @@ worth resuming midway: a stopped run saves nothing.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import shutil
 import time
-import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from safetensors.torch import save_file
 from torch import Tensor
 
-from ml.checkpoint import latest_checkpoint
+from ml.checkpoint import InferenceAdjustment
 from ml.ema import ModelEma
 from ml.embeddings import EmbeddingArray, EmbeddingSpace
-from ml.heads import HeadNet, HeadTargets, TrainedHead, head_logits, load_model
-from ml.losses import (
-    distillation_loss,
-    ensemble_teacher_logits,
-    flooding,
-    logit_adjusted_cross_entropy,
-    soft_cross_entropy,
-    with_distillation,
-)
+from ml.heads import HeadNet, HeadTargets, TrainedHead, head_logits
 from ml.metrics import evaluate
 from ml.recipes import Recipe, dump_recipe
-from ml.train import (
+from ml.training.batches import EpochOrder, training_rows
+from ml.training.head_data import head_fingerprint, head_targets, mix_features
+from ml.training.interface import (
     Control,
-    EpochMetrics,
-    EpochOrder,
+    EpochSummary,
     EvalSet,
-    Progress,
-    ProgressCallback,
+    TrainingCallback,
     TrainingError,
+    TrainingProgress,
     TrainResult,
-    build_optimizer,
-    set_scheduled_lr,
-    setup_logit_adjustment,
-    training_fingerprint,
 )
+from ml.training.objective import HeadTeachers, Objective
+from ml.training.resume import RunIdentity, RunState, finished_head, save_finished_head
+from ml.training.setup import build_ema, build_optimizer, set_scheduled_lr, setup_logit_adjustment
 
 __all__ = ["train_head"]
 
 log = logging.getLogger(__name__)
 
 
-def _targets(
-    labels: NDArray[np.int64],
-    rows: NDArray[np.int64],
-    num_classes: int,
-    extra: HeadTargets,
-) -> tuple[Tensor, Tensor, NDArray[np.int64]]:
-    """Per training row: the target distribution ``[M, C]``, the loss weight ``[M]`` and the
-    class used for balancing and accuracy ``[M]`` (the label, else the soft target's argmax)."""
-    used = labels[rows]
-    if (used >= num_classes).any() or (used < -1).any():
-        raise TrainingError(f"training labels must lie in [-1, {num_classes})")
-    unlabelled = used < 0
-    targets = torch.zeros((rows.shape[0], num_classes), dtype=torch.float32)
-    labelled = np.flatnonzero(~unlabelled)
-    targets[labelled, used[labelled]] = 1.0
-    classes = used.copy()
-    if unlabelled.any():
-        if extra.soft is None:
-            raise TrainingError("training rows without a label need soft targets")
-        soft = np.asarray(extra.soft, dtype=np.float32)
-        if soft.shape != (labels.shape[0], num_classes):
-            raise TrainingError(f"soft targets {soft.shape} do not fit {labels.shape[0]} rows")
-        chosen = soft[rows[unlabelled]]
-        if not np.isfinite(chosen).all() or (chosen < 0).any():
-            raise TrainingError("soft targets must be finite and non-negative")
-        sums = chosen.sum(axis=1, keepdims=True)
-        if (sums <= 0).any():
-            raise TrainingError("every soft target needs some probability mass")
-        chosen = chosen / sums
-        targets[np.flatnonzero(unlabelled)] = torch.from_numpy(chosen)
-        classes[unlabelled] = chosen.argmax(axis=1)
-    weights = torch.ones(rows.shape[0], dtype=torch.float32)
-    if extra.weights is not None:
-        given = np.asarray(extra.weights, dtype=np.float32)
-        if given.shape != labels.shape or not np.isfinite(given).all() or (given < 0).any():
-            raise TrainingError("sample weights must be [N], finite and non-negative")
-        weights = torch.from_numpy(given[rows].copy())
-    return targets, weights, classes
+@dataclass
+class _HeadRun:
+    """What stays fixed through a head's training: the network, its EMA, optimizer and loss,
+    the training rows' features on the device (``raw`` and ``normalised``, ``[M, D]``) with
+    their targets ``[M, C]`` and weights ``[M]``, and the schedule."""
 
+    recipe: Recipe
+    space: EmbeddingSpace
+    model: HeadNet
+    ema: ModelEma | None
+    optimizer: torch.optim.Optimizer
+    objective: Objective
+    prior: Tensor | None
+    inference: InferenceAdjustment
+    tau: float
+    class_names: list[str] | None
+    device: torch.device
+    raw: Tensor
+    normalised: Tensor
+    soft_targets: Tensor
+    weights: Tensor
+    sampling: EpochOrder
+    batch_size: int
+    steps_per_epoch: int
+    epochs: int
+    generator: torch.Generator
 
-class _Teachers:
-    """Teacher heads in the student's embedding space; their ensemble's logits on a batch."""
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
 
-    def __init__(
-        self, paths: list[Path], space: EmbeddingSpace, num_classes: int, device: torch.device
-    ) -> None:
-        self.heads: list[TrainedHead] = []
-        for path in paths:
-            teacher = load_model(path, device=device)
-            if not isinstance(teacher, TrainedHead) or teacher.space != space:
-                raise TrainingError(
-                    f"teacher {path} is not a head on the student's embeddings: distil a head "
-                    "from heads in the same embedding space"
-                )
-            if teacher.num_classes != num_classes:
-                raise TrainingError(
-                    f"teacher {path} predicts {teacher.num_classes} classes, not {num_classes}"
-                )
-            self.heads.append(teacher)
+    @property
+    def warmup_steps(self) -> int:
+        return round(self.recipe.schedule.warmup_epochs * self.steps_per_epoch)
 
-    @torch.no_grad()
-    def logits(self, features: Tensor) -> Tensor:
-        outputs = [t.adjust_logits(t.model(features)) for t in self.heads]
-        return outputs[0] if len(outputs) == 1 else ensemble_teacher_logits(outputs)
-
-
-def _mix(recipe: Recipe, batch: list[Tensor], generator: torch.Generator) -> list[Tensor]:
-    """Mixup in feature space with the recipe's probability and Beta(alpha, alpha) weight: every
-    tensor of ``batch`` (features, targets, weights: ``[B, ...]``) is mixed with the same weight
-    and partners."""
-    mixup = recipe.augment.mixup
-    if mixup is None or mixup.p <= 0:
-        return batch
-    if float(torch.rand((), generator=generator)) >= mixup.p:
-        return batch
-    seed = int(torch.randint(0, 2**31 - 1, (), generator=generator))
-    lam = float(np.random.default_rng(seed).beta(mixup.alpha, mixup.alpha))
-    perm = torch.randperm(batch[0].shape[0], generator=generator)
-    return [lam * t + (1 - lam) * t[perm] for t in batch]
-
-
-def _save(
-    run_dir: Path, trained: TrainedHead, *, recipe_yaml: str, state: dict[str, Any], step: int
-) -> Path:
-    """Write ``run_dir/step-<step>/`` atomically (model, config, recipe, state)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    temporary = run_dir / f".tmp-{uuid.uuid4().hex}"
-    temporary.mkdir()
-    try:
-        tensors = {
-            k: v.detach().cpu().contiguous().clone() for k, v in trained.model.state_dict().items()
-        }
-        save_file(tensors, str(temporary / "model.safetensors"))
-        (temporary / "model_config.json").write_text(
-            json.dumps(trained.config(), indent=1), encoding="utf-8"
+    def trained(self) -> TrainedHead:
+        """The head for inference: the EMA weights when EMA is on."""
+        return TrainedHead(
+            model=self.ema.module if self.ema is not None else self.model,  # type: ignore[arg-type]
+            space=self.space,
+            head=self.recipe.head,  # type: ignore[arg-type]
+            dim=int(self.raw.shape[1]),
+            num_classes=int(self.soft_targets.shape[1]),
+            class_names=self.class_names,
+            log_prior=self.prior,
+            adjustment=self.inference,
+            tau=self.tau,
         )
-        (temporary / "recipe.yaml").write_text(recipe_yaml, encoding="utf-8")
-        (temporary / "train_state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
-        final = run_dir / f"step-{step:09d}"
-        if final.exists():
-            shutil.rmtree(final, ignore_errors=True)
-        temporary.replace(final)
-    finally:
-        if temporary.exists():
-            shutil.rmtree(temporary, ignore_errors=True)
-    return final
 
 
-def _finished(
-    run_dir: Path | None, recipe_yaml: str, fingerprint: str, device: torch.device
-) -> tuple[TrainedHead, list[EpochMetrics], Path] | None:
-    """A finished run of the same recipe on the same data in ``run_dir``, if there is one."""
-    if run_dir is None:
-        return None
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None or not (checkpoint / "train_state.json").is_file():
-        return None
-    state = json.loads((checkpoint / "train_state.json").read_text(encoding="utf-8"))
-    recipe_file = checkpoint / "recipe.yaml"
-    if state.get("fingerprint") != fingerprint or not recipe_file.is_file():
-        return None
-    if recipe_file.read_text(encoding="utf-8") != recipe_yaml:
-        return None
-    trained = load_model(checkpoint, device=device)
-    if not isinstance(trained, TrainedHead):
-        return None
-    history = [EpochMetrics.from_dict(h) for h in state.get("history", [])]
-    return trained, history, checkpoint
+@dataclass
+class _Tally:
+    """Running totals of the epoch in progress."""
 
-
-def _fingerprint(
-    labels: NDArray[np.int64],
-    rows: NDArray[np.int64],
-    num_classes: int,
-    features: EmbeddingArray,
-    extra: HeadTargets,
-) -> str:
-    """Identifies the training data: labels, rows, the space, the first rows' features and the
-    extra targets."""
-    digest = hashlib.sha256(training_fingerprint(labels, rows, num_classes).encode())
-    digest.update(features.space.key.encode())
-    digest.update(np.ascontiguousarray(features[rows[: min(rows.shape[0], 64)]]).tobytes())
-    for array in (extra.soft, extra.weights):
-        if array is not None:
-            digest.update(np.ascontiguousarray(np.asarray(array)[rows]).tobytes())
-    return digest.hexdigest()
+    lr: float
+    started: float = field(default_factory=time.perf_counter)
+    loss_total: float = 0.0
+    loss_value: float = float("nan")
+    correct: int = 0
+    seen: int = 0
 
 
 def train_head(
@@ -234,7 +137,7 @@ def train_head(
     device: str | torch.device | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = True,
-    callback: ProgressCallback | None = None,
+    callback: TrainingCallback | None = None,
     targets: HeadTargets | None = None,
 ) -> TrainResult:
     """Train the recipe's head on ``features[indices]``.
@@ -251,6 +154,38 @@ def train_head(
     Raises:
         TrainingError: bad inputs, or a teacher that is not a head in the same space.
     """
+    label_array = _checked_labels(recipe, features, labels)
+    rows = training_rows(features.shape[0], indices)
+    target_device = torch.device(device) if device is not None else torch.device("cpu")
+    extra = targets or HeadTargets()
+    recipe_yaml = dump_recipe(recipe)
+    fingerprint = head_fingerprint(label_array, rows, num_classes, features, extra)
+    run_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    soft_targets, weights, classes = head_targets(label_array, rows, num_classes, extra)
+    class_counts = np.bincount(classes, minlength=num_classes).astype(np.int64)
+    identity = RunIdentity(recipe_yaml, fingerprint, num_classes, class_counts)
+    if resume and (done := finished_head(run_dir, identity, target_device)):
+        log.info("ml.head.reused checkpoint=%s", done.checkpoint)
+        return done
+
+    names = list(class_names) if class_names is not None else None
+    run = _set_up(recipe, features, rows, soft_targets, weights, classes, names, target_device)
+    state = RunState()
+    while state.epoch < run.epochs and not state.stopped:
+        _run_epoch(run, state, val=val, class_counts=class_counts, callback=callback)
+    trained = run.trained()
+    trained.model.eval()
+    if run_dir is not None and not state.stopped:
+        state.checkpoint = save_finished_head(run_dir, trained, identity, state)
+    _log_trained(recipe, state.history)
+    return TrainResult(trained, state.history, state.stopped, state.checkpoint, class_counts)
+
+
+def _checked_labels(
+    recipe: Recipe, features: EmbeddingArray, labels: NDArray[np.integer] | Any
+) -> NDArray[np.int64]:
+    """``labels`` as int64 ``[N]``, after checking that the recipe has a head and that
+    ``features`` are embeddings ``[N, D]`` of as many rows."""
     if recipe.head is None:
         raise TrainingError(f"recipe {recipe.name} has no head")
     if not isinstance(features, EmbeddingArray):
@@ -258,194 +193,203 @@ def train_head(
             f"recipe {recipe.name} trains a head on embeddings: give an EmbeddingArray, not "
             f"{type(features).__name__} {getattr(features, 'shape', '')}"
         )
-    space = features.space
-    extra = targets or HeadTargets()
     label_array = np.asarray(labels, dtype=np.int64)
     if features.ndim != 2 or features.shape[0] != label_array.shape[0]:
         raise TrainingError(
             f"expected features [N, D] for {label_array.shape[0]} labels, got {features.shape}"
         )
-    rows = (
-        np.arange(features.shape[0], dtype=np.int64)
-        if indices is None
-        else np.asarray(indices, dtype=np.int64)
-    )
-    if rows.ndim != 1 or rows.shape[0] < 2:
-        raise TrainingError(f"need at least 2 training samples, got {rows.shape[0]}")
-    if rows.min() < 0 or rows.max() >= features.shape[0]:
-        raise TrainingError(f"training indices must lie in [0, {features.shape[0]})")
-    target_device = torch.device(device) if device is not None else torch.device("cpu")
-    recipe_yaml = dump_recipe(recipe)
-    fingerprint = _fingerprint(label_array, rows, num_classes, features, extra)
-    run_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    soft_targets, weights, classes = _targets(label_array, rows, num_classes, extra)
-    class_counts = np.bincount(classes, minlength=num_classes).astype(np.int64)
-    if resume and (done := _finished(run_dir, recipe_yaml, fingerprint, target_device)):
-        log.info("ml.head.reused checkpoint=%s", done[2])
-        return TrainResult(done[0], done[1], False, done[2], class_counts)
+    return label_array
 
-    raw = torch.from_numpy(np.asarray(features[rows], dtype=np.float32)).to(target_device)
-    soft_targets, weights = soft_targets.to(target_device), weights.to(target_device)
+
+def _set_up(
+    recipe: Recipe,
+    features: EmbeddingArray,
+    rows: NDArray[np.int64],
+    soft_targets: Tensor,
+    weights: Tensor,
+    classes: NDArray[np.int64],
+    class_names: list[str] | None,
+    device: torch.device,
+) -> _HeadRun:
+    """The seeded head, fitted to the training rows' features, with its EMA, optimizer and
+    teachers; the features and targets on ``device``."""
+    num_classes = int(soft_targets.shape[1])
+    raw = torch.from_numpy(np.asarray(features[rows], dtype=np.float32)).to(device)
     sampling = EpochOrder(recipe, classes, num_classes)
     batch_size = min(recipe.batch_size, sampling.epoch_length)
     steps_per_epoch = max(1, sampling.epoch_length // batch_size)
-    epochs = recipe.epochs_for(steps_per_epoch)
-    total_steps = steps_per_epoch * epochs
-
     torch.manual_seed(recipe.seed)
-    model = HeadNet(int(features.shape[1]), num_classes, recipe.head)
+    model = HeadNet(int(features.shape[1]), num_classes, recipe.head)  # type: ignore[arg-type]
     model.norm.fit(raw)
     prior, inference, tau = setup_logit_adjustment(recipe, sampling.prior_counts, model)
-    model.to(target_device)
-    ema = ModelEma(model, decay=recipe.ema.decay, warmup=recipe.ema.warmup) if recipe.ema else None
+    model.to(device)
+    ema = build_ema(recipe, model)
     optimizer = build_optimizer(recipe, model)
-    adjusted_loss = recipe.logit_adjustment is not None and recipe.logit_adjustment.mode == "loss"
-    loss_prior = prior.to(target_device) if prior is not None and adjusted_loss else None
     teachers = (
-        _Teachers(list(recipe.distillation.teachers), space, num_classes, target_device)
+        HeadTeachers(list(recipe.distillation.teachers), features.space, num_classes, device)
         if recipe.distillation is not None
         else None
     )
     with torch.no_grad():
         # The normalisation is fixed once fitted: apply it once, not at every step.
-        x = model.norm(raw)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    warmup_steps = round(recipe.schedule.warmup_epochs * steps_per_epoch)
-    smoothing = recipe.label_smoothing
+        normalised = model.norm(raw)
+    return _HeadRun(
+        recipe=recipe,
+        space=features.space,
+        model=model,
+        ema=ema,
+        optimizer=optimizer,
+        objective=Objective(
+            recipe, num_classes, prior, teachers.logits if teachers else None, device
+        ),
+        prior=prior,
+        inference=inference,
+        tau=tau,
+        class_names=class_names,
+        device=device,
+        raw=raw,
+        normalised=normalised,
+        soft_targets=soft_targets.to(device),
+        weights=weights.to(device),
+        sampling=sampling,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        epochs=recipe.epochs_for(steps_per_epoch),
+        generator=torch.Generator().manual_seed(recipe.seed),
+    )
 
-    def trained_head() -> TrainedHead:
-        return TrainedHead(
-            model=ema.module if ema is not None else model,  # type: ignore[arg-type]
-            space=space,
-            head=recipe.head,  # type: ignore[arg-type]
-            dim=int(features.shape[1]),
-            num_classes=num_classes,
-            class_names=list(class_names) if class_names is not None else None,
-            log_prior=prior,
-            adjustment=inference,
-            tau=tau,
-        )
 
-    history: list[EpochMetrics] = []
-    global_step, stopped = 0, False
-    for epoch in range(epochs):
-        model.train()
-        started = time.perf_counter()
-        order = torch.from_numpy(sampling.order(epoch))
-        loss_total, correct, seen = 0.0, 0, 0
-        lr = recipe.optimizer.lr
-        loss_value = float("nan")
-        for step in range(steps_per_epoch):
-            batch = order[step * batch_size : (step + 1) * batch_size].to(target_device)
-            lr = set_scheduled_lr(
-                optimizer, recipe, global_step, total_steps=total_steps, warmup_steps=warmup_steps
-            )
-            parts = [x[batch], soft_targets[batch], weights[batch]]
-            if teachers is not None:
-                parts.append(raw[batch])
-            parts = _mix(recipe, parts, generator)
-            xb, tb, wb = parts[0], parts[1], parts[2]
-            if smoothing > 0:
-                tb = tb * (1.0 - smoothing) + smoothing / num_classes
-            logits = model.head(xb)
-            if loss_prior is not None:
-                loss = logit_adjusted_cross_entropy(logits, tb, loss_prior, tau, wb)
-            else:
-                loss = soft_cross_entropy(logits, tb, wb)
-            if recipe.flooding is not None:
-                loss = flooding(loss, recipe.flooding)
-            if teachers is not None and recipe.distillation is not None:
-                loss = with_distillation(
-                    loss,
-                    distillation_loss(logits, teachers.logits(xb), recipe.distillation.temperature),
-                    recipe.distillation.weight,
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]  # untyped in torch stubs
-            if recipe.optimizer.grad_clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.optimizer.grad_clip_norm)
-            optimizer.step()
-            if ema is not None:
-                ema.update(model, global_step)
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise TrainingError(
-                    f"loss is {loss_value} at epoch {epoch} step {step}; lower the learning rate"
-                )
-            loss_total += loss_value
-            hard = soft_targets[batch].argmax(dim=1)
-            correct += int((logits.detach().argmax(dim=1) == hard).sum())
-            seen += int(batch.shape[0])
-            global_step += 1
-            rate = seen / max(time.perf_counter() - started, 1e-9)
-            if callback is not None and step + 1 < steps_per_epoch:
-                report = Progress(
-                    epoch, step + 1, steps_per_epoch, global_step, total_steps, rate, loss_value, lr
-                )
-                if callback(report) is Control.STOP:
-                    stopped = True
-                    break
-        if stopped:
-            break
-        seconds = time.perf_counter() - started
-        val_report = None
-        if val is not None:
-            model.eval()
-            val_logits = head_logits(
-                trained_head(), val.images, indices=val.indices, device=target_device
-            )
-            val_labels = np.asarray(val.labels, dtype=np.int64)
-            if val.indices is not None:
-                val_labels = val_labels[np.asarray(val.indices, dtype=np.int64)]
-            val_report = evaluate(val_logits, val_labels, train_class_counts=class_counts)
-        metrics = EpochMetrics(
-            epoch=epoch,
-            train_loss=loss_total / steps_per_epoch,
-            train_accuracy=correct / max(seen, 1),
-            learning_rate=lr,
-            images_per_second=seen / max(seconds, 1e-9),
-            seconds=seconds,
-            steps=steps_per_epoch,
-            val=val_report,
+def _run_epoch(
+    run: _HeadRun,
+    state: RunState,
+    *,
+    val: EvalSet | None,
+    class_counts: NDArray[np.int64],
+    callback: TrainingCallback | None,
+) -> None:
+    """Train epoch ``state.epoch``; unless the callback stopped it midway, summarise it, report
+    the summary (the callback may then stop the run) and move ``state`` to the next epoch."""
+    tally = _train_epoch(run, state, callback)
+    if state.stopped:
+        return
+    summary = _summarise_epoch(run, tally, state.epoch, val, class_counts)
+    state.history.append(summary)
+    if callback is not None:
+        report = TrainingProgress(
+            state.epoch,
+            run.steps_per_epoch,
+            run.steps_per_epoch,
+            state.global_step,
+            run.total_steps,
+            summary.images_per_second,
+            tally.loss_value,
+            tally.lr,
+            epoch_end=summary,
         )
-        history.append(metrics)
-        if callback is not None:
-            report = Progress(
-                epoch,
-                steps_per_epoch,
-                steps_per_epoch,
-                global_step,
-                total_steps,
-                metrics.images_per_second,
-                loss_value,
-                lr,
-                epoch_end=metrics,
+        if callback(report) is Control.STOP and state.epoch + 1 < run.epochs:
+            state.stopped = True
+    state.epoch += 1
+
+
+def _train_epoch(run: _HeadRun, state: RunState, callback: TrainingCallback | None) -> _Tally:
+    """The epoch's steps, or those until the callback asks to stop (then ``state.stopped``)."""
+    run.model.train()
+    tally = _Tally(lr=run.recipe.optimizer.lr)
+    order = torch.from_numpy(run.sampling.order(state.epoch))
+    for step in range(run.steps_per_epoch):
+        batch = order[step * run.batch_size : (step + 1) * run.batch_size].to(run.device)
+        loss, logits, tally.lr = _train_step(run, batch, state.global_step)
+        tally.loss_value = float(loss.detach())
+        if not math.isfinite(tally.loss_value):
+            raise TrainingError(
+                f"loss is {tally.loss_value} at epoch {state.epoch} step {step}; "
+                "lower the learning rate"
             )
-            if callback(report) is Control.STOP and epoch + 1 < epochs:
-                stopped = True
+        tally.loss_total += tally.loss_value
+        hard = run.soft_targets[batch].argmax(dim=1)
+        tally.correct += int((logits.detach().argmax(dim=1) == hard).sum())
+        tally.seen += int(batch.shape[0])
+        state.global_step += 1
+        if callback is not None and step + 1 < run.steps_per_epoch:
+            rate = tally.seen / max(time.perf_counter() - tally.started, 1e-9)
+            report = TrainingProgress(
+                state.epoch,
+                step + 1,
+                run.steps_per_epoch,
+                state.global_step,
+                run.total_steps,
+                rate,
+                tally.loss_value,
+                tally.lr,
+            )
+            if callback(report) is Control.STOP:
+                state.stopped = True
                 break
-    trained = trained_head()
-    trained.model.eval()
-    checkpoint: Path | None = None
-    if run_dir is not None and not stopped:
-        checkpoint = _save(
-            run_dir,
-            trained,
-            recipe_yaml=recipe_yaml,
-            state={
-                "fingerprint": fingerprint,
-                "history": [h.to_dict() for h in history],
-                "class_counts": class_counts.tolist(),
-            },
-            step=global_step,
-        )
+    return tally
+
+
+def _train_step(run: _HeadRun, batch: Tensor, global_step: int) -> tuple[Tensor, Tensor, float]:
+    """One optimizer step on the training positions ``batch`` ``[B]``; returns the loss, the
+    logits ``[B, C]`` and the learning rate."""
+    lr = set_scheduled_lr(
+        run.optimizer,
+        run.recipe,
+        global_step,
+        total_steps=run.total_steps,
+        warmup_steps=run.warmup_steps,
+    )
+    parts = [run.normalised[batch], run.soft_targets[batch], run.weights[batch]]
+    if run.objective.teachers is not None:
+        parts.append(run.raw[batch])
+    parts = mix_features(run.recipe, parts, run.generator)
+    features, targets, weights = parts[0], parts[1], parts[2]
+    logits = run.model.head(features)
+    loss = run.objective(logits, targets, features, weights)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]  # untyped in torch stubs
+    clip = run.recipe.optimizer.grad_clip_norm
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip)
+    run.optimizer.step()
+    if run.ema is not None:
+        run.ema.update(run.model, global_step)
+    return loss, logits, lr
+
+
+def _summarise_epoch(
+    run: _HeadRun,
+    tally: _Tally,
+    epoch: int,
+    val: EvalSet | None,
+    class_counts: NDArray[np.int64],
+) -> EpochSummary:
+    """The epoch's summary, with the validation report when ``val`` is given (the epoch's time
+    excludes validation)."""
+    seconds = time.perf_counter() - tally.started
+    val_report = None
+    if val is not None:
+        run.model.eval()
+        logits = head_logits(run.trained(), val.images, indices=val.indices, device=run.device)
+        val_report = evaluate(logits, val.evaluated_labels(), train_class_counts=class_counts)
+    return EpochSummary(
+        epoch=epoch,
+        train_loss=tally.loss_total / run.steps_per_epoch,
+        train_accuracy=tally.correct / max(tally.seen, 1),
+        learning_rate=tally.lr,
+        images_per_second=tally.seen / max(seconds, 1e-9),
+        seconds=seconds,
+        steps=run.steps_per_epoch,
+        val=val_report,
+    )
+
+
+def _log_trained(recipe: Recipe, history: list[EpochSummary]) -> None:
     if history:
         last = history[-1]
         log.info(
             "ml.head.trained kind=%s epochs=%d loss=%.4f acc=%.4f",
-            recipe.head.kind,
+            recipe.head.kind if recipe.head is not None else None,
             len(history),
             last.train_loss,
             last.train_accuracy,
         )
-    return TrainResult(trained, history, stopped, checkpoint, class_counts)

@@ -14,13 +14,16 @@ embedding pass is cheap.
 
 A trained head is saved like any model (``model.safetensors`` + ``model_config.json``, with
 ``"kind": "head"``, the head's config and the embedding space it reads), so the job protocol and
-the export treat both kinds alike; :func:`load_model` loads either kind.
+the export treat both kinds alike; :func:`save_head` writes one, :func:`load_model` loads either
+kind.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ml.checkpoint import (
@@ -53,6 +56,7 @@ __all__ = [
     "TrainedHead",
     "head_logits",
     "load_model",
+    "save_head",
 ]
 
 HEAD_KIND = "head"
@@ -241,6 +245,34 @@ def _load_head(directory: Path, config: dict[str, Any], device: torch.device | s
         adjustment=adjustment["inference"],
         tau=float(adjustment["tau"]),
     )
+
+
+def save_head(
+    run_dir: Path, trained: TrainedHead, *, recipe_yaml: str, state: dict[str, Any], step: int
+) -> Path:
+    """Write ``run_dir/step-<step>/`` atomically: the head's weights and config, the recipe
+    and the training ``state`` (JSON); returns that directory."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    temporary = run_dir / f".tmp-{uuid.uuid4().hex}"
+    temporary.mkdir()
+    try:
+        tensors = {
+            k: v.detach().cpu().contiguous().clone() for k, v in trained.model.state_dict().items()
+        }
+        save_file(tensors, str(temporary / "model.safetensors"))
+        (temporary / "model_config.json").write_text(
+            json.dumps(trained.config(), indent=1), encoding="utf-8"
+        )
+        (temporary / "recipe.yaml").write_text(recipe_yaml, encoding="utf-8")
+        (temporary / "train_state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
+        final = run_dir / f"step-{step:09d}"
+        if final.exists():
+            shutil.rmtree(final, ignore_errors=True)
+        temporary.replace(final)
+    finally:
+        if temporary.exists():
+            shutil.rmtree(temporary, ignore_errors=True)
+    return final
 
 
 def is_head_checkpoint(path: str | Path) -> bool:

@@ -20,7 +20,7 @@ from ml.heads import TrainedHead
 from ml.parallel import predict_rows, train
 from ml.recipes import Recipe
 from ml.runtime import LocalRuntime, Runtime
-from ml.train import EvalSet, TrainResult
+from ml.training.interface import EvalSet, TrainResult
 
 __all__ = [
     "JUNK_CLASSES",

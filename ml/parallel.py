@@ -27,7 +27,8 @@ from ml.heads import HeadTargets, TrainedHead
 from ml.predict import Predictions, predict
 from ml.recipes import Recipe
 from ml.runtime import JobStopped, Runtime
-from ml.train import Control, EvalSet, Progress, TrainResult, train_model
+from ml.train import train_model
+from ml.training.interface import Control, EvalSet, TrainingProgress, TrainResult
 
 __all__ = ["PREDICT_SLICE_BATCHES", "epoch_values", "predict_rows", "stratified_shard", "train"]
 
@@ -86,7 +87,7 @@ def _averaged_gradients(world: int) -> Iterator[None]:
         handle.remove()
 
 
-def epoch_values(progress: Progress) -> dict[str, float]:
+def epoch_values(progress: TrainingProgress) -> dict[str, float]:
     """The metrics of the epoch that ``progress`` ends, by the names the server charts."""
     metrics = progress.epoch_end
     assert metrics is not None
@@ -130,7 +131,7 @@ def train(
         rows = stratified_shard(rows, labels, rank, world)
         recipe = recipe.model_copy(update={"batch_size": max(1, recipe.batch_size // world)})
 
-    def callback(progress: Progress) -> Control:
+    def callback(progress: TrainingProgress) -> Control:
         stop = runtime.training(progress)
         if progress.epoch_end is not None:
             runtime.epoch(progress.epoch, epoch_values(progress))

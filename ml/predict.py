@@ -35,6 +35,7 @@ from ml.heads import TrainedHead, head_logits
 __all__ = [
     "Normaliser",
     "Predictions",
+    "autocast",
     "iter_batches",
     "predict",
     "predict_logits",
@@ -138,7 +139,8 @@ def _to_model_input(
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
 
 
-def _autocast(device: torch.device) -> torch.autocast | nullcontext[None]:
+def autocast(device: torch.device) -> torch.autocast | nullcontext[None]:
+    """bfloat16 autocast on CUDA; nothing (float32) elsewhere."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
@@ -167,7 +169,7 @@ def _logit_batches(
     try:
         for batch in iter_batches(images, rows, batch_size, pin_memory=device.type == "cuda"):
             x = _to_model_input(batch, trained, normaliser, device, channels_last)
-            with _autocast(device):
+            with autocast(device):
                 logits = model(x).float()
                 if trained.tta_flip:
                     logits = (logits + model(x.flip(-1)).float()) / 2

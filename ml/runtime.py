@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from numpy.typing import NDArray
 
 from ml.predict import resolve_device
-from ml.train import Control, Progress, ProgressCallback
+from ml.training.interface import Control, TrainingCallback, TrainingProgress
 
 __all__ = ["JobStopped", "LocalRuntime", "Runtime"]
 
@@ -49,7 +49,7 @@ class Runtime(Protocol):
     def device(self) -> str:
         """The torch device, e.g. ``cuda:0`` or ``cpu``."""
 
-    def training(self, progress: Progress) -> bool:
+    def training(self, progress: TrainingProgress) -> bool:
         """Records a training step; True when the run must stop at this step boundary."""
 
     def predicting(self, done: int, total: int) -> bool:
@@ -75,11 +75,11 @@ class LocalRuntime:
     rank = 0
     world = 1
 
-    def __init__(self, device: str | None = None, callback: ProgressCallback | None = None) -> None:
+    def __init__(self, device: str | None = None, callback: TrainingCallback | None = None) -> None:
         self.device = str(resolve_device(device))
         self.callback = callback
 
-    def training(self, progress: Progress) -> bool:
+    def training(self, progress: TrainingProgress) -> bool:
         return self.callback is not None and self.callback(progress) is Control.STOP
 
     def predicting(self, done: int, total: int) -> bool:

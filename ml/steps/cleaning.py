@@ -35,7 +35,7 @@ from ml.steps.files import (
     write_decisions,
     write_json,
 )
-from ml.train import ProgressCallback
+from ml.training.interface import TrainingCallback
 
 __all__ = ["CrossvalSummary", "PullbackRound", "Rule", "run_crossval", "run_pullback"]
 
@@ -85,7 +85,7 @@ def run_crossval(
     knn_k: int = 10,
     cache_dir: Path | None = None,
     device: str | None = None,
-    callback: ProgressCallback | None = None,
+    callback: TrainingCallback | None = None,
 ) -> CrossvalSummary:
     """Out-of-fold predictions, then three detectors side by side: the top-k rule, confident
     learning, and (for a recipe on embeddings) kNN label agreement in embedding space.
@@ -255,7 +255,7 @@ def run_pullback(
     k: int | None = None,
     cache_dir: Path | None = None,
     device: str | None = None,
-    callback: ProgressCallback | None = None,
+    callback: TrainingCallback | None = None,
 ) -> list[PullbackRound]:
     """Pull-back rounds: train on the kept set, predict the rejected one, move back the samples
     whose label is now in their top-k; recipes are used in turn; stops early when a round pulls

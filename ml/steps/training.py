@@ -21,7 +21,7 @@ from ml.predict import Predictions, predict
 from ml.recipes import Recipe, dump_recipe
 from ml.runtime import LocalRuntime
 from ml.steps.files import StepError, StepInputs, format_topk, read_decisions, write_json
-from ml.train import EvalSet, ProgressCallback
+from ml.training.interface import EvalSet, TrainingCallback
 
 __all__ = ["run_junk_score", "run_junk_train", "run_predict", "run_train"]
 
@@ -40,7 +40,7 @@ def run_train(
     cache_dir: Path | None = None,
     device: str | None = None,
     resume: bool = True,
-    callback: ProgressCallback | None = None,
+    callback: TrainingCallback | None = None,
 ) -> Path:
     """Train on the manifest; returns the final checkpoint directory.
 
@@ -193,7 +193,7 @@ def run_junk_train(
     *,
     cache_dir: Path | None = None,
     device: str | None = None,
-    callback: ProgressCallback | None = None,
+    callback: TrainingCallback | None = None,
 ) -> Path:
     """Train the junk classifier on a manifest labelled ``junk`` / ``normal``; returns the
     checkpoint directory."""

@@ -40,7 +40,7 @@ from ml.parallel import predict_rows, train
 from ml.predict import Predictions
 from ml.recipes import DistillationConfig, Recipe
 from ml.runtime import Runtime
-from ml.train import EpochMetrics, EvalSet
+from ml.training.interface import EpochSummary, EvalSet
 from ml.worker.task import Outcome, SampleSet, Task
 
 __all__ = ["run_task"]
@@ -115,7 +115,7 @@ def _model_classes(trained: TrainedModel | TrainedHead, data: SampleSet) -> NDAr
     return np.asarray([by_name.get(name, -1) for name in names], dtype=np.int64)
 
 
-def _history(history: list[EpochMetrics]) -> list[dict[str, Any]]:
+def _history(history: list[EpochSummary]) -> list[dict[str, Any]]:
     return [json.loads(json.dumps(h.to_dict(), default=float)) for h in history]
 
 

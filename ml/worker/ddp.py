@@ -37,7 +37,7 @@ from ml.core.protocol.jobs import parse_spec, spec_json
 from ml.core.protocol.messages import Progress
 from ml.recipes import recipe_from_dict
 from ml.runtime import JobStopped
-from ml.train import Progress as TrainProgress
+from ml.training.interface import TrainingProgress
 from ml.worker.compute import run_task
 from ml.worker.context import JobContext
 from ml.worker.execution import training_progress
@@ -251,7 +251,7 @@ class RankRuntime:
             self._events.write(json.dumps({"type": kind, **fields}) + "\n")
             self._events.flush()
 
-    def training(self, progress: TrainProgress) -> bool:
+    def training(self, progress: TrainingProgress) -> bool:
         self.emit("progress", **training_progress(progress, world=self.world).model_dump())
         return self._stop_requested()
 

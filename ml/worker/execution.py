@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from ml.core.protocol.messages import Progress
 from ml.runtime import JobStopped
-from ml.train import Progress as TrainProgress
+from ml.training.interface import TrainingProgress
 from ml.worker.compute import run_task
 from ml.worker.context import JobContext
 from ml.worker.task import Outcome, Task
@@ -18,7 +18,7 @@ from ml.worker.task import Outcome, Task
 __all__ = ["JobRuntime", "execute", "training_progress"]
 
 
-def training_progress(progress: TrainProgress, *, world: int = 1) -> Progress:
+def training_progress(progress: TrainingProgress, *, world: int = 1) -> Progress:
     """A training step as the server's progress message (1-based epoch; the throughput of all
     ``world`` ranks)."""
     return Progress(
@@ -42,7 +42,7 @@ class JobRuntime:
         self.context = context
         self.device = context.device
 
-    def training(self, progress: TrainProgress) -> bool:
+    def training(self, progress: TrainingProgress) -> bool:
         return self._report(training_progress(progress))
 
     def predicting(self, done: int, total: int) -> bool:

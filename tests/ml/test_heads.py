@@ -13,7 +13,8 @@ from ml.core.recipes import RecipeError
 from ml.embeddings import EmbeddingArray
 from ml.heads import HeadTargets, TrainedHead, load_model
 from ml.predict import predict
-from ml.train import Control, Progress, TrainingError, train_model
+from ml.train import train_model
+from ml.training.interface import Control, TrainingError, TrainingProgress
 from tests.ml.factories import balanced_labels, cluster_features, head_recipe, synthetic_space
 
 KINDS = ["linear", "mlp", "cosine"]
@@ -173,7 +174,7 @@ def test_a_finished_head_is_reused_not_trained_again(
 ) -> None:
     features, labels = data
     first = train_model(head_recipe(), features, labels, num_classes=4, checkpoint_dir=tmp_path)
-    calls: list[Progress] = []
+    calls: list[TrainingProgress] = []
 
     second = train_model(
         head_recipe(),

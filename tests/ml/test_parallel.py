@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from numpy.typing import NDArray
 
 from ml.parallel import stratified_shard, train
-from ml.train import Progress as TrainProgress
+from ml.training.interface import TrainingProgress
 from tests.ml.worker.test_compute import sample_set, tiny_recipe
 
 
@@ -26,7 +26,7 @@ class GlooRuntime:
         self.rank, self.world = rank, world
         self.epochs = 0
 
-    def training(self, progress: TrainProgress) -> bool:
+    def training(self, progress: TrainingProgress) -> bool:
         return False
 
     def predicting(self, done: int, total: int) -> bool:

@@ -7,7 +7,7 @@ import pytest
 
 from ml.parallel import train
 from ml.runtime import JobStopped, LocalRuntime
-from ml.train import Control
+from ml.training.interface import Control
 from tests.ml.factories import colour_images, tiny_recipe
 
 

@@ -13,7 +13,8 @@ from numpy.typing import NDArray
 
 from ml.checkpoint import CheckpointError, load_trained_model
 from ml.predict import predict, predict_logits
-from ml.train import Control, EvalSet, Progress, TrainingError, lr_factor, train_model
+from ml.train import train_model
+from ml.training.interface import Control, EvalSet, TrainingError, TrainingProgress
 from tests.ml.factories import balanced_labels, colour_images, tiny_recipe
 
 Data = tuple[NDArray[np.uint8], NDArray[np.int64]]
@@ -38,7 +39,7 @@ def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
 def _stop_after(epoch: int, step: int | None = None) -> Any:
     """A callback that stops after ``step`` steps of ``epoch`` (at its end when ``None``)."""
 
-    def callback(progress: Progress) -> Control | None:
+    def callback(progress: TrainingProgress) -> Control | None:
         if progress.epoch != epoch:
             return None
         if step is None and progress.epoch_end is not None:
@@ -156,7 +157,7 @@ def test_resuming_on_other_labels_is_refused(data: Data, tmp_path: Path) -> None
 
 def test_progress_is_reported_every_step_with_epoch_metrics_at_the_end(data: Data) -> None:
     images, labels = data
-    reports: list[Progress] = []
+    reports: list[TrainingProgress] = []
 
     result = train_model(
         tiny_recipe(), images, labels, num_classes=3, device="cpu", callback=reports.append
@@ -171,7 +172,7 @@ def test_progress_is_reported_every_step_with_epoch_metrics_at_the_end(data: Dat
 
 def test_min_steps_adds_epochs_to_a_small_training_set(data: Data) -> None:
     images, labels = data  # 96 images, batch 16: 6 steps an epoch
-    reports: list[Progress] = []
+    reports: list[TrainingProgress] = []
 
     result = train_model(
         tiny_recipe(epochs=1, min_steps=15),
@@ -355,14 +356,3 @@ def test_too_few_samples_is_a_clear_error(data: Data) -> None:
 
     with pytest.raises(TrainingError, match="at least 2 training samples"):
         train_model(tiny_recipe(), images, labels, num_classes=3, indices=[0], device="cpu")
-
-
-def test_lr_factor_warms_up_then_decays_to_the_floor() -> None:
-    def factor(step: int) -> float:
-        return lr_factor(step, total_steps=110, warmup_steps=10, warmup_start=0.1, floor=0.05)
-
-    assert factor(0) == pytest.approx(0.1)
-    assert factor(5) == pytest.approx(0.55)
-    assert factor(10) == pytest.approx(1.0)
-    assert factor(60) == pytest.approx(0.525)
-    assert factor(110) == pytest.approx(0.05)

@@ -22,7 +22,7 @@ from ml.core.protocol.jobs import (
 from ml.crossval import train_fold
 from ml.recipes import recipe_from_dict
 from ml.runtime import JobStopped, LocalRuntime
-from ml.train import Progress as TrainProgress
+from ml.training.interface import TrainingProgress
 from ml.worker.compute import run_task
 from ml.worker.task import SampleSet, Task
 
@@ -45,7 +45,7 @@ class Recorder:
         self.epochs: list[tuple[int, dict[str, float]]] = []
         self.stop_after = stop_after
 
-    def training(self, progress: TrainProgress) -> bool:
+    def training(self, progress: TrainingProgress) -> bool:
         self.steps += 1
         return self.stop_after is not None and self.steps >= self.stop_after
 
