@@ -32,7 +32,7 @@ from app.models import (
     User,
     utcnow,
 )
-from app.pipeline import reconcile, repository
+from app.pipeline import reconcile, repository, verdicts
 from app.pipeline.config import PipelineEnv, config_json, merged_config, parse_config
 from app.pipeline.reconcile import ReconcileResult
 from app.pipeline.rules import NextStep
@@ -124,7 +124,7 @@ def create_pipeline(
     added = ensure_samples(session, pipeline)
     if added == 0:
         raise Invalid(f"dataset {dataset.name!r} has no usable samples")
-    reconcile.sync_decisions(session, pipeline, now=utcnow(), full=True)
+    verdicts.sync_decisions(session, pipeline, now=utcnow(), full=True)
     log.info("pipeline.created", dataset_id=dataset.id, samples=added, auto=auto)
     return pipeline, True
 
@@ -179,7 +179,7 @@ def start_step(
         previous = repository.round_by_request_key(session, pipeline.id, request_key)
         if previous is not None:
             return previous, False
-    reconcile.sync_decisions(session, pipeline, now=utcnow())
+    verdicts.sync_decisions(session, pipeline, now=utcnow())
     reconcile.advance_rounds(session, pipeline, dataset, env=env, now=utcnow())
     busy = _open_rounds(session, pipeline)
     if busy:
@@ -223,7 +223,7 @@ def advance(
         previous = repository.round_by_request_key(session, pipeline.id, request_key)
         if previous is not None:
             return previous, NextStep(previous.stage, previous.kind, "already started")
-    reconcile.sync_decisions(session, pipeline, now=utcnow())
+    verdicts.sync_decisions(session, pipeline, now=utcnow())
     reconcile.advance_rounds(session, pipeline, dataset, env=env, now=utcnow())
     busy = _open_rounds(session, pipeline)
     if busy:
@@ -261,7 +261,7 @@ def finish_round(
     round_ = get_round(session, pipeline, round_id)
     if round_.state is not RoundState.REVIEWING:
         raise Conflict(f"{round_.source} is {round_.state.value}, not under review")
-    reconcile.sync_decisions(session, pipeline, now=utcnow())
+    verdicts.sync_decisions(session, pipeline, now=utcnow())
     ctx = round_context(session, pipeline=pipeline, dataset=dataset, round_=round_, env=env)
     lifecycle.close_review(ctx)
     round_.stats = {**round_.stats, "finished_early": True}
@@ -371,7 +371,7 @@ def restore_class(
             )
         ],
     )
-    samples = reconcile.restatus_classes(
+    samples = verdicts.restatus_classes(
         session, dataset_id=dataset.id, class_ids={class_id}, now=now
     )
     log.info(

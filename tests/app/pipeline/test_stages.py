@@ -34,6 +34,7 @@ from app.pipeline.config import PipelineEnv
 from app.pipeline.estimates import clopper_pearson
 from app.pipeline.service import RoundOpen
 from app.pipeline.stages.context import RoundContext, StepRefused
+from app.pipeline.verdicts import WATERMARK_GRACE
 from app.review import repository as review_repository
 from app.review import service as review
 from ml.core.protocol.jobs import TrainFinalSpec, parse_spec
@@ -635,7 +636,7 @@ def test_decisions_are_read_once_they_settle_and_applying_them_again_changes_not
         fresh = reconcile.reconcile_pipeline(session, env=loop.env, pipeline_id=pipeline_id)
     assert fresh is not None and fresh.decisions == len(toy.non_rgb)
     assert loop.pipeline().decisions_seen_id == 0  # too young to be passed by
-    later = utcnow() + reconcile.WATERMARK_GRACE * 2
+    later = utcnow() + WATERMARK_GRACE * 2
     with transaction(loop.factory) as session:
         again = reconcile.reconcile_pipeline(
             session, env=loop.env, pipeline_id=pipeline_id, now=later
