@@ -23,7 +23,7 @@ from app.auth.deps import CurrentPrincipal, optional_principal
 from app.auth.service import Principal
 from app.db import SessionDep, transaction
 from app.errors import AppError, Forbidden, NotAuthenticated
-from app.jobs import service
+from app.jobs import service, uploads, worker_service
 from app.jobs.config import job_settings
 from app.jobs.schemas import UploadedFile
 from app.models import Job, TokenScope
@@ -76,11 +76,13 @@ def held_lease(
     declared size is checked against the job's quota too."""
     config = job_settings(request)
     with transaction(request.app.state.session_factory, read_only=True) as session:
-        job = service.check_lease(session, job_id=job_id, fence=fence, token_id=principal.token_id)
+        job = worker_service.check_lease(
+            session, job_id=job_id, fence=fence, token_id=principal.token_id
+        )
         name = request.path_params.get("name")
         declared = _content_length(request)
         if name is not None and declared is not None:
-            service.check_artifact_quota(
+            uploads.check_artifact_quota(
                 session, job=job, name=str(name), size=declared, config=config
             )
     return job
@@ -137,7 +139,7 @@ async def _file_body(request: Request) -> UploadedFile:
     limit = job_settings(request).max_artifact_bytes
     _declared_length(request, limit)
     settings: Settings = request.app.state.settings
-    directory = settings.data_dir / service.UPLOAD_DIR
+    directory = settings.data_dir / uploads.UPLOAD_DIR
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{uuid.uuid4().hex}.part"
     digest = hashlib.sha256()

@@ -54,6 +54,14 @@ def store_manifest_bytes(data_dir: Path, data: bytes) -> ManifestRef:
     return ManifestRef(sha256=digest, count=len(manifest), num_classes=manifest.num_classes)
 
 
+def manifest_file(data_dir: Path, sha256: str) -> Path:
+    """The stored manifest's file; ManifestNotFound when there is none."""
+    path = manifest_path(data_dir, sha256)
+    if not path.is_file():
+        raise ManifestNotFound(f"no manifest {sha256}")
+    return path
+
+
 def store_manifest(data_dir: Path, manifest: JobManifest) -> ManifestRef:
     try:
         data = encode_manifest(manifest)
@@ -63,10 +71,7 @@ def store_manifest(data_dir: Path, manifest: JobManifest) -> ManifestRef:
 
 
 def load_manifest(data_dir: Path, sha256: str) -> JobManifest:
-    path = manifest_path(data_dir, sha256)
-    if not path.is_file():
-        raise ManifestNotFound(f"no manifest {sha256}")
-    return decode_manifest(path.read_bytes())
+    return decode_manifest(manifest_file(data_dir, sha256).read_bytes())
 
 
 @lru_cache(maxsize=16)

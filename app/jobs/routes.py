@@ -11,7 +11,7 @@ from app.auth.deps import EngineerDep
 from app.datasets import access
 from app.db import SessionDep
 from app.errors import NotFound
-from app.jobs import service
+from app.jobs import manifests, service, specs
 from app.jobs.config import JobSettings, job_settings
 from app.jobs.deps import DataDir, JobDep, SmallBody
 from app.jobs.schemas import (
@@ -44,7 +44,7 @@ def create_job(
     dataset needs the right to see it."""
     if body.dataset_id is not None:
         access.check_can_see(session, principal, body.dataset_id)
-    job = service.create_job_from_request(
+    job = specs.create_job_from_request(
         session, body=body, user=principal.user, data_dir=data_dir, config=config
     )
     return JobRead.model_validate(job)
@@ -76,7 +76,7 @@ def list_jobs(
 def upload_manifest(_: EngineerDep, body: SmallBody, data_dir: DataDir) -> ManifestCreated:
     """Stores a manifest bundle (see :mod:`ml.core.protocol.bundles`) for jobs to name in a
     sample set."""
-    return ManifestCreated(manifest=service.store_manifest_upload(data_dir, body))
+    return ManifestCreated(manifest=manifests.store_manifest_bytes(data_dir, body))
 
 
 @router.get("/{job_id}")

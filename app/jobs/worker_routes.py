@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse
 from app.auth.service import Principal
 from app.datasets import access
 from app.db import SessionDep, transaction
-from app.jobs import service
+from app.jobs import manifests, service, uploads, worker_service
 from app.jobs.config import JobSettings, job_settings
 from app.jobs.deps import (
     DataDir,
@@ -53,7 +53,9 @@ def lease(
     principal: WorkerDep, body: LeaseRequest, session: SessionDep, config: JobSettingsDep
 ) -> Response:
     """The next job this worker can run, or 204: wait (with backoff) and ask again."""
-    grant = service.lease_job(session, request=body, config=config, token_id=principal.token_id)
+    grant = worker_service.lease_job(
+        session, request=body, config=config, token_id=principal.token_id
+    )
     if grant is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return Response(grant.model_dump_json(), media_type="application/json")
@@ -68,7 +70,7 @@ def heartbeat(
     config: JobSettingsDep,
 ) -> HeartbeatReply:
     """Renews the lease, stores progress, metrics and log lines; says whether to cancel."""
-    return service.record_heartbeat(
+    return worker_service.record_heartbeat(
         session, job_id=job_id, message=body, config=config, token_id=principal.token_id
     )
 
@@ -86,7 +88,7 @@ def upload_results(
 ) -> ResultsStored:
     """Stores chunk ``chunk`` of the job's results (a results bundle); 400 with the reason
     when it is truncated or malformed, and then nothing is stored."""
-    return service.store_result_chunk(
+    return uploads.store_result_chunk(
         session,
         job_id=job_id,
         fence=fence,
@@ -111,7 +113,7 @@ def upload_artifact(
     sha256: Annotated[str | None, Header(alias=SHA256_HEADER)] = None,
 ) -> dict[str, object]:
     """Stores a file of the job (a checkpoint), streamed; checked against ``X-Thresher-SHA256``."""
-    artifact = service.store_artifact(
+    artifact = uploads.store_artifact(
         session,
         job_id=job_id,
         fence=fence,
@@ -129,7 +131,9 @@ def upload_artifact(
 def complete(
     principal: WorkerDep, job_id: int, body: Complete, session: SessionDep
 ) -> dict[str, str]:
-    job = service.complete_job(session, job_id=job_id, message=body, token_id=principal.token_id)
+    job = worker_service.complete_job(
+        session, job_id=job_id, message=body, token_id=principal.token_id
+    )
     return {"state": job.state.value}
 
 
@@ -137,7 +141,7 @@ def complete(
 def fail(
     principal: WorkerDep, job_id: int, body: Fail, session: SessionDep, config: JobSettingsDep
 ) -> dict[str, str]:
-    job = service.fail_job(
+    job = worker_service.fail_job(
         session, job_id=job_id, message=body, config=config, token_id=principal.token_id
     )
     return {"state": job.state.value}
@@ -147,7 +151,7 @@ def fail(
 def release(
     principal: WorkerDep, job_id: int, body: Release, session: SessionDep, config: JobSettingsDep
 ) -> dict[str, str]:
-    job = service.release_job(
+    job = worker_service.release_job(
         session, job_id=job_id, message=body, config=config, token_id=principal.token_id
     )
     return {"state": job.state.value}
@@ -156,7 +160,7 @@ def release(
 @router.get("/manifests/{sha256}", response_class=FileResponse)
 def manifest(principal: StreamingWorkerDep, sha256: str, data_dir: DataDir) -> FileResponse:
     """A manifest bundle (immutable: named by its content)."""
-    path = service.manifest_file(data_dir, sha256)
+    path = manifests.manifest_file(data_dir, sha256)
     return FileResponse(
         path,
         media_type="application/octet-stream",

@@ -1,7 +1,7 @@
 """Jobs for the workers: their state, lease, progress, metrics, artifacts and per-sample results.
 
 The job kinds and specs are defined by the wire protocol (:mod:`ml.core.protocol`); the legal state
-transitions live in :mod:`app.jobs.service`.
+transitions live in :mod:`app.jobs.lifecycle`.
 """
 
 from __future__ import annotations

@@ -1,20 +1,20 @@
-"""Plain factories for job tests: manifests, jobs, leases and result chunks."""
+"""Plain factories for job tests: manifests, jobs, leases, heartbeats and result chunks."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy.orm import Session
 
-from app.jobs import manifests, service
+from app.jobs import manifests, service, uploads, worker_service
 from app.jobs.config import JobSettings
-from app.models import Job
+from app.models import Job, utcnow
 from ml.core.protocol.bundles import JobManifest, ResultChunk, encode_results
 from ml.core.protocol.jobs import JobKind, ManifestRef, TrainPredictSpec
-from ml.core.protocol.messages import LeaseGrant, LeaseRequest
+from ml.core.protocol.messages import Heartbeat, LeaseGrant, LeaseRequest
 
 CONFIG = JobSettings(
     lease_seconds=30,
@@ -81,7 +81,7 @@ def lease(
     kinds: Sequence[JobKind] = tuple(JobKind),
     device: str = "cpu",
 ) -> LeaseGrant | None:
-    grant = service.lease_job(
+    grant = worker_service.lease_job(
         session,
         token_id=None,
         request=LeaseRequest(worker=worker, kinds=list(kinds), device=device),
@@ -99,3 +99,43 @@ def chunk_bytes(sample_ids: Sequence[int], *, k: int = 2, scale: float = 0.5) ->
     probs = np.full((n, k), scale / k, dtype=np.float32)
     label = np.full(n, scale, dtype=np.float32)
     return encode_results(ResultChunk(ids, topk, probs, label))
+
+
+def reload(session: Session, job: Job) -> Job:
+    session.expire_all()
+    found = session.get(Job, job.id)
+    assert found is not None
+    return found
+
+
+def take_over(session: Session, worker: str = "w2") -> LeaseGrant | None:
+    """Leases the job again after the current lease expired and its retry backoff passed."""
+    later = utcnow() + timedelta(hours=1)
+    lease(session, worker="reaper", now=later, kinds=[JobKind.EVALUATE])
+    return lease(session, worker=worker, now=later + timedelta(hours=1))
+
+
+def heartbeat(session: Session, job: Job, fence: int, **fields: object) -> bool:
+    reply = worker_service.record_heartbeat(
+        session,
+        token_id=None,
+        job_id=job.id,
+        message=Heartbeat(fence=fence, **fields),
+        config=CONFIG,  # type: ignore[arg-type]
+    )
+    session.commit()
+    return reply.cancel
+
+
+def upload(session: Session, job: Job, fence: int, index: int, data: bytes, data_dir: Path) -> bool:
+    stored = uploads.store_result_chunk(
+        session,
+        token_id=None,
+        job_id=job.id,
+        fence=fence,
+        index=index,
+        data=data,
+        data_dir=data_dir,
+    )
+    session.commit()
+    return stored.duplicate

@@ -17,8 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import transaction
-from app.jobs import manifests
-from app.jobs import service as jobs
+from app.jobs import manifests, uploads, worker_service
 from app.jobs.config import JobSettings
 from app.jobs.schemas import UploadedFile
 from app.models import (
@@ -221,7 +220,7 @@ def missing_some(toy: Toy, unlucky: set[int]) -> Ranking:
 
 
 def _upload(data_dir: Path, data: bytes) -> UploadedFile:
-    directory = data_dir / jobs.UPLOAD_DIR
+    directory = data_dir / uploads.UPLOAD_DIR
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{uuid.uuid4().hex}.part"
     path.write_bytes(data)
@@ -258,7 +257,7 @@ class FakeWorker:
 
     def run_one(self) -> int | None:
         with transaction(self.factory) as session:
-            grant = jobs.lease_job(
+            grant = worker_service.lease_job(
                 session,
                 token_id=None,
                 request=LeaseRequest(worker="fake", kinds=list(_KINDS), device="cpu"),
@@ -271,7 +270,7 @@ class FakeWorker:
             if spec.kind.value in self.fail_kinds:
                 from ml.core.protocol.messages import Fail
 
-                jobs.fail_job(
+                worker_service.fail_job(
                     session,
                     token_id=None,
                     job_id=grant.job_id,
@@ -282,7 +281,7 @@ class FakeWorker:
             chunk, files, summary = self._outputs(spec)
             chunks = rows = 0
             if chunk is not None and len(chunk):
-                jobs.store_result_chunk(
+                uploads.store_result_chunk(
                     session,
                     token_id=None,
                     job_id=grant.job_id,
@@ -293,7 +292,7 @@ class FakeWorker:
                 )
                 chunks, rows = 1, len(chunk)
             for name, data in files.items():
-                jobs.store_artifact(
+                uploads.store_artifact(
                     session,
                     token_id=None,
                     job_id=grant.job_id,
@@ -304,7 +303,7 @@ class FakeWorker:
                     data_dir=self.env.data_dir,
                     config=JOB_CONFIG,
                 )
-            jobs.complete_job(
+            worker_service.complete_job(
                 session,
                 token_id=None,
                 job_id=grant.job_id,
