@@ -52,7 +52,9 @@ __all__ = [
     "content_hash",
     "content_hashes",
     "decoded_cache",
+    "default_workers",
     "open_decoded_cache",
+    "process_pool",
 ]
 
 log = logging.getLogger(__name__)
@@ -170,7 +172,9 @@ def _decode_chunk(
     return start, digest, failures
 
 
-def _default_workers(count: int) -> int:
+def default_workers(count: int) -> int:
+    """Decoding processes for ``count`` images: none (decode in this process) below 512, else
+    one per CPU, at most 16."""
     if count < 512:
         return 0
     return max(1, min(os.cpu_count() or 1, 16))
@@ -180,7 +184,8 @@ def _chunks(paths: Sequence[str], rows: int) -> list[tuple[int, list[str]]]:
     return [(start, list(paths[start : start + rows])) for start in range(0, len(paths), rows)]
 
 
-def _executor(workers: int) -> ProcessPoolExecutor:
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes for Pillow and numpy work (forked where possible)."""
     # fork where there is one (as torch's DataLoader does): a spawned worker would re-import the
     # caller's __main__ module, torch and all, before decoding its first image. The workers
     # run only Pillow and numpy code, none of the parent's threads' libraries.
@@ -195,12 +200,12 @@ def content_hashes(paths: Sequence[str | Path], *, workers: int | None = None) -
         CacheBuildError: a file cannot be read (every such file is listed).
     """
     names = [str(p) for p in paths]
-    workers = _default_workers(len(names)) if workers is None else workers
+    workers = default_workers(len(names)) if workers is None else workers
     chunks = _chunks(names, 1024)
     if workers == 0:
         results = [r for start, chunk in chunks for r in _hash_chunk(start, chunk)]
     else:
-        with _executor(workers) as pool:
+        with process_pool(workers) as pool:
             futures = [pool.submit(_hash_chunk, start, chunk) for start, chunk in chunks]
             results = [r for future in futures for r in future.result()]
     failures = [(row, names[row], reason) for row, digest, reason in results if digest is None]
@@ -289,7 +294,7 @@ def decoded_cache(
     if not paths:
         raise ValueError("no images to cache")
     names = [str(p) for p in paths]
-    workers = _default_workers(len(names)) if workers is None else workers
+    workers = default_workers(len(names)) if workers is None else workers
     if hashes is None:
         hashes = content_hashes(names, workers=workers)
     elif len(hashes) != len(names):
@@ -300,7 +305,26 @@ def decoded_cache(
     if existing is not None:
         log.info("ml.cache.reused key=%s count=%d", key[:12], existing.meta.count)
         return existing
+    _build(directory, key, names, size=size, fit=fit, workers=workers, chunk_rows=chunk_rows)
+    opened = open_decoded_cache(directory, key)
+    if opened is None:
+        array_path, _ = _paths_for(directory, key)
+        raise CacheCorruptError(f"{array_path}: the cache just built does not validate")
+    return DecodedCache(opened.path, opened.meta, opened.images, built=True)
 
+
+def _build(
+    directory: Path,
+    key: str,
+    names: list[str],
+    *,
+    size: int,
+    fit: Fit,
+    workers: int,
+    chunk_rows: int,
+) -> None:
+    """Decode ``names`` into a temporary array, then rename it and its metadata into place
+    (array first, metadata last); a failed build leaves nothing behind."""
     directory.mkdir(parents=True, exist_ok=True)
     array_path, meta_path = _paths_for(directory, key)
     temporary = directory / f".{key}.{uuid.uuid4().hex}.npy.tmp"
@@ -309,17 +333,6 @@ def decoded_cache(
         np.lib.format.open_memmap(
             temporary, mode="w+", dtype=np.uint8, shape=(count, size, size, 3)
         ).flush()
-        chunks = _chunks(names, chunk_rows)
-        args = [(str(temporary), count, size, fit, start, chunk) for start, chunk in chunks]
-        if workers == 0:
-            results = [_decode_chunk(*a) for a in args]
-        else:
-            with _executor(workers) as pool:
-                results = [f.result() for f in [pool.submit(_decode_chunk, *a) for a in args]]
-        failures = sorted(f for _, _, chunk_failures in results for f in chunk_failures)
-        if failures:
-            raise CacheBuildError(failures)
-        digests = [digest for _, digest, _ in sorted(results)]
         meta = CacheMeta(
             version=CACHE_FORMAT_VERSION,
             key=key,
@@ -328,7 +341,7 @@ def decoded_cache(
             count=count,
             pillow=PIL.__version__,
             chunk_rows=chunk_rows,
-            chunk_sha256=digests,
+            chunk_sha256=_decode_into(temporary, names, size, fit, workers, chunk_rows),
             created_at=datetime.now(UTC).isoformat(),
         )
         temporary.replace(array_path)
@@ -336,7 +349,26 @@ def decoded_cache(
     finally:
         temporary.unlink(missing_ok=True)
     log.info("ml.cache.built key=%s count=%d size=%d", key[:12], count, size)
-    opened = open_decoded_cache(directory, key)
-    if opened is None:
-        raise CacheCorruptError(f"{array_path}: the cache just built does not validate")
-    return DecodedCache(opened.path, opened.meta, opened.images, built=True)
+
+
+def _decode_into(
+    array_path: Path, names: list[str], size: int, fit: Fit, workers: int, chunk_rows: int
+) -> list[str]:
+    """Decode ``names`` into the rows of the array file, ``chunk_rows`` at a time by
+    ``workers`` processes; returns each chunk's SHA-256, in order.
+
+    Raises:
+        CacheBuildError: some images cannot be decoded (all of them listed).
+    """
+    count = len(names)
+    chunks = _chunks(names, chunk_rows)
+    args = [(str(array_path), count, size, fit, start, chunk) for start, chunk in chunks]
+    if workers == 0:
+        results = [_decode_chunk(*a) for a in args]
+    else:
+        with process_pool(workers) as pool:
+            results = [f.result() for f in [pool.submit(_decode_chunk, *a) for a in args]]
+    failures = sorted(f for _, _, chunk_failures in results for f in chunk_failures)
+    if failures:
+        raise CacheBuildError(failures)
+    return [digest for _, digest, _ in sorted(results)]

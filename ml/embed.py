@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from ml.backbones import BACKBONES
-from ml.cache import CacheBuildError, _default_workers, _executor
+from ml.cache import CacheBuildError, default_workers, process_pool
 from ml.decode import Fit, ImageDecodeError, load_image
 from ml.embeddings import (
     EmbeddingArray,
@@ -196,7 +196,7 @@ def _chunks_of_pixels(
             _raise_failures(failures, chunk)
             yield chunk, pixels
         return
-    with _executor(workers) as pool:
+    with process_pool(workers) as pool:
         pending: dict[int, Future[tuple[NDArray[np.uint8], list[tuple[int, str, str]]]]] = {}
         submitted = 0
         for index, chunk in enumerate(chunks):
@@ -213,6 +213,22 @@ def _chunks_of_pixels(
 def _raise_failures(failures: list[tuple[int, str, str]], chunk: NDArray[np.int64]) -> None:
     if failures:
         raise CacheBuildError([(int(chunk[row]), path, reason) for row, path, reason in failures])
+
+
+def _check_inputs(
+    store: EmbeddingStore,
+    embedder: Embedder,
+    paths: Sequence[str | Path],
+    hashes: Sequence[str],
+    decoded: NDArray[np.uint8] | None,
+) -> None:
+    if len(paths) != len(hashes):
+        raise ValueError(f"{len(hashes)} hashes for {len(paths)} paths")
+    if store.space != embedder.space:
+        raise ValueError("the store and the embedder are of different embedding spaces")
+    size = store.space.image_size
+    if decoded is not None and decoded.shape[1:] != (size, size, 3):
+        raise ValueError(f"decoded images {decoded.shape} are not at the space's size")
 
 
 def embed_missing(
@@ -238,16 +254,7 @@ def embed_missing(
     Raises:
         CacheBuildError: an image cannot be decoded (every failure of its chunk is listed).
     """
-    if len(paths) != len(hashes):
-        raise ValueError(f"{len(hashes)} hashes for {len(paths)} paths")
-    if store.space != embedder.space:
-        raise ValueError("the store and the embedder are of different embedding spaces")
-    if decoded is not None and decoded.shape[1:] != (
-        store.space.image_size,
-        store.space.image_size,
-        3,
-    ):
-        raise ValueError(f"decoded images {decoded.shape} are not at the space's size")
+    _check_inputs(store, embedder, paths, hashes, decoded)
     names = [str(p) for p in paths]
     digests = digests_from_hex(hashes)
     missing = store.missing(digests)
@@ -258,7 +265,7 @@ def embed_missing(
     started = time.perf_counter()
     if todo.size == 0:
         return EmbedStats(computed=0, reused=reused, seconds=0.0)
-    workers = _default_workers(int(todo.size)) if workers is None else workers
+    workers = default_workers(int(todo.size)) if workers is None else workers
     done = 0
     for chunk, pixels in _chunks_of_pixels(names, todo, store.space, decoded, workers):
         store.put(digests[chunk], embedder(pixels))

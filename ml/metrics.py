@@ -83,19 +83,8 @@ def evaluate(
         train_class_counts: training images per class ``[C]``, for the many/medium/few-shot
             accuracies.
     """
-    scores = _to_numpy(logits_or_probs)
-    label_array = _to_numpy(labels)
-    if scores.ndim != 2:
-        raise ValueError(f"expected scores [N, C], got shape {scores.shape}")
+    scores, label_array = _checked(logits_or_probs, labels)
     num_samples, num_classes = scores.shape
-    if label_array.shape != (num_samples,):
-        raise ValueError(f"labels {label_array.shape} do not match {num_samples} score rows")
-    if num_samples == 0:
-        raise ValueError("nothing to evaluate: no samples")
-    label_array = label_array.astype(np.int64)
-    if label_array.min() < 0 or label_array.max() >= num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes})")
-
     k = min(5, num_classes)
     top_k = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < num_classes else None
     top1_pred = scores.argmax(axis=1)
@@ -114,20 +103,7 @@ def evaluate(
     per_class: list[float | None] = [
         float(a) if present else None for a, present in zip(accuracy, has_samples, strict=True)
     ]
-
-    many = medium = few = None
-    if train_class_counts is not None:
-        counts = _to_numpy(train_class_counts).astype(np.int64)
-        if counts.shape != (num_classes,):
-            raise ValueError(
-                f"train_class_counts {counts.shape} do not match {num_classes} classes"
-            )
-        many = _group_mean(accuracy, has_samples, counts > MANY_SHOT_ABOVE)
-        medium = _group_mean(
-            accuracy, has_samples, (counts >= FEW_SHOT_BELOW) & (counts <= MANY_SHOT_ABOVE)
-        )
-        few = _group_mean(accuracy, has_samples, counts < FEW_SHOT_BELOW)
-
+    many, medium, few = _shot_groups(accuracy, has_samples, train_class_counts)
     return EvalReport(
         top1=float(correct1.mean()),
         top5=float(correct5.mean()),
@@ -138,4 +114,51 @@ def evaluate(
         few_shot=few,
         num_samples=int(num_samples),
         num_classes=int(num_classes),
+    )
+
+
+def _checked(
+    logits_or_probs: torch.Tensor | NDArray[Any],
+    labels: torch.Tensor | NDArray[Any] | Sequence[int],
+) -> tuple[NDArray[Any], NDArray[np.int64]]:
+    """Scores ``[N, C]`` and int64 labels ``[N]`` as numpy arrays, after checking that they fit
+    each other and that every label is a class.
+
+    Raises:
+        ValueError: wrong shapes, no samples, or a label outside ``[0, C)``.
+    """
+    scores = _to_numpy(logits_or_probs)
+    label_array = _to_numpy(labels)
+    if scores.ndim != 2:
+        raise ValueError(f"expected scores [N, C], got shape {scores.shape}")
+    num_samples, num_classes = scores.shape
+    if label_array.shape != (num_samples,):
+        raise ValueError(f"labels {label_array.shape} do not match {num_samples} score rows")
+    if num_samples == 0:
+        raise ValueError("nothing to evaluate: no samples")
+    label_array = label_array.astype(np.int64)
+    if label_array.min() < 0 or label_array.max() >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes})")
+    return scores, label_array
+
+
+def _shot_groups(
+    accuracy: NDArray[np.float64],
+    has_samples: NDArray[np.bool_],
+    train_class_counts: torch.Tensor | NDArray[Any] | Sequence[int] | None,
+) -> tuple[float | None, float | None, float | None]:
+    """Mean per-class accuracy ``[C]`` over the many-, medium- and few-shot classes that have
+    evaluation samples; ``None`` for each without training counts."""
+    if train_class_counts is None:
+        return None, None, None
+    num_classes = accuracy.shape[0]
+    counts = _to_numpy(train_class_counts).astype(np.int64)
+    if counts.shape != (num_classes,):
+        raise ValueError(f"train_class_counts {counts.shape} do not match {num_classes} classes")
+    return (
+        _group_mean(accuracy, has_samples, counts > MANY_SHOT_ABOVE),
+        _group_mean(
+            accuracy, has_samples, (counts >= FEW_SHOT_BELOW) & (counts <= MANY_SHOT_ABOVE)
+        ),
+        _group_mean(accuracy, has_samples, counts < FEW_SHOT_BELOW),
     )

@@ -299,20 +299,35 @@ def predict(
         raise ValueError(f"labels {label_array.shape} do not match {rows.shape[0]} samples")
     target = resolve_device(device)
     trained.model.to(target)
+    batches = _logit_batches(
+        trained, images, rows, batch_size=batch_size, device=target, channels_last=channels_last
+    )
     k = min(top_k, trained.num_classes)
+    return _gather(batches, label_array, k, trained.num_classes, return_probs, target)
+
+
+def _gather(
+    batches: Iterator[Tensor],
+    labels: NDArray[np.int64] | None,
+    k: int,
+    num_classes: int,
+    return_probs: bool,
+    device: torch.device,
+) -> Predictions:
+    """:class:`Predictions` from adjusted logits ``[B, C]`` batch by batch, each reduced on
+    ``device`` to what is kept (top-``k``, the given label's probability, the probabilities
+    when asked for) before it moves to the CPU. ``labels`` ``[M]`` follow the batches' rows."""
     ids, values, given, full = [], [], [], []
     position = 0
-    for logits in _logit_batches(
-        trained, images, rows, batch_size=batch_size, device=target, channels_last=channels_last
-    ):
+    for logits in batches:
         probs = logits.softmax(dim=1)
         top_values, top_ids = torch.topk(probs, k, dim=1)
         ids.append(top_ids.cpu())
         values.append(top_values.cpu())
-        if label_array is not None:
-            batch_labels = torch.from_numpy(label_array[position : position + probs.shape[0]])
-            picked = probs.gather(1, batch_labels.clamp(min=0).to(target).view(-1, 1)).squeeze(1)
-            picked = torch.where(batch_labels.to(target) >= 0, picked, torch.nan)
+        if labels is not None:
+            batch_labels = torch.from_numpy(labels[position : position + probs.shape[0]])
+            picked = probs.gather(1, batch_labels.clamp(min=0).to(device).view(-1, 1)).squeeze(1)
+            picked = torch.where(batch_labels.to(device) >= 0, picked, torch.nan)
             given.append(picked.cpu())
         if return_probs:
             full.append(probs.cpu())
@@ -322,9 +337,9 @@ def predict(
         topk_ids=torch.cat(ids).numpy().astype(np.int64) if ids else np.empty((0, k), np.int64),
         topk_probs=(torch.cat(values) if values else empty_k).numpy().astype(np.float32),
         given_prob=None
-        if label_array is None
+        if labels is None
         else (torch.cat(given) if given else torch.empty(0)).numpy().astype(np.float32),
-        probs=(torch.cat(full) if full else torch.empty(0, trained.num_classes)).numpy()
+        probs=(torch.cat(full) if full else torch.empty(0, num_classes)).numpy()
         if return_probs
         else None,
     )
