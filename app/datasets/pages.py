@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
 from app.auth.deps import EngineerDep
-from app.datasets import access, service, views
+from app.datasets import access, import_views, service, views
 from app.datasets.deps import DatasetDep
 from app.db import SessionDep
 from app.errors import NotFound
@@ -45,8 +45,8 @@ def dataset_page(
             session,
             overview.latest_import,
             reason=reason,
-            limit=views.ISSUE_PAGE_SIZE,
-            conflict_limit=views.CONFLICTS_SHOWN,
+            limit=import_views.ISSUE_PAGE_SIZE,
+            conflict_limit=import_views.CONFLICTS_SHOWN,
         )
     view = views.dataset_page(
         overview,
@@ -71,9 +71,12 @@ def import_report_fragment(
     settings: Settings = request.app.state.settings
     run = _import_of(session, dataset.id, import_id)
     report = service.import_report(
-        session, run, limit=views.ISSUE_PAGE_SIZE, conflict_limit=views.CONFLICTS_SHOWN
+        session,
+        run,
+        limit=import_views.ISSUE_PAGE_SIZE,
+        conflict_limit=import_views.CONFLICTS_SHOWN,
     )
-    view = views.import_report(
+    view = import_views.import_report(
         dataset.id, report, now=utcnow(), thumbnail_sizes=settings.thumbnail_sizes
     )
     response = render(
@@ -98,9 +101,14 @@ def import_issues_fragment(
     next page (offset > 0: rows to put in place of the "show more" row)."""
     run = _import_of(session, dataset.id, import_id)
     report = service.import_report(
-        session, run, reason=reason, limit=views.ISSUE_PAGE_SIZE, offset=offset, conflict_limit=0
+        session,
+        run,
+        reason=reason,
+        limit=import_views.ISSUE_PAGE_SIZE,
+        offset=offset,
+        conflict_limit=0,
     )
-    page = views.issue_page(dataset.id, report, reason=reason, offset=offset)
+    page = import_views.issue_page(dataset.id, report, reason=reason, offset=offset)
     template = "datasets/_issue_rows.html" if offset else "datasets/_issues.html"
     return render(request, template, principal=principal, view=page, extra={"issues": page})
 

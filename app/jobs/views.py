@@ -11,7 +11,7 @@ from typing import Any
 
 from app.jobs.schemas import JobDetail
 from app.models import Job, JobState
-from app.web.formatting import Moment, byte_size, duration, format_value, moment, number
+from app.web.formatting import Fact, Moment, byte_size, duration, format_value, moment, number
 from app.web.metric_chart import MetricChart, metric_chart, metric_names
 from app.web.urls import artifact_url, job_live_url, job_table_url, job_url, jobs_url
 
@@ -129,13 +129,6 @@ def _state_label(job: Job) -> str:
 
 
 @dataclass(frozen=True)
-class Fact:
-    label: str
-    value: str
-    tone: str = ""
-
-
-@dataclass(frozen=True)
 class ArtifactRow:
     name: str
     url: str
@@ -240,7 +233,7 @@ def _live_facts(job: Job, *, now: datetime) -> list[Fact]:
             Fact(
                 "Lease expires",
                 f"in {duration(left)}" if left > 0 else "expired",
-                "" if left > 0 else "warn",
+                tone="" if left > 0 else "warn",
             )
         )
     if job.heartbeat_at is not None:

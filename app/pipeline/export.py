@@ -42,8 +42,9 @@ from app.models import (
     RoundKind,
     RoundState,
 )
-from app.pipeline import class_reports, reports, repository, views
+from app.pipeline import class_reports, reports, repository
 from app.pipeline.config import parse_config
+from app.pipeline.views.page import report_view
 from app.settings import PROJECT_ROOT
 from app.web import create_templates
 from ml.core.protocol.jobs import JobKind, ManifestRef
@@ -272,7 +273,7 @@ def report_html(report: dict[str, Any]) -> bytes:
     )
     template = create_templates().env.get_template("pipeline/report.html")
     styles = Markup(css)  # noqa: S704 -- the app's own stylesheets, not data
-    return template.render(view=views.report_view(report), css=styles).encode()
+    return template.render(view=report_view(report), css=styles).encode()
 
 
 def export_report_html(report: dict[str, Any], out_dir: Path) -> Path:

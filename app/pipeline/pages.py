@@ -9,7 +9,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from app.auth.deps import EngineerDep
 from app.datasets.deps import DatasetDep
 from app.db import SessionDep
-from app.pipeline import class_reports, reports, service, views
+from app.pipeline import class_reports, reports, service
+from app.pipeline.views import page
 from app.web import render
 from app.web.urls import cleaning_url
 
@@ -22,9 +23,9 @@ def cleaning_page(
 ) -> HTMLResponse:
     pipeline = reports.pipeline_of(session, dataset)
     if pipeline is None:
-        view = views.no_pipeline(dataset.id, dataset.name)
+        view = page.no_pipeline(dataset.id, dataset.name)
     else:
-        view = views.dashboard(
+        view = page.dashboard(
             reports.status(session, pipeline, dataset),
             training=reports.training_runs(session, pipeline),
             classes=class_reports.class_sizes(session, pipeline, dataset),
@@ -45,7 +46,7 @@ def cleaning_live(
         response = HTMLResponse("")
         response.headers["HX-Refresh"] = "true"
         return response
-    live = views.live_view(
+    live = page.live_view(
         reports.status(session, pipeline, dataset), reports.training_runs(session, pipeline)
     )
     response = render(

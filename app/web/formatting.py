@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime, timedelta
+
+
+@dataclass(frozen=True)
+class Fact:
+    """A labelled value, printed as it is: a stat card, a row of facts. ``url``: where the value
+    links to; ``tone``: ``ok``, ``warn``, ``bad``, ``running`` or none; ``hint``: a tooltip."""
+
+    label: str
+    value: str
+    _: KW_ONLY
+    url: str | None = None
+    tone: str = ""
+    hint: str = ""
 
 
 def number(value: int) -> str:

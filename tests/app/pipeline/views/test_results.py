@@ -4,8 +4,8 @@ of classes, and dropped classes."""
 from __future__ import annotations
 
 from app.models import ClassState
-from app.pipeline import views
 from app.pipeline.schemas import ClassSize
+from app.pipeline.views import results
 
 
 def size(class_id: int, before: int, after: int, *, dropped: bool = False) -> ClassSize:
@@ -25,11 +25,11 @@ def size(class_id: int, before: int, after: int, *, dropped: bool = False) -> Cl
 
 def test_thousands_of_classes_are_drawn_in_a_few_hundred_bars_and_the_caption_says_so() -> None:
     classes = [size(i, 5000 // (i + 1) + 1, 4000 // (i + 1) + 1) for i in range(5000)]
-    view = views.classes_view(classes)
+    view = results.classes_view(classes)
     assert [c.key for c in view.charts] == ["before", "after", "sampled"]
     for item in view.charts:
         assert item.chart is not None
-        assert len(item.chart.bars) == views.CLASS_CHART_BARS
+        assert len(item.chart.bars) == results.CLASS_CHART_BARS
         assert "each bar stands for up to 25 neighbouring classes" in item.chart.caption
         heights = [bar.height for bar in item.chart.bars]
         assert heights == sorted(heights, reverse=True)
@@ -37,13 +37,13 @@ def test_thousands_of_classes_are_drawn_in_a_few_hundred_bars_and_the_caption_sa
 
 
 def test_the_charts_share_one_scale() -> None:
-    view = views.classes_view([size(1, 1000, 10), size(2, 50, 5)])
+    view = results.classes_view([size(1, 1000, 10), size(2, 50, 5)])
     ticks = [[t.label for t in item.chart.ticks] for item in view.charts if item.chart]
     assert ticks == [["1", "10", "100", "1k"]] * 3
 
 
 def test_dropped_classes_are_left_out_after_cleaning_and_said_to_be() -> None:
-    view = views.classes_view([size(1, 100, 80), size(2, 30, 20), size(3, 5, 3, dropped=True)])
+    view = results.classes_view([size(1, 100, 80), size(2, 30, 20), size(3, 5, 3, dropped=True)])
     before, after, sampled = view.charts
     assert before.chart is not None and len(before.chart.bars) == 3
     assert after.chart is not None and len(after.chart.bars) == 2
