@@ -24,7 +24,7 @@ from ml.steps.options import (
 )
 
 if TYPE_CHECKING:
-    from ml.augment import AugmentConfig
+    from ml.core.augment_config import AugmentConfig
 
 ml_app = typer.Typer(
     help="Run ML steps on a manifest or ImageFolder, without a server.", no_args_is_help=True
@@ -82,11 +82,11 @@ def weights_prepare(
 
 def _load_augment_recipe(recipe: str) -> tuple[AugmentConfig, int | None]:
     """The augmentations and training image size of ``recipe`` (a shipped name or a YAML path):
-    its ``augment:`` key as an :class:`~ml.augment.AugmentConfig`, its ``image_size:`` if any.
-    Only those keys are read, so a file holding just them previews too."""
+    its ``augment:`` key as an :class:`~ml.core.augment_config.AugmentConfig`, its
+    ``image_size:`` if any. Only those keys are read, so a file holding just them previews too."""
     from pydantic import ValidationError
 
-    from ml.augment import AugmentConfig
+    from ml.core.augment_config import AugmentConfig
     from ml.core.recipes import RecipeError, read_recipe, recipe_path
 
     try:
@@ -123,7 +123,7 @@ def augment_preview(
     import torch
     from PIL import Image, UnidentifiedImageError
 
-    from ml.augment import augment_samples, image_grid
+    from ml.augment.preview import augment_samples, image_grid
 
     config, recipe_size = _load_augment_recipe(recipe)
     image_size = size or recipe_size or 224

@@ -7,13 +7,14 @@ Two sources of pixels:
   decoded cache (:mod:`ml.cache`), which is what training and prediction use.
 
 Both return ``(image uint8 [3, H, W], label int)`` and apply an optional per-sample transform
-from :mod:`ml.augment` with its own generator ``sample_generator(seed, 0, epoch, index)``, so a
-sample's augmentation does not depend on DataLoader workers or order.
+(:data:`ml.augment.transforms.SampleTransform`) with its own generator
+``sample_generator(seed, 0, epoch, index)``, so a sample's augmentation does not depend on
+DataLoader workers or order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,13 +23,12 @@ from numpy.typing import NDArray
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ml.augment import sample_generator
+from ml.augment.randomness import sample_generator
+from ml.augment.transforms import SampleTransform
 from ml.decode import Fit, load_image
 from ml.manifest import Manifest
 
-__all__ = ["ArrayDataset", "ManifestDataset", "SampleTransform"]
-
-SampleTransform = Callable[[Tensor, torch.Generator], Tensor]
+__all__ = ["ArrayDataset", "ManifestDataset"]
 
 
 class _Transformed(Dataset[tuple[Tensor, int]]):

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from ml.augment import AugmentConfig
+from ml.core.augment_config import AugmentConfig
 from ml.core.recipes import RecipeError, apply_overrides, read_recipe, recipe_path
 
 __all__ = [

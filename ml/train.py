@@ -4,9 +4,9 @@ classifier, final training).
 What a recipe (:class:`ml.recipes.Recipe`) switches on, and where it happens:
 
 * data: rows of a uint8 array ``[N, H, W, 3]`` (the decoded cache), per-sample augmentation
-  (:func:`ml.augment.build_sample_transform`) in DataLoader workers, class-balanced sampling
-  (:class:`ml.sampler.ClassBalancedSampler`) or a seeded shuffle (:mod:`ml.training.batches`),
-  CutMix/mixup on the device (:class:`ml.augment.BatchMixer`);
+  (:func:`ml.augment.transforms.build_sample_transform`) in DataLoader workers, class-balanced
+  sampling (:class:`ml.sampler.ClassBalancedSampler`) or a seeded shuffle
+  (:mod:`ml.training.batches`), CutMix/mixup on the device (:class:`ml.augment.batch.BatchMixer`);
 * loss: soft cross-entropy with label smoothing, or the logit-adjusted loss; Flooding;
   distillation from teacher checkpoints (:mod:`ml.training.objective`, :mod:`ml.losses`);
 * optimisation: SGD or AdamW (no weight decay on biases and norms), linear warmup then cosine
@@ -50,7 +50,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from ml.augment import sample_generator
+from ml.augment.randomness import sample_generator
 from ml.embeddings import EmbeddingArray
 from ml.head_training import train_head
 from ml.heads import HeadTargets

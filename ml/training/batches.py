@@ -19,7 +19,8 @@ from numpy.typing import NDArray
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
-from ml.augment import build_sample_transform, sample_generator
+from ml.augment.randomness import sample_generator
+from ml.augment.transforms import build_sample_transform
 from ml.data import ArrayDataset
 from ml.recipes import Recipe
 from ml.sampler import ClassBalancedSampler

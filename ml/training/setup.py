@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ml.augment import BatchMixer
+from ml.augment.batch import BatchMixer
 from ml.checkpoint import InferenceAdjustment, TrainedModel
 from ml.ema import ModelEma
 from ml.losses import init_frozen_log_prior_bias, log_prior

@@ -1,8 +1,7 @@
-"""Per-sample transforms, recipe configs and batch mixing (ml/augment.py)."""
+"""Per-sample transforms and the pipeline a recipe builds (ml/augment/transforms.py)."""
 
 from __future__ import annotations
 
-import io
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -11,53 +10,22 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pydantic import ValidationError
 
-from ml.augment import (
-    AugmentConfig,
-    BatchMixer,
+from ml.augment.randomness import sample_generator
+from ml.augment.transforms import (
     CenterCropResize,
     ColorJitter,
     GridShuffle,
     HFlip,
     RandomDownscale,
     RandomJpegQuality,
-    RandomQualityConfig,
     RandomResizedCrop,
     Rotate4,
     ScaledPaste,
-    augment_samples,
     build_sample_transform,
-    image_grid,
-    normalize,
-    quality_size_range,
-    sample_generator,
 )
-
-EVERYTHING_ON = {
-    "random_resized_crop": {"scale": [0.3, 1.0]},
-    "scaled_paste": {"p": 0.5},
-    "rotate4": {"p": 0.5},
-    "hflip": {"p": 0.5},
-    "color_jitter": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1},
-    "grid_shuffle": {"grid": 3, "p": 0.5},
-    "random_quality": {"downscale_p": 0.5, "jpeg_p": 0.5},
-    "cutmix": {"alpha": 1.0, "p": 0.5},
-    "mixup": {"alpha": 0.2, "p": 0.5},
-}
-
-
-def random_image(height: int = 32, width: int = 32, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (3, height, width), generator=generator, dtype=torch.uint8)
-
-
-def smooth_image(height: int = 48, width: int = 48) -> torch.Tensor:
-    """Gradients with structure, so resizing and JPEG behave as on a photo."""
-    y = torch.linspace(0, 1, height).view(height, 1).expand(height, width)
-    x = torch.linspace(0, 1, width).view(1, width).expand(height, width)
-    rgb = torch.stack([x, y, (x * y).sqrt()]) * 255
-    return rgb.round().to(torch.uint8)
+from ml.core.augment_config import AugmentConfig
+from tests.ml.augment.factories import EVERYTHING_ON, random_image, smooth_image
 
 
 def pixel_multiset(image: torch.Tensor) -> list[tuple[int, ...]]:
@@ -192,14 +160,6 @@ def test_random_downscale_keeps_size_and_blurs() -> None:
     assert out.float().diff(dim=-1).abs().mean() < image.float().diff(dim=-1).abs().mean() / 2
 
 
-def test_quality_range_holds_at_reference_size_and_scales_below_it() -> None:
-    config = RandomQualityConfig()
-    assert quality_size_range(config, 224) == (150, 190)
-    assert quality_size_range(config, 448) == (150, 190)
-    assert quality_size_range(config, 32) == (21, 27)
-    assert quality_size_range(config, 1) == (1, 1)
-
-
 def test_scaled_paste_fills_the_canvas_outside_the_shrunk_image() -> None:
     image = torch.full((3, 40, 40), 200, dtype=torch.uint8)
     for seed in range(5):
@@ -274,135 +234,3 @@ def test_transform_rejects_a_float_image() -> None:
     transform = build_sample_transform(AugmentConfig(), image_size=8, train=True)
     with pytest.raises(ValueError, match="uint8"):
         transform(torch.zeros(3, 8, 8), torch.Generator())
-
-
-@pytest.mark.parametrize(
-    ("document", "message"),
-    [
-        ({"hflip": {"q": 0.5}}, "Extra inputs"),
-        ({"flip": {"p": 0.5}}, "Extra inputs"),
-        ({"rotate4": {"p": 1.5}}, "less than or equal to 1"),
-        ({"grid_shuffle": {"grid": 1}}, "greater than or equal to 2"),
-        ({"random_quality": {"min_size": 200, "max_size": 150}}, "min_size 200 is above"),
-        ({"random_resized_crop": {"scale": [0.5, 0.2]}}, "scale"),
-        ({"scaled_paste": {"fill": [0, 0, 300]}}, "fill colour"),
-        ({"cutmix": {"p": 0.7}, "mixup": {"p": 0.5}}, "exceeds 1"),
-    ],
-)
-def test_config_rejects_bad_recipes_with_a_clear_error(
-    document: dict[str, object], message: str
-) -> None:
-    with pytest.raises(ValidationError, match=message):
-        AugmentConfig.model_validate(document)
-
-
-# --- batch mixing ------------------------------------------------------------------------------
-
-
-def constant_batch(batch: int, height: int, width: int) -> torch.Tensor:
-    """Image i is filled with the value i + 1, so every pixel tells which image it came from."""
-    values = torch.arange(1, batch + 1, dtype=torch.float32).view(batch, 1, 1, 1)
-    return values.expand(batch, 3, height, width).clone()
-
-
-@pytest.mark.parametrize(("height", "width"), [(16, 16), (17, 23)])
-def test_cutmix_label_weights_equal_the_pasted_area(height: int, width: int) -> None:
-    batch = 6
-    mixer = BatchMixer(AugmentConfig.model_validate({"cutmix": {"alpha": 1.0, "p": 1.0}}), batch)
-    images = constant_batch(batch, height, width)
-    partial_boxes = 0
-    for seed in range(30):
-        mixed, soft = mixer(images, torch.arange(batch), torch.Generator().manual_seed(seed))
-        assert soft.shape == (batch, batch) and soft.dtype == torch.float32
-        for i in range(batch):
-            fractions = torch.stack([(mixed[i, 0] == c + 1).float().mean() for c in range(batch)])
-            torch.testing.assert_close(soft[i], fractions, rtol=0, atol=1e-6)
-        pasted = (mixed != images).any(dim=1)[0].float().mean()
-        partial_boxes += int(0 < pasted < 1)
-    assert partial_boxes > 0
-
-
-def test_mixup_mixes_images_and_targets_with_the_same_weight() -> None:
-    batch = 5
-    mixer = BatchMixer(AugmentConfig.model_validate({"mixup": {"alpha": 0.4, "p": 1.0}}), batch)
-    images = constant_batch(batch, 4, 4)
-    for seed in range(5):
-        mixed, soft = mixer(images, torch.arange(batch), torch.Generator().manual_seed(seed))
-        torch.testing.assert_close(soft.sum(dim=1), torch.ones(batch))
-        # Image i holds the value i + 1, so a mix's value is its label weights times (c + 1).
-        expected = soft @ torch.arange(1, batch + 1, dtype=torch.float32)
-        torch.testing.assert_close(mixed, expected.view(batch, 1, 1, 1).expand_as(mixed))
-        assert not torch.equal(mixed, images)
-
-
-def test_mixer_off_returns_images_and_one_hot_targets() -> None:
-    mixer = BatchMixer(AugmentConfig(), num_classes=4)
-    images = torch.rand(3, 3, 8, 8)
-    mixed, soft = mixer(images, torch.tensor([3, 0, 1]), torch.Generator())
-    assert not mixer.enabled
-    assert torch.equal(mixed, images)
-    assert torch.equal(soft, torch.eye(4)[[3, 0, 1]])
-
-
-def test_mixer_applies_cutmix_or_mixup_at_their_rates() -> None:
-    config = AugmentConfig.model_validate({"cutmix": {"p": 0.3}, "mixup": {"p": 0.3}})
-    mixer = BatchMixer(config, num_classes=4)
-    images = constant_batch(4, 8, 8)
-    kinds = {"cutmix": 0, "mixup": 0, "none": 0}
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(400):
-        mixed, _ = mixer(images, torch.arange(4), generator)
-        if torch.equal(mixed, images):
-            kinds["none"] += 1
-        elif torch.equal(mixed, mixed.round()):
-            kinds["cutmix"] += 1
-        else:
-            kinds["mixup"] += 1
-    assert 80 <= kinds["cutmix"] <= 160
-    assert 80 <= kinds["mixup"] <= 160
-    assert 120 <= kinds["none"] <= 200
-
-
-def test_mixer_is_reproducible_with_a_seed() -> None:
-    mixer = BatchMixer(AugmentConfig.model_validate({"cutmix": {"p": 1.0}}), num_classes=4)
-    images = torch.rand(4, 3, 8, 8)
-    a = mixer(images, torch.arange(4), torch.Generator().manual_seed(5))
-    b = mixer(images, torch.arange(4), torch.Generator().manual_seed(5))
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-
-
-# --- helpers -----------------------------------------------------------------------------------
-
-
-def test_normalize_maps_uint8_to_standardised_floats() -> None:
-    images = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1).expand(2, 3, 2, 2)
-    out = normalize(images, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    assert out.dtype == torch.float32 and out.shape == (2, 3, 2, 2)
-    assert torch.equal(out[0], torch.full((3, 2, 2), -1.0))
-    assert torch.equal(out[1], torch.full((3, 2, 2), 1.0))
-
-
-def test_sample_generators_differ_by_key_and_repeat_by_key() -> None:
-    def draw(*key: int) -> float:
-        return float(torch.rand((), generator=sample_generator(*key)))
-
-    assert draw(0, 1, 2) == draw(0, 1, 2)
-    assert len({draw(0, 1, 2), draw(0, 2, 1), draw(1, 1, 2), draw(0, 1, 3)}) == 4
-
-
-def test_augment_samples_and_grid_shapes() -> None:
-    config = AugmentConfig.model_validate(EVERYTHING_ON)
-    samples = augment_samples(smooth_image(40, 40), config, image_size=16, n=5, seed=0)
-    assert samples.shape == (5, 3, 16, 16) and samples.dtype == torch.uint8
-    grid = image_grid(samples, padding=2)
-    assert grid.shape == (3, 2 + 2 * 18, 2 + 3 * 18)
-    buffer = io.BytesIO()
-    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
-    assert buffer.getvalue().startswith(b"\x89PNG")
-
-
-def test_config_round_trips_through_json_ready_dicts() -> None:
-    config = AugmentConfig.model_validate(EVERYTHING_ON)
-    dumped = config.model_dump(mode="json", exclude_none=True)
-    assert dumped["random_resized_crop"]["scale"] == [0.3, 1.0]
-    assert AugmentConfig.model_validate(dumped) == config
