@@ -109,18 +109,7 @@ def dataset_manifest(
         raise Invalid("give class_ids or junk flags, not both")
     rows = repository.usable_samples(session, dataset.id, sample_ids)
     by_id = {row[0]: row for row in rows}
-    if sample_ids is None:
-        order = [row[0] for row in rows]
-    else:
-        order = list(sample_ids)
-        if len(set(order)) != len(order):
-            raise Invalid("sample_ids has duplicates")
-        missing = [sid for sid in order if sid not in by_id]
-        if missing:
-            raise Invalid(
-                f"{len(missing)} sample ids are not usable samples of dataset {dataset.id}",
-                sample_ids=missing[:20],
-            )
+    order = _sample_order(dataset, rows, by_id, sample_ids)
     n = len(order)
     for name, values in (("class_ids", class_ids), ("junk", junk), ("folds", folds)):
         if values is not None and len(values) != n:
@@ -130,26 +119,14 @@ def dataset_manifest(
         class_id_array = np.arange(len(names), dtype=np.int64)
         labels = np.asarray([1 if flag else 0 for flag in junk], dtype=np.int32)
     else:
-        classes = repository.dataset_classes(session, dataset.id)
-        names = [name for _, name in classes]
-        class_id_array = np.asarray([cid for cid, _ in classes], dtype=np.int64)
-        index = {cid: i for i, (cid, _) in enumerate(classes)}
         given = class_ids if class_ids is not None else [by_id[sid][1] for sid in order]
-        unknown = sorted({cid for cid in given if cid not in index})
-        if unknown:
-            raise Invalid(f"classes {unknown[:20]} are not classes of dataset {dataset.id}")
-        labels = np.asarray([index[cid] for cid in given], dtype=np.int32)
-    fold_array = np.full(n, -1, dtype=np.int8)
-    if folds is not None:
-        if any(not 0 <= f <= 127 for f in folds):
-            raise Invalid("folds must be between 0 and 127")
-        fold_array = np.asarray(folds, dtype=np.int8)
+        names, class_id_array, labels = _class_labels(session, dataset, given)
     digests = b"".join(bytes.fromhex(by_id[sid][3]) for sid in order)
     manifest = JobManifest(
         root=dataset.root,
         sample_ids=np.asarray(order, dtype=np.int64),
         labels=labels,
-        folds=fold_array,
+        folds=_fold_array(folds, n),
         sha256=np.frombuffer(digests, dtype=np.uint8).reshape(n, 32),
         paths=[by_id[sid][2] for sid in order],
         class_ids=class_id_array,
@@ -157,3 +134,51 @@ def dataset_manifest(
         meta={"dataset_id": dataset.id},
     )
     return store_manifest(data_dir, manifest)
+
+
+_UsableRow = tuple[int, int, str, str]
+
+
+def _sample_order(
+    dataset: Dataset,
+    rows: Sequence[_UsableRow],
+    by_id: dict[int, _UsableRow],
+    sample_ids: Sequence[int] | None,
+) -> list[int]:
+    """The manifest's sample ids in order: ``sample_ids``, checked, or every usable one by id."""
+    if sample_ids is None:
+        return [row[0] for row in rows]
+    order = list(sample_ids)
+    if len(set(order)) != len(order):
+        raise Invalid("sample_ids has duplicates")
+    missing = [sid for sid in order if sid not in by_id]
+    if missing:
+        raise Invalid(
+            f"{len(missing)} sample ids are not usable samples of dataset {dataset.id}",
+            sample_ids=missing[:20],
+        )
+    return order
+
+
+def _class_labels(
+    session: Session, dataset: Dataset, given: Sequence[int]
+) -> tuple[list[str], NDArray[np.int64], NDArray[np.int32]]:
+    """(class names, their class ids, each sample's label as an index into them) for samples
+    labelled with the dataset's class ids ``given``."""
+    classes = repository.dataset_classes(session, dataset.id)
+    index = {cid: i for i, (cid, _) in enumerate(classes)}
+    unknown = sorted({cid for cid in given if cid not in index})
+    if unknown:
+        raise Invalid(f"classes {unknown[:20]} are not classes of dataset {dataset.id}")
+    names = [name for _, name in classes]
+    class_id_array = np.asarray([cid for cid, _ in classes], dtype=np.int64)
+    return names, class_id_array, np.asarray([index[cid] for cid in given], dtype=np.int32)
+
+
+def _fold_array(folds: Sequence[int] | None, n: int) -> NDArray[np.int8]:
+    """Each sample's fold, -1 for none."""
+    if folds is None:
+        return np.full(n, -1, dtype=np.int8)
+    if any(not 0 <= f <= 127 for f in folds):
+        raise Invalid("folds must be between 0 and 127")
+    return np.asarray(folds, dtype=np.int8)

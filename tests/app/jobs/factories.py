@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.jobs import manifests, service, uploads, worker_service
 from app.jobs.config import JobSettings
-from app.models import Job, utcnow
+from app.models import Dataset, ImportFormat, Job, LabelClass, Sample, utcnow
 from ml.core.protocol.bundles import JobManifest, ResultChunk, encode_results
 from ml.core.protocol.jobs import JobKind, ManifestRef, TrainPredictSpec
 from ml.core.protocol.messages import Heartbeat, LeaseGrant, LeaseRequest
@@ -139,3 +139,36 @@ def upload(session: Session, job: Job, fence: int, index: int, data: bytes, data
     )
     session.commit()
     return stored.duplicate
+
+
+def tiny_dataset(
+    session: Session, *, root: str = "/nowhere", n: int = 6
+) -> tuple[Dataset, list[Sample]]:
+    """Classes cat and dog; ``n`` usable samples alternating cat, dog, then a missing cat."""
+    dataset = Dataset(name="tiny", root=root, source=root, source_format=ImportFormat.IMAGEFOLDER)
+    session.add(dataset)
+    session.flush()
+    classes = [LabelClass(dataset_id=dataset.id, name=name) for name in ("cat", "dog")]
+    session.add_all(classes)
+    session.flush()
+    samples = [
+        Sample(
+            dataset_id=dataset.id,
+            path=f"{classes[i % 2].name}/{i}.png",
+            class_id=classes[i % 2].id,
+            sha256=f"{i:064x}",
+        )
+        for i in range(n)
+    ]
+    samples.append(
+        Sample(
+            dataset_id=dataset.id,
+            path="cat/bad.png",
+            class_id=classes[0].id,
+            missing=True,
+            sha256="f" * 64,
+        )
+    )
+    session.add_all(samples)
+    session.flush()
+    return dataset, samples

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from app.auth import service as auth_service
 from app.db import transaction
 from app.jobs.config import JobSettings
-from app.models import Dataset, ImportFormat, LabelClass, Role, Sample, TokenScope
+from app.models import Role, TokenScope
 from ml.core.protocol.bundles import JobManifest, decode_manifest, decode_results, encode_manifest
 from ml.core.protocol.messages import (
     FENCE_HEADER,
@@ -23,7 +23,7 @@ from ml.core.protocol.messages import (
     MAX_SUMMARY_BYTES,
     SHA256_HEADER,
 )
-from tests.app.jobs.factories import chunk_bytes, synthetic_manifest
+from tests.app.jobs.factories import chunk_bytes, synthetic_manifest, tiny_dataset
 from tests.conftest import MakeAccount
 
 # The rules behind these routes run on both engines in test_service.py; here, the HTTP layer.
@@ -264,34 +264,7 @@ def test_cancel_reaches_the_worker_through_its_heartbeat(
 
 def _dataset(app: FastAPI, root: Path) -> tuple[int, list[int]]:
     with transaction(app.state.session_factory) as session:
-        dataset = Dataset(
-            name="tiny", root=str(root), source=str(root), source_format=ImportFormat.IMAGEFOLDER
-        )
-        session.add(dataset)
-        session.flush()
-        classes = [LabelClass(dataset_id=dataset.id, name=name) for name in ("cat", "dog")]
-        session.add_all(classes)
-        session.flush()
-        samples = [
-            Sample(
-                dataset_id=dataset.id,
-                path=f"{classes[i % 2].name}/{i}.png",
-                class_id=classes[i % 2].id,
-                sha256=f"{i:064x}",
-            )
-            for i in range(6)
-        ]
-        samples.append(
-            Sample(
-                dataset_id=dataset.id,
-                path="cat/bad.png",
-                class_id=classes[0].id,
-                missing=True,
-                sha256="f" * 64,
-            )
-        )
-        session.add_all(samples)
-        session.flush()
+        dataset, samples = tiny_dataset(session, root=str(root))
         return dataset.id, [sample.id for sample in samples]
 
 
