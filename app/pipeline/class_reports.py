@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.models import TRAINABLE, ClassState, Dataset, Pipeline, RoundKind, SampleStatus, Verdict
-from app.pipeline import repository
+from app.pipeline import repository, sample_repository
 from app.pipeline.config import parse_config, recipe_document, recipes_for, spec_recipe
 from app.pipeline.schemas import ClassSize, DroppedClass
 from app.review import repository as review_repository
@@ -40,20 +40,20 @@ def balanced_draws(counts: dict[int, int], min_fraction: float | None) -> dict[i
 
 def class_sizes(session: Session, pipeline: Pipeline, dataset: Dataset) -> list[ClassSize]:
     """Every class, by name: before cleaning, after, and as the balanced sampler draws them."""
-    names = repository.class_names(session, dataset.id)
-    before = repository.class_counts(
+    names = sample_repository.class_names(session, dataset.id)
+    before = sample_repository.class_counts(
         session,
         dataset.id,
         statuses=set(SampleStatus) - {SampleStatus.DUPLICATE},
         by_given=True,
     )
-    after = repository.class_counts(session, dataset.id, statuses=TRAINABLE)
-    kept = repository.class_counts(
+    after = sample_repository.class_counts(session, dataset.id, statuses=TRAINABLE)
+    kept = sample_repository.class_counts(
         session, dataset.id, statuses={SampleStatus.KEPT, SampleStatus.PULLED_BACK}
     )
-    rejected = repository.class_counts(session, dataset.id, statuses={SampleStatus.REJECTED})
-    junk = repository.class_counts(session, dataset.id, statuses={SampleStatus.JUNK})
-    states = repository.pipeline_classes(session, dataset.id)
+    rejected = sample_repository.class_counts(session, dataset.id, statuses={SampleStatus.REJECTED})
+    junk = sample_repository.class_counts(session, dataset.id, statuses={SampleStatus.JUNK})
+    states = sample_repository.pipeline_classes(session, dataset.id)
     balance = _final_recipe(session, pipeline, dataset).get("balance")
     fraction = balance.get("min_fraction", 1 / 3) if isinstance(balance, dict) else None
     final_counts = {
@@ -82,12 +82,12 @@ def class_sizes(session: Session, pipeline: Pipeline, dataset: Dataset) -> list[
 def dropped_classes(session: Session, dataset: Dataset) -> list[DroppedClass]:
     """The classes the class review dropped, by name, with who dropped them (what the
     dashboard offers to restore)."""
-    rows = repository.pipeline_classes(session, dataset.id)
+    rows = sample_repository.pipeline_classes(session, dataset.id)
     dropped = {cid: row for cid, row in rows.items() if row.state is ClassState.DROPPED}
     if not dropped:
         return []
-    names = repository.class_names(session, dataset.id)
-    out = repository.class_counts(session, dataset.id, statuses={SampleStatus.DROPPED})
+    names = sample_repository.class_names(session, dataset.id)
+    out = sample_repository.class_counts(session, dataset.id, statuses={SampleStatus.DROPPED})
     votes = review_repository.class_votes(session, dataset.id, set(dropped))
     drops = {
         cid: [

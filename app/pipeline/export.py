@@ -42,7 +42,13 @@ from app.models import (
     RoundKind,
     RoundState,
 )
-from app.pipeline import class_reports, reports, repository
+from app.pipeline import (
+    class_reports,
+    event_repository,
+    reports,
+    repository,
+    sample_repository,
+)
 from app.pipeline.config import parse_config
 from app.pipeline.views.page import report_view
 from app.settings import PROJECT_ROOT
@@ -159,12 +165,12 @@ def manifest_rows(
 ) -> list[dict[str, Any]]:
     """One row per sample of the dataset, by path (see :data:`MANIFEST_FIELDS`); with
     ``data_dir``, the training jobs each sample was in (``training_jobs``)."""
-    names = repository.class_names(session, dataset.id)
+    names = sample_repository.class_names(session, dataset.id)
     sources = {r.id: r.source for r in repository.list_rounds(session, pipeline.id)}
-    events = repository.events_by_sample(session, dataset.id)
+    events = event_repository.events_by_sample(session, dataset.id)
     members = _training_members(session, pipeline, data_dir)
     rows = []
-    for row in repository.export_rows(session, dataset.id):
+    for row in event_repository.export_rows(session, dataset.id):
         if row.status is not None:
             status = row.status.value
         elif row.missing:

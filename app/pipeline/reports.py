@@ -21,7 +21,7 @@ from app.models import (
     RoundKind,
     SampleStatus,
 )
-from app.pipeline import repository
+from app.pipeline import event_repository, repository, sample_repository
 from app.pipeline.config import parse_config
 from app.pipeline.schemas import (
     EpochPoint,
@@ -74,7 +74,7 @@ def _counts(session: Session, round_: PipelineRound) -> tuple[TaskCounts, dict[s
             session, round_.dataset_id, round_.source
         ).items()
     }
-    events = repository.round_event_counts(session, round_.id)
+    events = event_repository.round_event_counts(session, round_.id)
     return TaskCounts(**tasks), {kind.value: n for kind, n in sorted(events.items())}
 
 
@@ -133,9 +133,9 @@ def round_summary(session: Session, round_: PipelineRound) -> RoundSummary:
 
 def funnel(session: Session, dataset: Dataset) -> Funnel:
     """From the imported files to the final set. Each step's ``filter`` lists its samples."""
-    statuses = repository.status_counts(session, dataset.id)
-    ever = repository.ever_event_counts(session, dataset.id)
-    imported = repository.dataset_sample_count(session, dataset.id)
+    statuses = sample_repository.status_counts(session, dataset.id)
+    ever = event_repository.ever_event_counts(session, dataset.id)
+    imported = sample_repository.dataset_sample_count(session, dataset.id)
     in_pipeline = sum(statuses.values())
 
     def status(value: SampleStatus) -> int:

@@ -22,7 +22,7 @@ from app.models import (
     PipelineSample,
     SampleStatus,
 )
-from app.pipeline import repository
+from app.pipeline import event_repository, repository, result_repository, sample_repository
 from app.pipeline.reports import TRAINING_KINDS
 from app.pipeline.schemas import (
     EventRead,
@@ -54,7 +54,7 @@ def list_samples(
     """Samples by id under a filter (a funnel step's, a round's events…); page with
     ``next_after_id``."""
     limit = max(1, min(limit, MAX_PAGE))
-    rows = repository.list_samples(
+    rows = event_repository.list_samples(
         session,
         dataset.id,
         status=status,
@@ -93,7 +93,7 @@ def sample_history(
     state = session.get(PipelineSample, sample_id)
     if state is None or state.dataset_id != dataset.id:
         return None
-    files = repository.sample_files(session, [sample_id])
+    files = sample_repository.sample_files(session, [sample_id])
     all_rounds = {r.id: r for r in repository.list_rounds(session, pipeline.id)}
     by_round = repository.jobs_of_rounds(session, list(all_rounds))
     job_round = {
@@ -141,7 +141,7 @@ def _events(
             detail=e.detail,
             created_at=e.created_at,
         )
-        for e in repository.sample_events(session, sample_id)
+        for e in event_repository.sample_events(session, sample_id)
     ]
 
 
@@ -200,7 +200,7 @@ def _predictions(
     session: Session, sample_id: int, job_round: dict[int, PipelineRound]
 ) -> list[PredictionRead]:
     """Every model output on the sample, by job id."""
-    outputs = repository.job_results_of_sample(session, sample_id, job_round)
+    outputs = result_repository.job_results_of_sample(session, sample_id, job_round)
     predictions = []
     for job_id, row in sorted(outputs.items()):
         round_ = job_round[job_id]

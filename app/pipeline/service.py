@@ -32,7 +32,7 @@ from app.models import (
     User,
     utcnow,
 )
-from app.pipeline import reconcile, repository, verdicts
+from app.pipeline import event_repository, reconcile, repository, sample_repository, verdicts
 from app.pipeline.config import PipelineEnv, config_json, merged_config, parse_config
 from app.pipeline.reconcile import ReconcileResult
 from app.pipeline.rules import NextStep
@@ -74,13 +74,13 @@ def ensure_samples(session: Session, pipeline: Pipeline) -> int:
     """Adds state rows for samples imported since (duplicates noted as such); returns how
     many were added."""
     now = utcnow()
-    added = repository.init_samples(session, pipeline.dataset_id, now)
-    repository.init_classes(session, pipeline.dataset_id, now)
-    duplicates = repository.new_duplicates(session, pipeline.dataset_id)
-    repository.insert_events(
+    added = sample_repository.init_samples(session, pipeline.dataset_id, now)
+    sample_repository.init_classes(session, pipeline.dataset_id, now)
+    duplicates = sample_repository.new_duplicates(session, pipeline.dataset_id)
+    event_repository.insert_events(
         session,
         [
-            repository.event_row(
+            event_repository.event_row(
                 pipeline.dataset_id,
                 kind=EventKind.DUPLICATE,
                 now=now,
@@ -345,10 +345,10 @@ def restore_class(
         Conflict: the class is not dropped.
     """
     pipeline = _locked(session, dataset)
-    row = repository.pipeline_classes(session, pipeline.dataset_id).get(class_id)
+    row = sample_repository.pipeline_classes(session, pipeline.dataset_id).get(class_id)
     if row is None:
         raise NotFound(f"class {class_id} is not a class of dataset {dataset.name!r}")
-    name = repository.class_names(session, dataset.id).get(class_id, f"class {class_id}")
+    name = sample_repository.class_names(session, dataset.id).get(class_id, f"class {class_id}")
     if row.state is not ClassState.DROPPED:
         if row.state is ClassState.KEPT and row.restored_at is not None:
             return row  # a retried restore
@@ -358,10 +358,10 @@ def restore_class(
     row.votes_after_id = review_repository.last_class_decision_id(session, dataset.id, class_id)
     row.restored_at, row.restored_by_id = now, user.id
     session.flush()
-    repository.insert_events(
+    event_repository.insert_events(
         session,
         [
-            repository.event_row(
+            event_repository.event_row(
                 dataset.id,
                 kind=EventKind.CLASS_KEPT,
                 now=now,

@@ -24,9 +24,8 @@ from app.models import (
     SampleStatus,
     TaskKind,
 )
-from app.pipeline import repository
+from app.pipeline import event_repository, sample_repository
 from app.pipeline.config import parse_config
-from app.pipeline.repository import SampleState
 from app.pipeline.rules import (
     ClassOutcome,
     HumanVerdict,
@@ -34,6 +33,7 @@ from app.pipeline.rules import (
     effective_verdict,
     resolve_status,
 )
+from app.pipeline.sample_repository import SampleState
 from app.pipeline.stages.context import JUNK_KINDS, human_of
 from app.review import repository as review_repository
 from app.review import service as review
@@ -56,8 +56,8 @@ def apply_sample_verdicts(
         return 0
     junk = review.current_verdicts(session, sample_ids=sample_ids, kinds=JUNK_KINDS)
     label = review.current_verdicts(session, sample_ids=sample_ids, kinds=[TaskKind.LABEL_CHECK])
-    states = repository.sample_states(session, sample_ids)
-    dropped = repository.dropped_class_ids(session, dataset_id)
+    states = sample_repository.sample_states(session, sample_ids)
+    dropped = sample_repository.dropped_class_ids(session, dataset_id)
     updates: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     for sample_id, state in states.items():
@@ -67,8 +67,8 @@ def apply_sample_verdicts(
         if change is not None:
             updates.append(change[0])
             events.append(change[1])
-    repository.update_samples(session, updates)
-    repository.insert_events(session, events)
+    sample_repository.update_samples(session, updates)
+    event_repository.insert_events(session, events)
     decided = [sample_id for sample_id in states if junk.get(sample_id) is not None]
     if decided:
         review_repository.cancel_pending_tasks(
@@ -109,7 +109,7 @@ def _sample_change(
         if verdict and current
         else "the human decision was undone"
     )
-    event = repository.event_row(
+    event = event_repository.event_row(
         dataset_id,
         kind=EventKind.VERDICT if verdict else EventKind.WITHDRAWN,
         now=now,
@@ -135,7 +135,7 @@ def apply_class_verdicts(
     if not class_ids:
         return 0
     votes = review_repository.class_votes(session, dataset_id, class_ids)
-    rows = repository.pipeline_classes(session, dataset_id)
+    rows = sample_repository.pipeline_classes(session, dataset_id)
     busy = review_repository.open_class_tasks(session, dataset_id)
     changed: dict[int, ClassState] = {}
     events: list[dict[str, Any]] = []
@@ -158,7 +158,7 @@ def apply_class_verdicts(
             changed[class_id] = state
         events.append(_class_event(dataset_id, row, outcome, required=required, now=now))
     session.flush()
-    repository.insert_events(session, events)
+    event_repository.insert_events(session, events)
     if ask:
         asked = review.queue_copies(session, excluding=ask)
         log.info(
@@ -184,7 +184,7 @@ def _class_event(
 ) -> dict[str, Any]:
     """The event of a class whose state or standing decision changed (``row`` already holds
     the new ones)."""
-    return repository.event_row(
+    return event_repository.event_row(
         dataset_id,
         kind=EventKind.CLASS_DROPPED if row.state is ClassState.DROPPED else EventKind.CLASS_KEPT,
         now=now,
@@ -211,8 +211,8 @@ def restatus_classes(
 ) -> int:
     """Recomputes the status of the samples labelled with these classes (after a class was
     dropped or restored), with an event per sample whose status changed."""
-    dropped = repository.dropped_class_ids(session, dataset_id)
-    states = repository.states_where(session, dataset_id, label_class_ids=class_ids)
+    dropped = sample_repository.dropped_class_ids(session, dataset_id)
+    states = sample_repository.states_where(session, dataset_id, label_class_ids=class_ids)
     updates: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     for state in states:
@@ -223,7 +223,7 @@ def restatus_classes(
             continue
         updates.append({"sample_id": state.sample_id, "status": status, "updated_at": now})
         events.append(
-            repository.event_row(
+            event_repository.event_row(
                 dataset_id,
                 kind=EventKind.CLASS_DROPPED
                 if status is SampleStatus.DROPPED
@@ -238,8 +238,8 @@ def restatus_classes(
                 else "its class was restored",
             )
         )
-    repository.update_samples(session, updates)
-    repository.insert_events(session, events)
+    sample_repository.update_samples(session, updates)
+    event_repository.insert_events(session, events)
     return len(updates)
 
 

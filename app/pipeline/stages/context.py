@@ -34,10 +34,10 @@ from app.models import (
     Verdict,
     utcnow,
 )
-from app.pipeline import repository
+from app.pipeline import event_repository, sample_repository
 from app.pipeline.config import PipelineConfig, PipelineEnv, RecipeChoice, parse_config
-from app.pipeline.repository import SampleState
 from app.pipeline.rules import HumanVerdict, resolve_status
+from app.pipeline.sample_repository import SampleState
 from app.review import repository as review_repository
 from app.review import service as review
 from app.review.schemas import TaskItem
@@ -169,8 +169,8 @@ def apply_model_changes(
     """Sets ``model_status`` (and the resolved status) of samples, with an event for each change
     that names one. Returns the new statuses counted."""
     session = ctx.session
-    states = repository.sample_states(session, changes)
-    dropped = repository.dropped_class_ids(session, ctx.dataset.id)
+    states = sample_repository.sample_states(session, changes)
+    dropped = sample_repository.dropped_class_ids(session, ctx.dataset.id)
     updates: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     counts: Counter[SampleStatus] = Counter()
@@ -195,7 +195,7 @@ def apply_model_changes(
         )
         if change.event is not None:
             events.append(
-                repository.event_row(
+                event_repository.event_row(
                     ctx.dataset.id,
                     kind=change.event,
                     now=ctx.now,
@@ -209,8 +209,8 @@ def apply_model_changes(
                     detail=change.detail,
                 )
             )
-    repository.update_samples(session, updates)
-    repository.insert_events(session, events)
+    sample_repository.update_samples(session, updates)
+    event_repository.insert_events(session, events)
     return counts
 
 
@@ -230,7 +230,7 @@ def queue_tasks(
         created_by=ctx.user,
     )
     events = [
-        repository.event_row(
+        event_repository.event_row(
             ctx.dataset.id,
             kind=EventKind.QUEUED,
             now=ctx.now,
@@ -242,7 +242,7 @@ def queue_tasks(
         )
         for item in items
     ]
-    repository.insert_events(ctx.session, events)
+    event_repository.insert_events(ctx.session, events)
     return created.created
 
 
@@ -277,7 +277,9 @@ def finish(ctx: RoundContext, state: RoundState = RoundState.DONE) -> None:
             "final_counts": {
                 "events": {
                     kind.value: n
-                    for kind, n in repository.round_event_counts(ctx.session, ctx.round.id).items()
+                    for kind, n in event_repository.round_event_counts(
+                        ctx.session, ctx.round.id
+                    ).items()
                 },
                 "tasks": {task_state.value: n for task_state, n in tasks.items()},
             },

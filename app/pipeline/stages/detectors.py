@@ -10,7 +10,7 @@ from typing import Any
 from app.jobs import repository as jobs_repository
 from app.jobs import service as jobs
 from app.models import EventKind, Job, JobState, RoundState, SampleStatus
-from app.pipeline import repository
+from app.pipeline import sample_repository
 from app.pipeline.config import recipe_document
 from app.pipeline.stages.context import (
     ModelChange,
@@ -84,7 +84,7 @@ def _detector_stats(ctx: RoundContext, job: Job, issues: LabelIssues) -> dict[st
     ids = issues.sample_id.tolist()
     flags = issues.is_issue.tolist()
     k = int(ctx.round.params["k"])
-    ranks = repository.label_ranks(ctx.session, ids)
+    ranks = sample_repository.label_ranks(ctx.session, ids)
     rejected = {sid for sid, rank in ranks.items() if rank is None or rank < 0 or rank >= k}
     flagged = {sid for sid, flag in zip(ids, flags, strict=True) if flag}
     return {
@@ -117,7 +117,7 @@ def detectors_done(ctx: RoundContext, done: list[Job], failed: list[Job]) -> Non
             columns = ("knn_issue", "knn_agreement")
             extra = {"k": ctx.config.knn_k}
             key = "knn"
-        repository.update_samples(
+        sample_repository.update_samples(
             ctx.session,
             [
                 {"sample_id": sid, columns[0]: bool(flag), columns[1]: float(q)}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from app.jobs.embeddings import embedded_digests
 from app.models import RoundKind
-from app.pipeline import repository
+from app.pipeline import sample_repository
 from app.pipeline.config import Step, recipe_document
 from app.pipeline.stages.context import (
     RoundContext,
@@ -56,8 +56,8 @@ def queue_embedding(ctx: RoundContext) -> bool:
     if request is None:
         return False
     session = ctx.session
-    states = repository.states_where(session, ctx.dataset.id)
-    files = repository.sample_files(session, [s.sample_id for s in states])
+    states = sample_repository.states_where(session, ctx.dataset.id)
+    files = sample_repository.sample_files(session, [s.sample_id for s in states])
     done = embedded_digests(session, ctx.env.data_dir, ctx.dataset.id, request)
     missing = sorted(
         {

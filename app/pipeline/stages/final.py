@@ -19,11 +19,11 @@ from app.models import (
     Stage,
     TaskKind,
 )
-from app.pipeline import repository
+from app.pipeline import repository, sample_repository
 from app.pipeline.config import (
     recipe_label,
 )
-from app.pipeline.repository import SampleState
+from app.pipeline.sample_repository import SampleState
 from app.pipeline.stages.context import (
     RoundContext,
     StepRefused,
@@ -53,9 +53,9 @@ from ml.core.protocol.jobs import (
 def start_class_review(ctx: RoundContext) -> None:
     session = ctx.session
     minimum = ctx.config.min_class_size
-    kept = repository.class_counts(session, ctx.dataset.id, statuses=TRAINABLE)
-    present = repository.class_counts(session, ctx.dataset.id, by_given=True)
-    classes = repository.pipeline_classes(session, ctx.dataset.id)
+    kept = sample_repository.class_counts(session, ctx.dataset.id, statuses=TRAINABLE)
+    present = sample_repository.class_counts(session, ctx.dataset.id, by_given=True)
+    classes = sample_repository.pipeline_classes(session, ctx.dataset.id)
     busy = review_repository.open_class_tasks(session, ctx.dataset.id)
     small = sorted(
         cid
@@ -92,7 +92,7 @@ def finish_class_review(ctx: RoundContext) -> None:
     ``awaiting_votes``: it stays under review, and a later vote still applies)."""
     tasks = review_repository.tasks_of_source(ctx.session, ctx.dataset.id, ctx.round.source)
     class_ids = {t.class_id for t in tasks if t.class_id is not None}
-    rows = repository.pipeline_classes(ctx.session, ctx.dataset.id)
+    rows = sample_repository.pipeline_classes(ctx.session, ctx.dataset.id)
     states = {cid: rows[cid].state for cid in class_ids if cid in rows}
     counts = Counter(states.values())
     ctx.stats(
@@ -168,7 +168,7 @@ def _final_split(ctx: RoundContext) -> tuple[list[SampleState], list[SampleState
     them, else a random held-out split; either way a stratified ``val_fraction`` of the final
     set (at least ``min_eval_samples``), and never a class's last training sample."""
     config = ctx.config
-    final = repository.states_where(ctx.session, ctx.dataset.id, statuses=TRAINABLE)
+    final = sample_repository.states_where(ctx.session, ctx.dataset.id, statuses=TRAINABLE)
     verified = [s for s in final if s.status in (SampleStatus.CONFIRMED, SampleStatus.RELABELLED)]
     wanted = max(config.min_eval_samples, math.ceil(config.val_fraction * len(final)))
     if len(verified) >= config.min_eval_samples:
@@ -204,7 +204,7 @@ def _rejects(ctx: RoundContext) -> tuple[list[SampleState], list[ProbsRef], list
         refs.append(ProbsRef(job_id=job.id, probs=probs_ref, sample_ids=ids_ref))
     if not refs:
         return [], [], []
-    rejected = repository.states_where(
+    rejected = sample_repository.states_where(
         ctx.session, ctx.dataset.id, statuses={SampleStatus.REJECTED}
     )
     return rejected, refs, [int(cid) for cid in cv.params.get("classes", [])]

@@ -18,7 +18,7 @@ from app.models import (
     TaskKind,
     Verdict,
 )
-from app.pipeline import repository
+from app.pipeline import repository, sample_repository
 from app.pipeline.config import (
     PipelineConfig,
     recipe_label,
@@ -59,7 +59,7 @@ def start_junk_seed(ctx: RoundContext) -> None:
     busy = review_repository.open_task_samples(session, ctx.dataset.id, JUNK_KINDS)
     non_rgb = [
         s.sample_id
-        for s in repository.states_where(
+        for s in sample_repository.states_where(
             session, ctx.dataset.id, statuses=NOT_JUNK, unverified=True, modes=(False, "RGB")
         )
         if s.sample_id not in busy
@@ -69,7 +69,7 @@ def start_junk_seed(ctx: RoundContext) -> None:
         non_rgb = draw(non_rgb, cap, ctx.seed)
     normal_pool = [
         s.sample_id
-        for s in repository.states_where(
+        for s in sample_repository.states_where(
             session, ctx.dataset.id, statuses=NOT_JUNK, unverified=True, modes=(True, "RGB")
         )
         if s.sample_id not in busy
@@ -102,7 +102,7 @@ def junk_labels(session: Session, dataset_id: int) -> tuple[list[int], list[int]
     normal from "not junk" or a confirmed or corrected label."""
     junk: list[int] = []
     normal: list[int] = []
-    for state in repository.states_where(session, dataset_id):
+    for state in sample_repository.states_where(session, dataset_id):
         if state.human_verdict is Verdict.JUNK:
             junk.append(state.sample_id)
         elif state.human_verdict in (Verdict.NOT_JUNK, Verdict.ACCEPT, Verdict.RELABEL):
@@ -112,7 +112,7 @@ def junk_labels(session: Session, dataset_id: int) -> tuple[list[int], list[int]
 
 def can_iterate(session: Session, dataset_id: int, config: PipelineConfig) -> bool:
     """Whether there are enough human junk and normal labels (see :func:`junk_labels`)."""
-    counts = repository.verdict_counts(session, dataset_id)
+    counts = sample_repository.verdict_counts(session, dataset_id)
     junk = counts.get(Verdict.JUNK, 0)
     normal = sum(counts.get(v, 0) for v in (Verdict.NOT_JUNK, Verdict.ACCEPT, Verdict.RELABEL))
     return min(junk, normal) >= config.junk_min_labels
@@ -137,7 +137,8 @@ def start_junk_iteration(ctx: RoundContext) -> None:
         class_names=job_manifests.JUNK_CLASSES,
     )
     scored = [
-        s.sample_id for s in repository.states_where(session, ctx.dataset.id, statuses=NOT_JUNK)
+        s.sample_id
+        for s in sample_repository.states_where(session, ctx.dataset.id, statuses=NOT_JUNK)
     ]
     if not scored:
         raise StepRefused("there is nothing left to score")
@@ -169,9 +170,9 @@ def junk_iteration_done(ctx: RoundContext, done: list[Job]) -> None:
     if results.junk_score is None:
         raise Invalid(f"job {job.id} reported no junk scores")
     scores = {int(s): float(p) for s, p in zip(results.sample_id, results.junk_score, strict=True)}
-    repository.set_sample_scores(session, "junk_score", list(scores.items()))
+    sample_repository.set_sample_scores(session, "junk_score", list(scores.items()))
     threshold = float(ctx.round.params.get("threshold", ctx.config.junk_threshold))
-    states = repository.sample_states(session, scores)
+    states = sample_repository.sample_states(session, scores)
     busy = review_repository.open_task_samples(session, ctx.dataset.id, JUNK_KINDS)
     flagged = [sid for sid, p in scores.items() if p >= threshold]
     candidates = [
@@ -235,7 +236,7 @@ def _iteration_scores(
         for s, p in zip(results.sample_id, results.junk_score, strict=True)
         if p >= threshold
     }
-    states = repository.sample_states(ctx.session, flagged)
+    states = sample_repository.sample_states(ctx.session, flagged)
     return {
         sid: p
         for sid, p in flagged.items()
@@ -325,7 +326,7 @@ def start_bulk_accept(ctx: RoundContext) -> None:
 def start_junk_audit(ctx: RoundContext) -> None:
     session = ctx.session
     busy = review_repository.open_task_samples(session, ctx.dataset.id, JUNK_KINDS)
-    believed = repository.states_where(session, ctx.dataset.id, statuses=NOT_JUNK)
+    believed = sample_repository.states_where(session, ctx.dataset.id, statuses=NOT_JUNK)
     pool = [s.sample_id for s in believed if s.decision_id is None and s.sample_id not in busy]
     verified = sum(1 for s in believed if s.decision_id is not None)
     n = ctx.params.n if ctx.params.n is not None else ctx.config.audit_size

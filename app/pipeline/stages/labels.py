@@ -20,7 +20,7 @@ from app.models import (
     TaskKind,
     Verdict,
 )
-from app.pipeline import repository
+from app.pipeline import result_repository, sample_repository
 from app.pipeline.config import (
     recipe_label,
     sample_count,
@@ -62,7 +62,7 @@ from ml.core.protocol.jobs import (
 
 def start_cross_validation(ctx: RoundContext) -> None:
     session = ctx.session
-    pool = repository.states_where(session, ctx.dataset.id, statuses=LABEL_POOL)
+    pool = sample_repository.states_where(session, ctx.dataset.id, statuses=LABEL_POOL)
     classes = classes_of(pool)
     k = ctx.config.folds
     if len(classes) < 2 or len(pool) < 2 * k:
@@ -196,7 +196,7 @@ def cross_validation_done(ctx: RoundContext, done: list[Job]) -> None:
         )
     else:
         # Another detector decides: record the predictions now, the verdicts when it is done.
-        repository.update_samples(
+        sample_repository.update_samples(
             ctx.session, [{"sample_id": sid, **c.columns} for sid, c in changes.items()]
         )
     ctx.stats(
@@ -211,8 +211,10 @@ def cross_validation_done(ctx: RoundContext, done: list[Job]) -> None:
 
 def start_pull_back(ctx: RoundContext) -> None:
     session = ctx.session
-    kept = repository.states_where(session, ctx.dataset.id, statuses=TRAINABLE)
-    rejected = repository.states_where(session, ctx.dataset.id, statuses={SampleStatus.REJECTED})
+    kept = sample_repository.states_where(session, ctx.dataset.id, statuses=TRAINABLE)
+    rejected = sample_repository.states_where(
+        session, ctx.dataset.id, statuses={SampleStatus.REJECTED}
+    )
     number = ctx.round.number
     if not rejected:
         ctx.stats(predicted=0, pulled_back=0, skipped="nothing is rejected")
@@ -256,7 +258,7 @@ def pull_back_done(ctx: RoundContext, done: list[Job]) -> None:
         what=ctx.round.source,
     )
     # Only rows still rejected move: a human may have decided some while the job ran.
-    states = repository.sample_states(ctx.session, changes)
+    states = sample_repository.sample_states(ctx.session, changes)
     changes = {
         sid: c
         for sid, c in changes.items()
@@ -270,13 +272,15 @@ def pull_back_done(ctx: RoundContext, done: list[Job]) -> None:
 
 def start_human_sample(ctx: RoundContext) -> None:
     session = ctx.session
-    rejected = repository.states_where(session, ctx.dataset.id, statuses={SampleStatus.REJECTED})
-    pool = repository.human_sample_pool(session, ctx.dataset.id)
+    rejected = sample_repository.states_where(
+        session, ctx.dataset.id, statuses={SampleStatus.REJECTED}
+    )
+    pool = sample_repository.human_sample_pool(session, ctx.dataset.id)
     fraction = ctx.params.fraction if ctx.params.fraction is not None else ctx.config.human_fraction
     n = min(len(pool), sample_count(fraction, len(rejected)))
     chosen = draw(pool, n, ctx.seed)
-    jobs_of = repository.pred_jobs(session, chosen)
-    topk = repository.topk_of(session, [(job_id, sid) for sid, job_id in jobs_of.items()])
+    jobs_of = result_repository.pred_jobs(session, chosen)
+    topk = result_repository.topk_of(session, [(job_id, sid) for sid, job_id in jobs_of.items()])
     items = []
     for sid in chosen:
         suggestions: tuple[Suggestion, ...] = ()
@@ -340,12 +344,12 @@ def _pull_back_by_verdicts(ctx: RoundContext, verdicts: dict[int, HumanVerdict])
     }
     rejected = [
         s.sample_id
-        for s in repository.states_where(
+        for s in sample_repository.states_where(
             ctx.session, ctx.dataset.id, statuses={SampleStatus.REJECTED}, unverified=True
         )
         if s.sample_id not in wrong
     ]
-    scores = repository.latest_label_probs(ctx.session, [*wrong, *rejected])
+    scores = result_repository.latest_label_probs(ctx.session, [*wrong, *rejected])
     judged = [sid for sid in wrong if sid in scores]
     candidates = [sid for sid in rejected if sid in scores]
     moved = calibrated_pullback(

@@ -12,9 +12,9 @@ from app.jobs import manifests as job_manifests
 from app.jobs import service as jobs
 from app.jobs.embeddings import embedding_artifacts
 from app.models import Job
-from app.pipeline import repository
+from app.pipeline import repository, sample_repository
 from app.pipeline.config import Step, recipe_document, recipes_for, spec_recipe
-from app.pipeline.repository import SampleState
+from app.pipeline.sample_repository import SampleState
 from app.pipeline.stages.context import RoundContext
 from ml.core.protocol.bundles import JobManifest
 from ml.core.protocol.jobs import (
@@ -47,10 +47,10 @@ def build_manifest(
 ) -> ManifestRef:
     """Stores the manifest of ``sample_ids`` with ``labels`` (indices into ``class_ids``, -1 for
     none) and returns its reference."""
-    files = repository.sample_files(ctx.session, sample_ids)
+    files = sample_repository.sample_files(ctx.session, sample_ids)
     names = class_names
     if names is None:
-        known = repository.class_names(ctx.session, ctx.dataset.id)
+        known = sample_repository.class_names(ctx.session, ctx.dataset.id)
         names = [known[cid] for cid in class_ids]
     n = len(sample_ids)
     digests = b"".join(bytes.fromhex(files[sid][1]) for sid in sample_ids)

@@ -14,7 +14,6 @@ from app.pipeline.config import (
     sample_count,
     spec_recipe,
 )
-from app.pipeline.repository import SampleState
 from app.pipeline.rules import (
     ClassVote,
     HumanVerdict,
@@ -25,6 +24,7 @@ from app.pipeline.rules import (
     next_step,
     resolve_status,
 )
+from app.pipeline.sample_repository import SampleState
 from app.pipeline.stages.final import evaluation_set
 
 
