@@ -58,7 +58,7 @@ from bench.ml_common import (
 )
 
 if TYPE_CHECKING:
-    from ml.cleaning import RejectUse
+    from ml.core.cleaning.targets import RejectUse
     from ml.embeddings import EmbeddingArray
     from ml.heads import HeadTargets
     from ml.recipes import Recipe
@@ -122,7 +122,7 @@ class Bench:
     ) -> float:
         """:meth:`final_accuracy` with the rejected samples used as the loop's
         ``final_rejects`` option ``use`` says (at its default weight and threshold)."""
-        from ml.cleaning import final_training_targets
+        from ml.core.cleaning.targets import final_training_targets
         from ml.heads import HeadTargets
 
         plan = final_training_targets(labels, kept, probs, use=use)
@@ -154,7 +154,7 @@ class Bench:
 
 
 def _quality(rejected: NDArray[np.bool_], mislabeled: NDArray[np.bool_]) -> dict[str, Any]:
-    from ml.cleaning import rejection_quality
+    from ml.core.cleaning.quality import rejection_quality
 
     return rejection_quality(rejected, mislabeled).to_dict()
 
@@ -176,7 +176,7 @@ def pullback_rounds(
     """Up to ``--rounds`` pull-back rounds (stopping at one that moves nothing back), as the
     loop runs them: a model trained on the kept set moves back each rejected sample whose label
     is its top-1 class."""
-    from ml.cleaning import pullback
+    from ml.core.cleaning.topk import pullback
     from ml.predict import predict
     from ml.train import train_model
 
@@ -220,7 +220,7 @@ def human_sample(
     (their answers: the clean labels); with ``calibrate``, the calibrated pull-back from their
     verdicts (``human_pullback`` 0.5) moves back the unchecked rejects where the checked ones
     were mostly right."""
-    from ml.cleaning import calibrated_pullback
+    from ml.core.cleaning.topk import calibrated_pullback
 
     clean = bench.labels["clean"]
     rejected = np.flatnonzero(~state.kept)
@@ -252,7 +252,9 @@ def human_sample(
 
 def run_noise_level(bench: Bench, column: str) -> dict[str, Any]:
     """Steps 1–3 of the module docstring for one CIFAR-10N label column."""
-    from ml.cleaning import confident_learning, knn_votes, topk_keep
+    from ml.core.cleaning.confident import confident_learning
+    from ml.core.cleaning.knn import knn_votes
+    from ml.core.cleaning.topk import topk_keep
     from ml.core.folds import stratified_folds
     from ml.crossval import out_of_fold_predictions
 

@@ -1,7 +1,7 @@
 """The final training's plan: which rows train, on which labels or soft targets.
 
 Kept samples train on their labels; the rejected ones as ``rejects`` says
-(:func:`ml.cleaning.final_training_targets`), from their out-of-fold probabilities. The
+(:func:`ml.core.cleaning.targets.final_training_targets`), from their out-of-fold probabilities. The
 ``thresher ml train`` step and the worker's ``train_final`` job both plan with
 :func:`final_targets`, then train with :func:`ml.parallel.train`.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from ml.cleaning import RejectUse, final_training_targets
+from ml.core.cleaning.targets import RejectUse, final_training_targets
 from ml.heads import HeadTargets
 
 __all__ = ["FinalPlan", "final_targets"]

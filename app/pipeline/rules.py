@@ -28,7 +28,7 @@ __all__ = [
 def label_rank_in_topk(label: int, topk_ids: Sequence[int] | NDArray[np.int32]) -> int:
     """Position of ``label`` in the top-k class ids a job reported (0 = the top class), -1 when
     it is not among them (the ``label_rank`` a pipeline sample stores). For the rank among all
-    classes' probabilities see :func:`ml.cleaning.label_rank_among_classes`."""
+    classes' probabilities see :func:`ml.core.cleaning.topk.label_rank_among_classes`."""
     for position, class_id in enumerate(topk_ids):
         if int(class_id) == label:
             return position

@@ -11,14 +11,9 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from ml.cleaning import (
-    confident_learning,
-    knn_votes,
-    label_quality,
-    label_rank_among_classes,
-    pullback,
-    topk_keep,
-)
+from ml.core.cleaning.confident import confident_learning, label_quality
+from ml.core.cleaning.knn import knn_votes
+from ml.core.cleaning.topk import label_rank_among_classes, pullback, topk_keep
 from ml.core.folds import stratified_folds
 from ml.crossval import OutOfFold, out_of_fold_predictions
 from ml.embeddings import EmbeddingArray

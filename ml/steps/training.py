@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from ml.cleaning import RejectUse
+from ml.core.cleaning.targets import RejectUse
 from ml.final import FinalPlan, final_targets
 from ml.heads import load_model
 from ml.junk import junk_labels, junk_review_queue, score_junk, train_junk_classifier

@@ -18,7 +18,9 @@ from typing import TypeVar, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from ml.cleaning import FilterBy, confident_learning, knn_votes, label_quality, topk_keep
+from ml.core.cleaning.confident import FilterBy, confident_learning, label_quality
+from ml.core.cleaning.knn import knn_votes
+from ml.core.cleaning.topk import topk_keep
 from ml.core.protocol.bundles import (
     EmbeddingRows,
     JobManifest,

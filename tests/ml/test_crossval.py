@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from ml.cleaning import confident_learning, pullback, rejection_quality, topk_keep
+from ml.core.cleaning.confident import confident_learning
+from ml.core.cleaning.quality import rejection_quality
+from ml.core.cleaning.topk import pullback, topk_keep
 from ml.core.folds import stratified_folds
 from ml.crossval import OutOfFold, out_of_fold_predictions
 from ml.predict import predict

@@ -244,7 +244,7 @@ def test_final_training_never_reads_a_rejected_samples_given_label(
     use: str, data: tuple[EmbeddingArray, np.ndarray]
 ) -> None:
     """Two runs whose given labels differ only on rejected rows train identical weights."""
-    from ml.cleaning import final_training_targets
+    from ml.core.cleaning.targets import final_training_targets
 
     features, labels = data
     kept = np.ones(labels.size, dtype=bool)

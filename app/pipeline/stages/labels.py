@@ -49,7 +49,7 @@ from app.pipeline.stages.round_jobs import (
     recipe_for,
 )
 from app.review.schemas import Suggestion, TaskItem
-from ml.cleaning import calibrated_pullback
+from ml.core.cleaning.topk import calibrated_pullback
 from ml.core.folds import stratified_folds
 from ml.core.protocol.jobs import (
     ManifestRef,
@@ -330,7 +330,7 @@ def finish_human_sample(ctx: RoundContext) -> None:
 
 
 def _pull_back_by_verdicts(ctx: RoundContext, verdicts: dict[int, HumanVerdict]) -> dict[str, Any]:
-    """The calibrated pull-back (:func:`ml.cleaning.calibrated_pullback`): the annotators'
+    """The calibrated pull-back (:func:`ml.core.cleaning.topk.calibrated_pullback`): the annotators'
     verdicts on the random sample say, as a function of the latest model's probability of the
     given label, how often a reject's label is wrong; the unchecked rejects where it is wrong
     less often than ``human_pullback`` come back. Returns the round's stats of it."""

@@ -1,7 +1,7 @@
 """The calibrated pull-back after the human sample (app/pipeline/stages/labels.py, with
-:func:`ml.cleaning.calibrated_pullback`): people's verdicts on a random sample of the rejected
-set say where along the model's probability of the given label rejects are mostly right, and
-the unchecked rejects there come back."""
+:func:`ml.core.cleaning.topk.calibrated_pullback`): people's verdicts on a random sample of the
+rejected set say where along the model's probability of the given label rejects are mostly
+right, and the unchecked rejects there come back."""
 
 from __future__ import annotations
 
