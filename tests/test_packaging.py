@@ -1,7 +1,9 @@
-"""The server installs and runs without the ML stack."""
+"""The server installs and runs without the ML stack: app/ needs only ml.core, and ml.core
+imports no torch."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import textwrap
@@ -74,3 +76,28 @@ def test_ml_never_imports_app() -> None:
         if line.lstrip().startswith(("import app", "from app"))
     ]
     assert offenders == []
+
+
+#: The only imports of ``ml`` outside ``ml.core`` that ``app`` may make: the ``thresher`` CLI
+#: mounts the ML commands and the worker command (both modules import nothing heavy at import
+#: time; their commands import torch when they run).
+APP_IMPORTS_OUTSIDE_ML_CORE = {
+    ("app/cli.py", "ml.cli"),
+    ("app/cli.py", "ml.worker.cli"),
+}
+
+
+def test_app_imports_only_ml_core_from_ml() -> None:
+    found = set()
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                if module.split(".")[0] == "ml" and not module.startswith("ml.core"):
+                    found.add((str(path.relative_to(ROOT)), module))
+    assert found == APP_IMPORTS_OUTSIDE_ML_CORE
