@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.datasets import probe, repository, sources
+from app.datasets import probe, repository, scanning, sources
 from app.datasets.probe import ProbeResult
 from app.datasets.repository import KnownSample, NewIssue, NewSample, SampleUpdate
 from app.datasets.sources import SourceEntry
@@ -132,7 +132,7 @@ class _Import:
             if not known:
                 pool.start()  # a first import probes everything: start workers during the scan
             resolved = sources.ResolvedSource(dataset.source, dataset.source_format, dataset.root)
-            scan = sources.scan(resolved, classes=self.options.classes)
+            scan = scanning.scan(resolved, classes=self.options.classes)
             self._add_classes(scan)
             repository.insert_issues(
                 session,

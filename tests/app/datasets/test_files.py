@@ -14,13 +14,13 @@ import pytest
 
 from app.datasets.files import NotARegularFile, open_regular_file
 from app.datasets.probe import probe_file
+from app.datasets.scanning import scan
 from app.datasets.sources import (
     MAX_CLASS_LIST_BYTES,
     MAX_MANIFEST_LINE,
     ResolvedSource,
     read_class_list,
     resolve_source,
-    scan,
 )
 from app.errors import Invalid
 from app.models import ImportFormat, IssueReason
