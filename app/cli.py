@@ -17,7 +17,8 @@ from app.datasets.grant_cli import grants_cli
 from app.db import create_db_engine
 from app.logging import configure_logging
 from app.migrate import current_revision, upgrade
-from app.pipeline.cli import export_command, pipeline_cli, simulate_command
+from app.pipeline.cli import export_command, pipeline_cli
+from app.pipeline.simulate_cli import simulate_command
 from app.review.cli import queue_cli
 from app.settings import Settings, get_settings
 from ml.cli import augment_preview, ml_app, weights_app

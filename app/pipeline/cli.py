@@ -1,9 +1,8 @@
-"""``thresher pipeline …`` (drive a dataset's cleaning loop), ``thresher export`` and
-``thresher simulate``.
+"""``thresher pipeline …`` (drive a dataset's cleaning loop) and ``thresher export``
+(``thresher simulate``: :mod:`app.pipeline.simulate_cli`).
 
-The pipeline commands work on the configured database directly, as the server's API does (the
-server's reconciler, if one runs, goes on from what they did); ``simulate`` talks to a running
-server over HTTP, as annotators do.
+These commands work on the configured database directly, as the server's API does (the
+server's reconciler, if one runs, goes on from what they did).
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 import yaml
 from rich.table import Table
@@ -28,7 +26,6 @@ from app.models import Dataset, RoundKind, Stage
 from app.pipeline import export, reports, repository, sample_reports, service
 from app.pipeline.config import PipelineEnv, RecipeChoice
 from app.pipeline.schemas import RoundSummary
-from app.pipeline.simulate import Simulator, WaitLog, load_truth
 from app.pipeline.stages.context import StepParams
 from app.settings import get_settings
 
@@ -295,7 +292,7 @@ def sample(dataset: DatasetArg, sample_id: int) -> None:
     _dump(history.model_dump(mode="json"))
 
 
-# --- export and simulate ------------------------------------------------------------------------
+# --- export -------------------------------------------------------------------------------------
 
 
 def export_command(
@@ -324,85 +321,3 @@ def export_command(
         + (f"the model ({', '.join(result.model_files)})" if result.model_files else "no model")
         + f" to {out}"
     )
-
-
-def simulate_command(
-    dataset: DatasetArg,
-    truth: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Ground-truth CSV.")],
-    column: Annotated[str, typer.Option(help="The truth's label column, e.g. clean.")],
-    annotators: Annotated[int, typer.Option(min=1, help="Simulated annotators.")] = 1,
-    error_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Wrong answers.")] = 0.0,
-    class_error_rate: Annotated[
-        float | None,
-        typer.Option(min=0.0, max=1.0, help="Wrong keep/drop answers (default: --error-rate)."),
-    ] = None,
-    server: Annotated[str | None, typer.Option(help="The server's URL.")] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            envvar="THRESHER_TOKEN",
-            help="An admin's API token (creates the accounts), or an engineer's with --account.",
-        ),
-    ] = None,
-    account: Annotated[
-        list[str] | None,
-        typer.Option(help="Use this annotator account, NAME:PASSWORD (repeatable)."),
-    ] = None,
-    junk_column: Annotated[str, typer.Option(help="The truth's junk flag column.")] = "junk",
-    path_column: Annotated[str, typer.Option(help="The truth's path column.")] = "path",
-    follow: Annotated[
-        bool,
-        typer.Option(
-            help="Keep reviewing until the pipeline is done, saying what it waits for "
-            "whenever there is nothing to review."
-        ),
-    ] = False,
-    idle_exit: Annotated[
-        float, typer.Option(help="Without --follow: stop after this many idle seconds.")
-    ] = 0.0,
-    timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
-    seed: Annotated[int, typer.Option(help="Seeds the wrong answers.")] = 0,
-) -> None:
-    """Plays annotators through the HTTP API, answering from a ground-truth file."""
-    settings = get_settings()
-    url = (server or settings.public_url).rstrip("/")
-    with reported_errors():
-        if not token:
-            raise Invalid("give an API token (--token or THRESHER_TOKEN)")
-        accounts = []
-        for value in account or []:
-            name, sep, password = value.partition(":")
-            if not sep:
-                raise Invalid(f"--account {value!r}: use NAME:PASSWORD")
-            accounts.append((name, password))
-        simulator = Simulator(
-            client_factory=lambda: _http_client(url),
-            token=token,
-            dataset=dataset,
-            truth=load_truth(
-                truth, column=column, junk_column=junk_column, path_column=path_column
-            ),
-            annotators=annotators,
-            error_rate=error_rate,
-            class_error_rate=class_error_rate,
-            seed=seed,
-            accounts=accounts or None,
-        )
-        try:
-            stats = simulator.run(
-                follow=follow,
-                idle_exit=idle_exit,
-                timeout=timeout,
-                on_wait=WaitLog(lambda line: console.print(line, markup=False, highlight=False)),
-            )
-        finally:
-            simulator.close()
-    counts = ", ".join(f"{n} {verdict}" for verdict, n in sorted(stats.decisions.items()))
-    console.print(
-        f"{stats.total} decisions ({counts or 'none'}); {stats.wrong} deliberately wrong; "
-        f"{stats.unmatched} samples not in the truth file"
-    )
-
-
-def _http_client(url: str) -> httpx.Client:
-    return httpx.Client(base_url=url, timeout=60)

@@ -1,11 +1,5 @@
 """Simulated annotators: they review a dataset's queues through the real HTTP API, answering
-from a ground-truth file with a chosen error rate.
-
-The truth is a CSV with a path column, a label column (the clean class name; empty for junk)
-and optionally a junk column (1/true/yes = junk), e.g. the demo's ``truth.csv``
-(``path,given_label,clean_label,junk``, ``--column clean_label``) or CIFAR-10N's
-``train_labels.csv`` (``--column clean``). A truth path matches a dataset sample by the whole
-path, else by its last two parts (``class/file``), else by file name, when that is unique.
+from a ground-truth file (:mod:`app.pipeline.truth`) with a chosen error rate.
 
 Each simulated annotator signs in through the login form (a session cookie and the CSRF token),
 leases batches from every open queue of the dataset, and decides them in one request per batch.
@@ -24,7 +18,6 @@ for while it has nothing to do (:class:`WaitLog`).
 
 from __future__ import annotations
 
-import csv
 import random
 import re
 import secrets
@@ -33,64 +26,20 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 import httpx
 
 from app.errors import Invalid
+from app.pipeline.truth import Truth
 
-__all__ = ["Annotator", "SimulationStats", "Simulator", "Truth", "WaitLog", "load_truth"]
+__all__ = ["Annotator", "SimulationStats", "Simulator", "WaitLog"]
 
 _CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
-_TRUE = frozenset({"1", "true", "yes", "y", "junk"})
 BATCH = 50
 
 ClientFactory = Callable[[], httpx.Client]
-
-
-@dataclass(frozen=True)
-class Truth:
-    """The clean class name of every path (None: junk)."""
-
-    labels: dict[str, str | None]
-
-    def index(self) -> dict[str, dict[str, str | None]]:
-        """The labels by whole path, by ``class/file`` and by file name (unique keys only)."""
-        by_tail: dict[str, list[str]] = {}
-        by_name: dict[str, list[str]] = {}
-        for path in self.labels:
-            parts = PurePosixPath(path).parts
-            by_tail.setdefault("/".join(parts[-2:]), []).append(path)
-            by_name.setdefault(parts[-1], []).append(path)
-        return {
-            "path": dict(self.labels),
-            "tail": {k: self.labels[v[0]] for k, v in by_tail.items() if len(v) == 1},
-            "name": {k: self.labels[v[0]] for k, v in by_name.items() if len(v) == 1},
-        }
-
-
-def load_truth(
-    path: Path, *, column: str, junk_column: str = "junk", path_column: str = "path"
-) -> Truth:
-    """Reads the truth CSV.
-
-    Raises:
-        Invalid: the file lacks the path or label column.
-    """
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        fields = reader.fieldnames or []
-        for needed in (path_column, column):
-            if needed not in fields:
-                raise Invalid(f"{path} has no column {needed!r}; it has {', '.join(fields)}")
-        has_junk = junk_column in fields
-        labels: dict[str, str | None] = {}
-        for row in reader:
-            junk = has_junk and row[junk_column].strip().lower() in _TRUE
-            label = row[column].strip()
-            labels[row[path_column].strip()] = None if junk or not label else label
-    return Truth(labels)
 
 
 @dataclass

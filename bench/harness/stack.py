@@ -23,7 +23,8 @@ from app.auth import service as auth_service
 from app.db import transaction
 from app.models import Dataset, Role, TokenScope
 from app.pipeline import export, service
-from app.pipeline.simulate import SimulationStats, Simulator, load_truth
+from app.pipeline.simulate import SimulationStats, Simulator
+from app.pipeline.truth import load_truth
 from bench.harness.processes import ServerProcess, WorkerProcess, start_worker, wait_for
 
 #: The admin's password (the stack signs in with API tokens; nobody types it).

@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.pipeline.simulate import Simulator, load_truth
+from app.pipeline.simulate import Simulator
+from app.pipeline.truth import load_truth
 from bench.harness.processes import free_port, wait_for
 
 pytestmark = pytest.mark.slow

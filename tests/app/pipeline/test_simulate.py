@@ -10,9 +10,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.db import transaction
-from app.errors import Invalid
 from app.models import Role, SampleStatus, TaskKind
-from app.pipeline.simulate import Simulator, WaitLog, load_truth
+from app.pipeline.simulate import Simulator, WaitLog
+from app.pipeline.truth import load_truth
 from app.review import service as review
 from tests.app.pipeline.factories import Toy
 from tests.app.review.factories import make_user
@@ -91,13 +91,6 @@ def test_simulated_annotators_relabel_to_the_true_class(
     for sample_id in noisy:
         history = client.get(f"/api/review/samples/{sample_id}", headers=admin.headers).json()
         assert history["current"]["class_id"] == toy.true[sample_id]
-
-
-def test_a_truth_file_without_the_label_column_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "truth.csv"
-    path.write_text("path,label\na.png,cat\n")
-    with pytest.raises(Invalid, match="no column 'clean'"):
-        load_truth(path, column="clean")
 
 
 @pytest.mark.parametrize(("class_error_rate", "verdict"), [(None, "drop"), (0.0, "keep")])
