@@ -103,6 +103,26 @@ def decode_bundle(data: bytes | bytearray | memoryview) -> Bundle:
     """Reads any bundle, checking everything but what its type needs; raises
     :class:`BundleError` with the reason."""
     view = memoryview(data).cast("B")
+    header_len, crc = _read_prefix(view)
+    kind, meta, descriptions = _read_header(view, header_len)
+    layout, end = _layout(descriptions, _PREFIX.size + header_len)
+    if end > len(view):
+        raise BundleError(f"truncated: the arrays need {end} bytes, got {len(view)}")
+    if end < len(view):
+        raise BundleError(f"{len(view) - end} unexpected bytes after the last array")
+    if zlib.crc32(view[_PREFIX.size :]) != crc:
+        raise BundleError("checksum mismatch: the bundle is corrupt")
+    arrays: dict[str, NDArray[Any]] = {}
+    for name, dtype, shape, start in layout:
+        if name in arrays:
+            raise BundleError(f"array {name!r} appears twice")
+        count = math.prod(shape)
+        arrays[name] = np.frombuffer(view, dtype=dtype, count=count, offset=start).reshape(shape)
+    return Bundle(kind=kind, meta=meta, arrays=arrays)
+
+
+def _read_prefix(view: memoryview) -> tuple[int, int]:
+    """The header length and CRC from the 16-byte prefix, checked."""
     if len(view) < _PREFIX.size:
         raise BundleError(f"truncated: {len(view)} bytes is shorter than the 16-byte prefix")
     magic, version, _reserved, header_len, crc = _PREFIX.unpack_from(view)
@@ -116,6 +136,11 @@ def decode_bundle(data: bytes | bytearray | memoryview) -> Bundle:
         raise BundleError(
             f"truncated: the header needs {_PREFIX.size + header_len} bytes, got {len(view)}"
         )
+    return int(header_len), int(crc)
+
+
+def _read_header(view: memoryview, header_len: int) -> tuple[str, dict[str, Any], list[Any]]:
+    """The header's type, meta and array descriptions (not yet checked one by one)."""
     try:
         header = json.loads(bytes(view[_PREFIX.size : _PREFIX.size + header_len]))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -125,28 +150,23 @@ def decode_bundle(data: bytes | bytearray | memoryview) -> Bundle:
     kind, meta = header.get("type"), header.get("meta", {})
     if not isinstance(kind, str) or not isinstance(meta, dict):
         raise BundleError("header needs a 'type' string and a 'meta' object")
-    offset = _PREFIX.size + header_len
+    return kind, meta, header["arrays"]
+
+
+def _layout(
+    descriptions: list[Any], offset: int
+) -> tuple[list[tuple[str, str, tuple[int, ...], int]], int]:
+    """Each array's name, dtype, shape and byte offset, from ``offset`` on; and where the last
+    one ends."""
     layout = []
-    for index, item in enumerate(header["arrays"]):
+    for index, item in enumerate(descriptions):
         name, dtype, shape = _array_description(index, item)
         offset = _align(offset)
         # Python integers: a declared shape like [2**61, 8] must not wrap around in int64.
         nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         layout.append((name, dtype, shape, offset))
         offset += nbytes
-    if offset > len(view):
-        raise BundleError(f"truncated: the arrays need {offset} bytes, got {len(view)}")
-    if offset < len(view):
-        raise BundleError(f"{len(view) - offset} unexpected bytes after the last array")
-    if zlib.crc32(view[_PREFIX.size :]) != crc:
-        raise BundleError("checksum mismatch: the bundle is corrupt")
-    arrays: dict[str, NDArray[Any]] = {}
-    for name, dtype, shape, start in layout:
-        if name in arrays:
-            raise BundleError(f"array {name!r} appears twice")
-        count = math.prod(shape)
-        arrays[name] = np.frombuffer(view, dtype=dtype, count=count, offset=start).reshape(shape)
-    return Bundle(kind=kind, meta=meta, arrays=arrays)
+    return layout, offset
 
 
 def _array_description(index: int, item: Any) -> tuple[str, str, tuple[int, ...]]:
