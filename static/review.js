@@ -16,85 +16,98 @@ import { ItemReview } from "./review/item.js";
 import { watchLeases } from "./review/leases.js";
 import { root, stage } from "./review/shared.js";
 
+var controller = null; // the page's review: GridReview or ItemReview
+var search = null; // the class search, on the label page
+
 if (root) {
-  start();
+  watchLeases();
+  controller = start(root.dataset.mode);
+  document.addEventListener("keydown", onKey);
 }
 
-function start() {
-  watchLeases();
-
-  var controller;
-  var search = null;
-  var mode = root.dataset.mode;
-
+function start(mode) {
   if (mode === "grid") {
-    controller = GridReview();
-  } else if (mode === "label") {
-    var pick = function (item, classId) {
-      if (!item) {
-        return;
-      }
-      if (classId === Number(item.dataset.givenClassId)) {
-        controller.decide("accept");
-      } else {
-        controller.decide("relabel", classId);
-      }
-    };
-    var suggestion = function (key) {
-      return function (item) {
-        var li = item ? item.querySelector('.suggestions li[data-key="' + key + '"]') : null;
-        if (li) {
-          pick(item, Number(li.dataset.classId));
-        }
-      };
-    };
-    controller = ItemReview({
-      a: function () { controller.decide("accept"); },
-      j: function () { controller.decide("junk"); },
-      u: function () { controller.decide("unsure"); },
-      1: suggestion("1"),
-      2: suggestion("2"),
-      3: suggestion("3"),
-      4: suggestion("4"),
-      5: suggestion("5"),
-      "/": function (item) {
-        if (item) {
-          search.open();
-        }
-      },
-    });
-    search = ClassSearch(function (classId) {
-      pick(controller.current(), classId);
-    });
-    stage.addEventListener("click", function (event) {
-      var target = event.target instanceof Element ? event.target : null;
-      var li = target ? target.closest(".suggestions li[data-class-id]") : null;
-      if (li) {
-        pick(controller.current(), Number(li.dataset.classId));
-      } else if (target && target.closest(".given")) {
-        controller.decide("accept");
-      }
-    });
-  } else if (mode === "class") {
-    controller = ItemReview({
+    return GridReview();
+  }
+  if (mode === "label") {
+    return labelReview();
+  }
+  if (mode === "class") {
+    return ItemReview({
       k: function () { controller.decide("keep"); },
       d: function () { controller.decide("drop"); },
     });
   }
+  return null;
+}
 
-  document.addEventListener("keydown", function (event) {
-    if (!controller || event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) {
-      return;
-    }
-    if (typingInto(event.target) || (search && search.isOpen())) {
-      return;
-    }
-    var help = document.getElementById("keys-help");
-    if (help && !help.hidden) {
-      return;
-    }
-    if (controller.onKey(event)) {
-      event.preventDefault();
+// Label review: A accepts the given label, 1–5 pick a suggestion, J junk, U unsure, `/` searches
+// every class; a click on a suggestion picks it, on the given class accepts it.
+function labelReview() {
+  var review = ItemReview({
+    a: function () { controller.decide("accept"); },
+    j: function () { controller.decide("junk"); },
+    u: function () { controller.decide("unsure"); },
+    1: suggestion("1"),
+    2: suggestion("2"),
+    3: suggestion("3"),
+    4: suggestion("4"),
+    5: suggestion("5"),
+    "/": function (item) {
+      if (item) {
+        search.open();
+      }
+    },
+  });
+  search = ClassSearch(function (classId) {
+    pick(controller.current(), classId);
+  });
+  stage.addEventListener("click", function (event) {
+    var target = event.target instanceof Element ? event.target : null;
+    var li = target ? target.closest(".suggestions li[data-class-id]") : null;
+    if (li) {
+      pick(controller.current(), Number(li.dataset.classId));
+    } else if (target && target.closest(".given")) {
+      controller.decide("accept");
     }
   });
+  return review;
+}
+
+function pick(item, classId) {
+  if (!item) {
+    return;
+  }
+  if (classId === Number(item.dataset.givenClassId)) {
+    controller.decide("accept");
+  } else {
+    controller.decide("relabel", classId);
+  }
+}
+
+function suggestion(key) {
+  return function (item) {
+    var li = item ? item.querySelector('.suggestions li[data-key="' + key + '"]') : null;
+    if (li) {
+      pick(item, Number(li.dataset.classId));
+    }
+  };
+}
+
+// The review's keys, unless a modifier is held, a text field or the class search has the key,
+// or the keyboard help is open.
+function onKey(event) {
+  if (!controller || event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) {
+    return;
+  }
+  if (typingInto(event.target) || (search && search.isOpen())) {
+    return;
+  }
+  var help = document.getElementById("keys-help");
+  if (help && !help.hidden) {
+    return;
+  }
+  if (controller.onKey(event)) {
+    event.preventDefault();
+  }
 }
