@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.table import Table
 from sqlalchemy.orm import Session
 
@@ -28,6 +27,7 @@ from app.pipeline.config import PipelineEnv, RecipeChoice
 from app.pipeline.schemas import RoundSummary
 from app.pipeline.stages.context import StepParams
 from app.settings import get_settings
+from ml.core.recipes import RecipeError, parse_set_options
 
 pipeline_cli = typer.Typer(
     help="A dataset's cleaning loop: create, configure, step, advance, inspect.",
@@ -58,13 +58,10 @@ def _dataset(session: Session, name_or_id: str) -> Dataset:
 
 def _settings_from(pairs: list[str] | None) -> dict[str, Any]:
     """``["key=value", ...]`` with YAML values (numbers, booleans, lists, null)."""
-    result: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise Invalid(f"--set {pair!r}: use KEY=VALUE, e.g. audit_size=500")
-        result[key.strip()] = yaml.safe_load(value)
-    return result
+    try:
+        return parse_set_options(pairs or [])
+    except RecipeError as error:
+        raise Invalid(f"--set: {error}; e.g. audit_size=500") from None
 
 
 def _print_round(round_: RoundSummary) -> None:

@@ -1,5 +1,5 @@
 """Finding a training recipe and reading it: the one lookup the server, the CLI and the worker
-share, and the dotted overrides (``{"optimizer.lr": 0.05}``, the CLI's ``--set``).
+share, and the dotted overrides (``{"optimizer.lr": 0.05}``, the CLI's ``--set KEY=VALUE``).
 
 The shipped recipes are ``ml/recipes/<name>.yaml``. The server accepts only shipped names
 (:func:`shipped_recipe`); the CLI and the worker also accept a path to any YAML file
@@ -9,7 +9,7 @@ The shipped recipes are ``ml/recipes/<name>.yaml``. The server accepts only ship
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ __all__ = [
     "RecipeError",
     "apply_overrides",
     "list_recipes",
+    "parse_set_options",
     "read_recipe",
     "recipe_path",
     "shipped_recipe",
@@ -99,3 +100,19 @@ def apply_overrides(document: dict[str, Any], overrides: Mapping[str, Any]) -> N
                 raise RecipeError(f"recipe override {dotted!r}: {part!r} is not a section")
             node = child
         node[parts[-1]] = value
+
+
+def parse_set_options(items: Iterable[str]) -> dict[str, Any]:
+    """The CLI's ``--set KEY=VALUE`` options as a mapping, each value read as YAML (a number, a
+    boolean, a list, null); for a recipe the keys may be dotted (:func:`apply_overrides`).
+
+    Raises:
+        RecipeError: an item without ``=`` or without a key.
+    """
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"expected KEY=VALUE, got {item!r}")
+        values[key.strip()] = yaml.safe_load(value)
+    return values

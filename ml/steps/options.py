@@ -60,17 +60,13 @@ def manifest_arg(manifest: Path, root: Path | None, label_column: str) -> Any:
 
 
 def recipe_arg(name: str, overrides: list[str] | None) -> Any:
-    import yaml
-
-    from ml.core.recipes import RecipeError
+    from ml.core.recipes import RecipeError, parse_set_options
     from ml.recipes import load_recipe
 
-    values: dict[str, Any] = {}
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
-        values[key.strip()] = yaml.safe_load(value)
+    try:
+        values = parse_set_options(overrides or [])
+    except RecipeError as error:
+        raise typer.BadParameter(str(error), param_hint="--set") from error
     try:
         return load_recipe(name, overrides=values)
     except RecipeError as error:

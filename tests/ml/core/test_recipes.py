@@ -11,6 +11,7 @@ from ml.core.recipes import (
     RecipeError,
     apply_overrides,
     list_recipes,
+    parse_set_options,
     read_recipe,
     recipe_path,
     shipped_recipe,
@@ -64,3 +65,18 @@ def test_an_override_through_a_value_is_refused() -> None:
         RecipeError, match=r"recipe override 'epochs\.x': 'epochs' is not a section"
     ):
         apply_overrides({"epochs": 5}, {"epochs.x": 1})
+
+
+def test_set_options_read_their_values_as_yaml() -> None:
+    assert parse_set_options(["epochs=2", "optimizer.lr=0.5", " tta_flip = true", "seed=null"]) == {
+        "epochs": 2,
+        "optimizer.lr": 0.5,
+        "tta_flip": True,
+        "seed": None,
+    }
+
+
+@pytest.mark.parametrize("item", ["epochs", "=2", " =2"])
+def test_a_set_option_without_a_key_and_value_is_refused(item: str) -> None:
+    with pytest.raises(RecipeError, match="expected KEY=VALUE"):
+        parse_set_options([item])
