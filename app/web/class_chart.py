@@ -83,6 +83,7 @@ class ClassChart:
     grouped: bool
     caption: str
     axis_label: str
+    axis_label_x: float  # along the axis label's rotated baseline: the plot's middle, negated
     notes: list[ChartNote]
 
 
@@ -133,6 +134,7 @@ def class_chart(
         grouped=per_bar > 1,
         caption=_caption(len(ordered), unit, per_bar),
         axis_label=f"{unit}s per class (log scale)",
+        axis_label_x=-(top + bottom) / 2,
         notes=_chart_notes(ordered),
     )
 

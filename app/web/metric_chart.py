@@ -60,6 +60,8 @@ class MetricChart:
     series: list[Series]
     y_ticks: list[AxisTick]
     x_ticks: list[AxisTick]
+    tick_label_x: float  # where the y ticks' labels end
+    x_label_y: float  # the baseline of the x ticks' labels
     caption: str
 
 
@@ -188,6 +190,8 @@ def metric_chart(
         plot_right=scale.right,
         plot_top=scale.top,
         plot_bottom=scale.bottom,
+        tick_label_x=scale.left - 6,
+        x_label_y=scale.bottom + 16,
         series=series,
         y_ticks=_y_ticks(scale),
         x_ticks=_x_ticks(scale),
