@@ -99,12 +99,12 @@ class Bundle:
     arrays: dict[str, NDArray[Any]]
 
 
-def decode_bundle(data: bytes | bytearray | memoryview) -> Bundle:
-    """Reads any bundle, checking everything but what its type needs; raises
-    :class:`BundleError` with the reason."""
+def decode_bundle(data: bytes | bytearray | memoryview, *, kind: str | None = None) -> Bundle:
+    """Reads a bundle of type ``kind`` (any type when ``None``), checking everything but what
+    its type needs; raises :class:`BundleError` with the reason."""
     view = memoryview(data).cast("B")
     header_len, crc = _read_prefix(view)
-    kind, meta, descriptions = _read_header(view, header_len)
+    found, meta, descriptions = _read_header(view, header_len)
     layout, end = _layout(descriptions, _PREFIX.size + header_len)
     if end > len(view):
         raise BundleError(f"truncated: the arrays need {end} bytes, got {len(view)}")
@@ -118,7 +118,10 @@ def decode_bundle(data: bytes | bytearray | memoryview) -> Bundle:
             raise BundleError(f"array {name!r} appears twice")
         count = math.prod(shape)
         arrays[name] = np.frombuffer(view, dtype=dtype, count=count, offset=start).reshape(shape)
-    return Bundle(kind=kind, meta=meta, arrays=arrays)
+    if kind is not None and found != kind:
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise BundleError(f"expected {article} {kind} bundle, got {found!r}")
+    return Bundle(kind=found, meta=meta, arrays=arrays)
 
 
 def _read_prefix(view: memoryview) -> tuple[int, int]:

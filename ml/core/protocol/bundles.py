@@ -119,9 +119,7 @@ def encode_results(chunk: ResultChunk) -> bytes:
 
 def decode_results(data: bytes | bytearray | memoryview) -> ResultChunk:
     """Reads and validates a results bundle; raises :class:`BundleError` with the reason."""
-    bundle = decode_bundle(data)
-    if bundle.kind != "results":
-        raise BundleError(f"expected a results bundle, got {bundle.kind!r}")
+    bundle = decode_bundle(data, kind="results")
     arrays = bundle.arrays
     known = {"sample_id", "topk_class_id", "topk_prob", "label_prob", "junk_score"}
     if unknown := sorted(set(arrays) - known):
@@ -212,9 +210,7 @@ def encode_manifest(manifest: JobManifest) -> bytes:
 
 def decode_manifest(data: bytes | bytearray | memoryview) -> JobManifest:
     """Reads and validates a manifest bundle; raises :class:`BundleError` with the reason."""
-    bundle = decode_bundle(data)
-    if bundle.kind != "manifest":
-        raise BundleError(f"expected a manifest bundle, got {bundle.kind!r}")
+    bundle = decode_bundle(data, kind="manifest")
     arrays = bundle.arrays
     sample_ids = expect_array(arrays, "sample_id", "<i8", (None,))
     n = int(sample_ids.shape[0])
@@ -282,9 +278,7 @@ def encode_label_issues(issues: LabelIssues) -> bytes:
 
 def decode_label_issues(data: bytes | bytearray | memoryview) -> LabelIssues:
     """Reads and validates a label-issues bundle; raises :class:`BundleError` with the reason."""
-    bundle = decode_bundle(data)
-    if bundle.kind != "label_issues":
-        raise BundleError(f"expected a label_issues bundle, got {bundle.kind!r}")
+    bundle = decode_bundle(data, kind="label_issues")
     sample_id = expect_array(bundle.arrays, "sample_id", "<i8", (None,))
     n = int(sample_id.shape[0])
     if np.unique(sample_id).shape[0] != n:
@@ -328,9 +322,7 @@ def encode_embeddings(rows: EmbeddingRows) -> bytes:
 
 def decode_embeddings(data: bytes | bytearray | memoryview) -> EmbeddingRows:
     """Reads and validates an embeddings bundle; raises :class:`BundleError` with the reason."""
-    bundle = decode_bundle(data)
-    if bundle.kind != "embeddings":
-        raise BundleError(f"expected an embeddings bundle, got {bundle.kind!r}")
+    bundle = decode_bundle(data, kind="embeddings")
     space = bundle.meta.get("space")
     if not isinstance(space, dict):
         raise BundleError("meta.space must be the embedding space")

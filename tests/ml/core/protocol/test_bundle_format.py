@@ -94,3 +94,9 @@ def test_a_declared_shape_too_large_to_hold_is_refused_not_wrapped() -> None:
 
     with pytest.raises(BundleError, match="truncated"):
         decode_bundle(data)
+
+
+def test_a_bundle_of_another_type_is_refused_by_name() -> None:
+    assert decode_bundle(bundle(), kind="results").kind == "results"
+    with pytest.raises(BundleError, match="expected an embeddings bundle, got 'results'"):
+        decode_bundle(bundle(), kind="embeddings")
