@@ -13,6 +13,7 @@ from app.db import transaction
 from app.models import Role, User
 from app.pipeline.config import PipelineEnv
 from tests.app.pipeline.factories import JOB_CONFIG, FakeAnnotator, FakeWorker, Toy, make_toy
+from tests.app.pipeline.loop import Loop
 from tests.app.review.factories import make_user
 
 
@@ -51,3 +52,11 @@ def annotator(session_factory: sessionmaker[Session], toy: Toy) -> FakeAnnotator
     with transaction(session_factory) as session:
         user = make_user(session, "ann")
     return FakeAnnotator(session_factory, toy, user)
+
+
+@pytest.fixture
+def loop(
+    session_factory: sessionmaker[Session], env: PipelineEnv, toy: Toy, engineer: User
+) -> Loop:
+    """The toy's pipeline, driven by the engineer (test files with other needs define theirs)."""
+    return Loop(session_factory, env, toy, engineer)

@@ -13,11 +13,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import transaction
 from app.models import (
     Dataset,
+    Job,
     Pipeline,
     PipelineClass,
     PipelineRound,
     PipelineSample,
+    ReviewTask,
     RoundKind,
+    RoundState,
     SampleStatus,
     Stage,
     User,
@@ -84,6 +87,30 @@ class Loop:
             return service.finish_round(
                 session, dataset=self.dataset(session), round_id=round_id, env=self.env
             )
+
+    def tasks(self, source: str) -> list[ReviewTask]:
+        """The review tasks a round (``source``) queued, oldest first."""
+        with transaction(self.factory) as session:
+            query = select(ReviewTask).where(ReviewTask.source == source).order_by(ReviewTask.id)
+            return list(session.scalars(query))
+
+    def jobs(self) -> list[Job]:
+        """Every job of the toy dataset, oldest first."""
+        with transaction(self.factory) as session:
+            query = select(Job).where(Job.dataset_id == self.toy.dataset_id).order_by(Job.id)
+            return list(session.scalars(query))
+
+    def cross_validate(self, worker: FakeWorker) -> None:
+        """Skips to the label stage and runs a cross-validation to its end: the folds, then
+        confident learning."""
+        self.update(stage=Stage.LABEL)
+        cv = self.start(RoundKind.CROSS_VALIDATION)
+        assert cv.state is RoundState.RUNNING
+        worker.run_all()  # the folds
+        self.reconcile()
+        assert self.round(cv.id).phase == "cleanlab"
+        worker.run_all()  # confident learning
+        self.reconcile()
 
     def round(self, round_id: int) -> PipelineRound:
         with transaction(self.factory) as session:
