@@ -2,9 +2,9 @@
 reports and the stop signal, the result, and the error it raises.
 
 Shared by :func:`ml.train.train_model` and :func:`ml.head_training.train_head`. The names say
-"training" where the wire protocol (:mod:`ml.protocol`) has a message of a similar name: a
-:class:`TrainingProgress` is reported in-process after every step, a protocol ``Progress`` is
-sent to the server.
+"training" where the wire protocol (:mod:`ml.core.protocol.messages`) has a message of a similar
+name: a :class:`TrainingProgress` is reported in-process after every step, a protocol
+``Progress`` is sent to the server.
 """
 
 from __future__ import annotations
