@@ -13,7 +13,7 @@ from app.models import TRAINABLE, ClassState, Dataset, Pipeline, RoundKind, Samp
 from app.pipeline import repository, sample_repository
 from app.pipeline.config import parse_config, recipe_document, recipes_for, spec_recipe
 from app.pipeline.schemas import ClassSize, DroppedClass
-from app.review import repository as review_repository
+from app.review.repository import verdicts as verdict_repository
 
 
 def _final_recipe(session: Session, pipeline: Pipeline, dataset: Dataset) -> dict[str, Any]:
@@ -88,7 +88,7 @@ def dropped_classes(session: Session, dataset: Dataset) -> list[DroppedClass]:
         return []
     names = sample_repository.class_names(session, dataset.id)
     out = sample_repository.class_counts(session, dataset.id, statuses={SampleStatus.DROPPED})
-    votes = review_repository.class_votes(session, dataset.id, set(dropped))
+    votes = verdict_repository.class_votes(session, dataset.id, set(dropped))
     drops = {
         cid: [
             v
@@ -97,7 +97,7 @@ def dropped_classes(session: Session, dataset: Dataset) -> list[DroppedClass]:
         ]
         for cid, row in dropped.items()
     }
-    who = review_repository.decision_usernames(
+    who = verdict_repository.decision_usernames(
         session, {v.decision_id for found in drops.values() for v in found}
     )
     return sorted(

@@ -40,8 +40,8 @@ from app.pipeline.schemas import (
 )
 from app.pipeline.service import preview_next
 from app.pipeline.waiting import waiting_for
-from app.review import repository as review_repository
-from app.review import service as review
+from app.review.repository import tasks as task_repository
+from app.review.service import stats as stats_service
 from ml.core.protocol.jobs import JobKind
 
 #: Round parameters that are bookkeeping, not settings (left out of summaries).
@@ -70,7 +70,7 @@ def _counts(session: Session, round_: PipelineRound) -> tuple[TaskCounts, dict[s
         return TaskCounts(**kept["tasks"]), dict(sorted(kept["events"].items()))
     tasks = {
         state.value: n
-        for state, n in review_repository.task_state_counts(
+        for state, n in task_repository.task_state_counts(
             session, round_.dataset_id, round_.source
         ).items()
     }
@@ -304,7 +304,7 @@ def status(session: Session, pipeline: Pipeline, dataset: Dataset) -> PipelineSt
         QueueRead(
             kind=q.kind, pending=q.pending, leased=q.leased, done=q.done, cancelled=q.cancelled
         )
-        for q in review.queue_counts(session, dataset_id=dataset.id)
+        for q in stats_service.queue_counts(session, dataset_id=dataset.id)
     ]
     return PipelineStatus(
         dataset_id=dataset.id,

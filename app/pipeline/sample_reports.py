@@ -33,7 +33,7 @@ from app.pipeline.schemas import (
     SampleRow,
     TrainingUse,
 )
-from app.review import service as review
+from app.review.service import verdicts as verdict_service
 from ml.core.protocol.jobs import JobKind, ManifestRef
 
 MAX_PAGE = 1_000
@@ -159,7 +159,7 @@ def _decisions(session: Session, sample_id: int) -> list[HistoryDecisionRead]:
             withdrawn=h.withdrawn,
             created_at=h.created_at,
         )
-        for h in review.sample_history(session, sample_id)
+        for h in verdict_service.sample_history(session, sample_id)
     ]
 
 

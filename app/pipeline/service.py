@@ -38,7 +38,8 @@ from app.pipeline.reconcile import ReconcileResult
 from app.pipeline.rules import NextStep
 from app.pipeline.stages import lifecycle
 from app.pipeline.stages.context import StepParams, finish, round_context
-from app.review import repository as review_repository
+from app.review.repository import tasks as task_repository
+from app.review.repository import verdicts as verdict_repository
 
 log = get_logger(__name__)
 
@@ -281,7 +282,7 @@ def cancel_round(
     for job, _ in repository.round_jobs(session, round_.id):
         if not job.state.is_final:
             jobs.cancel_job(session, job_id=job.id)
-    review_repository.cancel_pending_tasks(
+    task_repository.cancel_pending_tasks(
         session,
         dataset.id,
         kinds=list(TaskKind),
@@ -355,7 +356,7 @@ def restore_class(
         raise Conflict(f"class {name!r} is {row.state.value}, not dropped: nothing to restore")
     now = utcnow()
     row.state, row.decision_id = ClassState.KEPT, None
-    row.votes_after_id = review_repository.last_class_decision_id(session, dataset.id, class_id)
+    row.votes_after_id = verdict_repository.last_class_decision_id(session, dataset.id, class_id)
     row.restored_at, row.restored_by_id = now, user.id
     session.flush()
     event_repository.insert_events(

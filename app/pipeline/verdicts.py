@@ -35,9 +35,11 @@ from app.pipeline.rules import (
 )
 from app.pipeline.sample_repository import SampleState
 from app.pipeline.stages.context import JUNK_KINDS, human_of
-from app.review import repository as review_repository
-from app.review import service as review
+from app.review.repository import tasks as task_repository
+from app.review.repository import verdicts as verdict_repository
 from app.review.schemas import CurrentVerdict
+from app.review.service import tasks as task_service
+from app.review.service import verdicts as verdict_service
 
 log = get_logger(__name__)
 
@@ -54,8 +56,10 @@ def apply_sample_verdicts(
     junk tasks (they are decided)."""
     if not sample_ids:
         return 0
-    junk = review.current_verdicts(session, sample_ids=sample_ids, kinds=JUNK_KINDS)
-    label = review.current_verdicts(session, sample_ids=sample_ids, kinds=[TaskKind.LABEL_CHECK])
+    junk = verdict_service.current_verdicts(session, sample_ids=sample_ids, kinds=JUNK_KINDS)
+    label = verdict_service.current_verdicts(
+        session, sample_ids=sample_ids, kinds=[TaskKind.LABEL_CHECK]
+    )
     states = sample_repository.sample_states(session, sample_ids)
     dropped = sample_repository.dropped_class_ids(session, dataset_id)
     updates: list[dict[str, Any]] = []
@@ -71,7 +75,7 @@ def apply_sample_verdicts(
     event_repository.insert_events(session, events)
     decided = [sample_id for sample_id in states if junk.get(sample_id) is not None]
     if decided:
-        review_repository.cancel_pending_tasks(
+        task_repository.cancel_pending_tasks(
             session, dataset_id, kinds=JUNK_KINDS, sample_ids=decided
         )
     return len(updates)
@@ -134,9 +138,9 @@ def apply_class_verdicts(
     voted on it). Votes made before a restore do not count."""
     if not class_ids:
         return 0
-    votes = review_repository.class_votes(session, dataset_id, class_ids)
+    votes = verdict_repository.class_votes(session, dataset_id, class_ids)
     rows = sample_repository.pipeline_classes(session, dataset_id)
-    busy = review_repository.open_class_tasks(session, dataset_id)
+    busy = task_repository.open_class_tasks(session, dataset_id)
     changed: dict[int, ClassState] = {}
     events: list[dict[str, Any]] = []
     ask: dict[int, int] = {}
@@ -160,7 +164,7 @@ def apply_class_verdicts(
     session.flush()
     event_repository.insert_events(session, events)
     if ask:
-        asked = review.queue_copies(session, excluding=ask)
+        asked = task_service.queue_copies(session, excluding=ask)
         log.info(
             "pipeline.class.vote_asked", dataset_id=dataset_id, tasks=asked.task_ids, of=required
         )
@@ -256,7 +260,7 @@ def sync_decisions(
     settled: int | None = None
     young: int | None = None
     while True:
-        rows = review_repository.decisions_after(session, dataset_id, after, limit=DECISION_BATCH)
+        rows = verdict_repository.decisions_after(session, dataset_id, after, limit=DECISION_BATCH)
         if not rows:
             break
         read += len(rows)

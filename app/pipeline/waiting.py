@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from app.models import Dataset, Job, JobState, Pipeline, Stage, utcnow
 from app.pipeline import repository
 from app.pipeline.service import preview_next
-from app.review import repository as review_repository
+from app.review.repository import leases as lease_repository
 
 
 def waiting_for(
@@ -30,7 +30,7 @@ def waiting_for(
                 lines.append(
                     f"waiting for worker job {job.id} ({round_.source}, {role}): " + _job_now(job)
                 )
-        for hold in review_repository.open_task_holds(session, dataset.id, round_.source, now):
+        for hold in lease_repository.open_task_holds(session, dataset.id, round_.source, now):
             tasks = plural_tasks(hold.tasks, hold.kind.value)
             if hold.username is None:
                 lines.append(f"waiting: {tasks} for an annotator ({round_.source})")

@@ -19,15 +19,16 @@ from app.cli_support import database
 from app.db import transaction
 from app.errors import AppError, Invalid
 from app.models import Dataset, TaskKind
-from app.review import service
 from app.review.schemas import Suggestion, TaskItem
+from app.review.service import stats as stats_service
+from app.review.service import tasks as task_service
 from app.settings import get_settings
 
 queue_cli = typer.Typer(help="Review queues: add tasks, audit a dataset, show counts.")
 
 #: Suggestion columns of a label_check CSV: suggestion_1 … suggestion_10 (class id or name),
 #: each with its probability_N.
-MAX_SUGGESTION_COLUMNS = service.MAX_SUGGESTIONS
+MAX_SUGGESTION_COLUMNS = task_service.MAX_SUGGESTIONS
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -46,8 +47,8 @@ def _session() -> Iterator[Session]:
 
 def _dataset(session: Session, name_or_id: str) -> Dataset:
     if name_or_id.isdigit():
-        return service.get_dataset(session, int(name_or_id))
-    return service.get_dataset_by_name(session, name_or_id)
+        return task_service.get_dataset(session, int(name_or_id))
+    return task_service.get_dataset_by_name(session, name_or_id)
 
 
 def _fail(exc: AppError) -> typer.Exit:
@@ -80,10 +81,10 @@ def add(
         with _session() as session:
             target = _dataset(session, dataset)
             classes = {
-                name: class_id for class_id, name in service.dataset_classes(session, target)
+                name: class_id for class_id, name in task_service.dataset_classes(session, target)
             }
             items = read_items(csv_file, kind=kind, class_ids=classes)
-            created = service.create_tasks(
+            created = task_service.create_tasks(
                 session, dataset=target, kind=kind, items=items, source=source, reason=reason
             )
     except AppError as exc:
@@ -111,7 +112,7 @@ def audit(
     try:
         with _session() as session:
             target = _dataset(session, dataset)
-            created, used_seed, used_source = service.create_audit(
+            created, used_seed, used_source = task_service.create_audit(
                 session, dataset=target, n=n, seed=seed, source=source
             )
     except AppError as exc:
@@ -132,7 +133,7 @@ def stats(
     try:
         with _session() as session:
             dataset_id = _dataset(session, dataset).id if dataset else None
-            counts = service.queue_counts(session, dataset_id=dataset_id)
+            counts = stats_service.queue_counts(session, dataset_id=dataset_id)
     except AppError as exc:
         raise _fail(exc) from exc
     table = Table("dataset", "kind", "pending", "leased", "done", "cancelled")

@@ -13,8 +13,10 @@ from app.datasets import access
 from app.db import SessionDep
 from app.errors import Invalid
 from app.models import Role, TaskKind
-from app.review import service, views
+from app.review import views
 from app.review.routes import lease_duration
+from app.review.service import leases as lease_service
+from app.review.service import stats as stats_service
 from app.settings import Settings
 from app.web import render
 
@@ -52,8 +54,12 @@ def home(request: Request, session: SessionDep, principal: AnnotatorDep) -> Resp
     visible = access.visible_dataset_ids(session, principal)
     view = views.home(
         principal.user.username,
-        [q for q in service.open_queues(session) if visible is None or q.dataset_id in visible],
-        service.progress(session, user=principal.user),
+        [
+            q
+            for q in stats_service.open_queues(session)
+            if visible is None or q.dataset_id in visible
+        ],
+        stats_service.progress(session, user=principal.user),
     )
     return render(request, "review/home.html", principal=principal, view=view)
 
@@ -67,7 +73,7 @@ def stats_page(
     hours: Annotated[int, Query(ge=1, le=24 * 90)] = 24,
 ) -> HTMLResponse:
     access.check_scope(session, principal, dataset_id)
-    stats = service.queue_stats(session, dataset_id=dataset_id, hours=hours)
+    stats = stats_service.queue_stats(session, dataset_id=dataset_id, hours=hours)
     view = views.stats_page(stats, hours=hours)
     return render(request, "review/stats.html", principal=principal, view=view)
 
@@ -91,8 +97,8 @@ def review_page(
     view = views.review_page(
         dataset,
         kind,
-        service.progress(session, user=principal.user),
-        remaining=service.remaining(
+        stats_service.progress(session, user=principal.user),
+        remaining=stats_service.remaining(
             session, user=principal.user, kind=kind, dataset_id=dataset.id, cap=views.REMAINING_CAP
         ),
         page_size=page_size,
@@ -108,7 +114,7 @@ def next_batch(
     principal: AnnotatorDep,
     dataset_id: int,
     kind: TaskKind,
-    n: Annotated[int, Form(ge=1, le=service.MAX_LEASE)] = 1,
+    n: Annotated[int, Form(ge=1, le=lease_service.MAX_LEASE)] = 1,
     exclude: Annotated[str, Form(description="Task ids shown or decided already.")] = "",
 ) -> HTMLResponse:
     """The next tasks, leased now, as the page's fragment (the first batch too): the script
@@ -116,7 +122,7 @@ def next_batch(
     annotator's own live leases of the queue come back first, so a reload takes nothing new."""
     settings: Settings = request.app.state.settings
     dataset = access.visible_dataset(session, principal, dataset_id)
-    data = service.lease_batch(
+    data = lease_service.lease_batch(
         session,
         user=principal.user,
         dataset=dataset,
@@ -140,7 +146,7 @@ def release(
     """Gives back the page's leases when it is hidden or closed. The page sends it with
     ``navigator.sendBeacon``, which cannot set headers: the CSRF token comes in the form body
     (``csrf_token``), where the authentication dependency also looks for it."""
-    service.release_leases(session, user=principal.user, task_ids=_task_ids(task_ids))
+    lease_service.release_leases(session, user=principal.user, task_ids=_task_ids(task_ids))
     return Response(status_code=204)
 
 
@@ -150,8 +156,8 @@ def progress_fragment(
 ) -> HTMLResponse:
     """The progress line of a review page, refreshed by htmx."""
     view = views.progress_view(
-        service.progress(session, user=principal.user),
-        remaining=service.remaining(
+        stats_service.progress(session, user=principal.user),
+        remaining=stats_service.remaining(
             session, user=principal.user, kind=kind, dataset_id=dataset_id, cap=views.REMAINING_CAP
         ),
     )

@@ -15,7 +15,6 @@ from app.auth.deps import AnnotatorDep, EngineerDep
 from app.auth.service import Principal
 from app.datasets import access
 from app.db import SessionDep
-from app.review import service
 from app.review.schemas import (
     AuditCreate,
     AuditCreatedRead,
@@ -44,6 +43,11 @@ from app.review.schemas import (
     UndoCreate,
     UndoRead,
 )
+from app.review.service import decisions as decision_service
+from app.review.service import leases as lease_service
+from app.review.service import stats as stats_service
+from app.review.service import tasks as task_service
+from app.review.service import verdicts as verdict_service
 
 router = APIRouter(prefix="/api/review", tags=["review"])
 
@@ -81,7 +85,7 @@ def create_tasks(
         )
         for item in body.items
     ]
-    created = service.create_tasks(
+    created = task_service.create_tasks(
         session,
         dataset=access.visible_dataset(session, principal, body.dataset_id),
         kind=body.kind,
@@ -89,7 +93,7 @@ def create_tasks(
         source=body.source,
         reason=body.reason,
         created_by=principal.user,
-        max_items=service.MAX_API_ITEMS,
+        max_items=task_service.MAX_API_ITEMS,
     )
     return CreatedTasksRead.model_validate(created)
 
@@ -99,7 +103,7 @@ def create_audit(
     principal: EngineerDep, body: AuditCreate, session: SessionDep
 ) -> AuditCreatedRead:
     """Queues junk_audit tasks for a seeded random sample of the samples believed clean."""
-    created, seed, source = service.create_audit(
+    created, seed, source = task_service.create_audit(
         session,
         dataset=access.visible_dataset(session, principal, body.dataset_id),
         n=body.n,
@@ -117,7 +121,7 @@ def request_second_opinions(
     principal: EngineerDep, body: SecondOpinionCreate, session: SessionDep
 ) -> CreatedTasksRead:
     """Queues a random fraction of the decided tasks again, for a different annotator."""
-    created = service.request_second_opinions(
+    created = task_service.request_second_opinions(
         session,
         dataset=access.visible_dataset(session, principal, body.dataset_id),
         kind=body.kind,
@@ -140,7 +144,7 @@ def lease_tasks(
     targets = access.visible_or_named(session, principal, body.dataset_id)
     tasks: list[LeasedTask] = []
     for dataset_id in [None] if targets is None else targets:
-        tasks += service.lease_tasks(
+        tasks += lease_service.lease_tasks(
             session,
             user=principal.user,
             kind=body.kind,
@@ -160,7 +164,7 @@ def renew_leases(
 ) -> LeaseRenewalRead:
     """Extends your leases on these tasks by a lease length (a review page's heartbeat); a
     lapsed one comes back unless someone else leased the task since (``lost``)."""
-    renewal = service.renew_leases(
+    renewal = lease_service.renew_leases(
         session,
         user=principal.user,
         task_ids=body.task_ids,
@@ -174,7 +178,7 @@ def release_leases(
     principal: AnnotatorDep, body: LeaseHold, session: SessionDep
 ) -> LeaseReleaseRead:
     """Gives back your leases on these tasks, so others may take them now."""
-    released = service.release_leases(session, user=principal.user, task_ids=body.task_ids)
+    released = lease_service.release_leases(session, user=principal.user, task_ids=body.task_ids)
     return LeaseReleaseRead(released=released)
 
 
@@ -183,7 +187,7 @@ def decide(
     principal: AnnotatorDep, body: DecisionBatchCreate, session: SessionDep
 ) -> DecisionBatchRead:
     """Records decisions, all or none. A retry with the same keys gets the same answer."""
-    records = service.decide(
+    records = decision_service.decide(
         session,
         user=principal.user,
         decisions=[
@@ -206,7 +210,7 @@ def undo(
     principal: AnnotatorDep, body: UndoCreate, session: SessionDep, request: Request
 ) -> UndoRead:
     """Withdraws one of your decisions and leases its task to you again."""
-    result = service.undo(
+    result = decision_service.undo(
         session,
         user=principal.user,
         decision_id=body.decision_id,
@@ -223,7 +227,7 @@ def open_queues(principal: AnnotatorDep, session: SessionDep) -> list[QueueCount
     visible = access.visible_dataset_ids(session, principal)
     return [
         QueueCountRead.model_validate(queue)
-        for queue in service.open_queues(session)
+        for queue in stats_service.open_queues(session)
         if visible is None or queue.dataset_id in visible
     ]
 
@@ -231,7 +235,7 @@ def open_queues(principal: AnnotatorDep, session: SessionDep) -> list[QueueCount
 @router.get("/progress")
 def my_progress(principal: AnnotatorDep, session: SessionDep) -> ProgressRead:
     """Your decisions today (since midnight UTC)."""
-    return ProgressRead.model_validate(service.progress(session, user=principal.user))
+    return ProgressRead.model_validate(stats_service.progress(session, user=principal.user))
 
 
 @router.get("/datasets/{dataset_id}/classes")
@@ -241,7 +245,7 @@ def class_list(
     """Every class of the dataset as ``[id, name]`` pairs, by name (for the class search)."""
     dataset = access.visible_dataset(session, principal, dataset_id)
     response.headers["Cache-Control"] = f"private, max-age={CLASS_LIST_MAX_AGE}"
-    return {"classes": [list(pair) for pair in service.dataset_classes(session, dataset)]}
+    return {"classes": [list(pair) for pair in task_service.dataset_classes(session, dataset)]}
 
 
 # --- engineers: statistics and history ----------------------------------------------------------
@@ -258,7 +262,7 @@ def queue_stats(
     decision over the last ``hours``. Agreement where a task was decided twice. Engineers
     granted only some datasets name one of them."""
     access.check_scope(session, principal, dataset_id)
-    stats = service.queue_stats(session, dataset_id=dataset_id, hours=hours)
+    stats = stats_service.queue_stats(session, dataset_id=dataset_id, hours=hours)
     return QueueStatsRead.model_validate(stats)
 
 
@@ -266,11 +270,11 @@ def queue_stats(
 def sample_review(principal: EngineerDep, sample_id: int, session: SessionDep) -> SampleReviewRead:
     """A sample's current human verdict and every decision on it."""
     access.check_can_see_sample(session, principal, sample_id)
-    current = service.current_verdicts(session, sample_ids=[sample_id]).get(sample_id)
+    current = verdict_service.current_verdicts(session, sample_ids=[sample_id]).get(sample_id)
     return SampleReviewRead(
         current=CurrentVerdictRead.model_validate(current) if current else None,
         history=[
             HistoryEntryRead.model_validate(entry)
-            for entry in service.sample_history(session, sample_id)
+            for entry in verdict_service.sample_history(session, sample_id)
         ],
     )

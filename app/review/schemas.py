@@ -201,7 +201,7 @@ class QueueStats:
 
 
 @dataclass(frozen=True)
-class Progress:
+class QueueProgress:
     """One annotator's decisions since ``since`` (undo rows not counted)."""
 
     since: datetime

@@ -12,8 +12,8 @@ from datetime import datetime
 from app.models import Dataset, TaskKind
 from app.review.schemas import (
     LeasedTask,
-    Progress,
     QueueCount,
+    QueueProgress,
     QueueStats,
     ReviewBatch,
 )
@@ -137,7 +137,7 @@ class HomeView:
     progress: ProgressView
 
 
-def progress_view(progress: Progress, *, remaining: int | None = None) -> ProgressView:
+def progress_view(progress: QueueProgress, *, remaining: int | None = None) -> ProgressView:
     return ProgressView(
         decisions=_count(progress.decisions),
         median=_seconds(progress.median_seconds),
@@ -152,7 +152,7 @@ def progress_view(progress: Progress, *, remaining: int | None = None) -> Progre
     )
 
 
-def home(username: str, queues: Sequence[QueueCount], progress: Progress) -> HomeView:
+def home(username: str, queues: Sequence[QueueCount], progress: QueueProgress) -> HomeView:
     cards = [
         QueueCard(
             dataset_name=queue.dataset_name,
@@ -364,7 +364,7 @@ def _class_item(task: LeasedTask, data: ReviewBatch, sizes: Sequence[int]) -> Cl
 def review_page(
     dataset: Dataset,
     kind: TaskKind,
-    progress: Progress,
+    progress: QueueProgress,
     *,
     remaining: int,
     page_size: int,

@@ -15,8 +15,10 @@ from app.jobs.config import JobSettings
 from app.models import ClassState, Dataset, LabelClass, PipelineClass, Role, TaskKind, Verdict
 from app.pipeline import service
 from app.pipeline.config import PipelineEnv
-from app.review import service as review
 from app.review.schemas import DecisionInput, TaskItem
+from app.review.service import decisions as decision_service
+from app.review.service import leases as lease_service
+from app.review.service import tasks as task_service
 from tests.browser.conftest import CHROMIUM, CLASS_SIZES, Browser, LiveServer
 
 pytestmark = [
@@ -77,7 +79,7 @@ def test_an_engineer_restores_a_dropped_class_with_its_button(
                 LabelClass.dataset_id == dataset.id, LabelClass.name == "bird"
             )
         ).one()
-        review.create_tasks(
+        task_service.create_tasks(
             session,
             dataset=dataset,
             kind=TaskKind.CLASS_CHECK,
@@ -87,8 +89,8 @@ def test_an_engineer_restores_a_dropped_class_with_its_button(
     for name in ("voter1", "voter2"):  # two people must say drop
         with transaction(factory) as session:
             voter, _ = auth_service.create_user(session, username=name, role=Role.ANNOTATOR)
-            [task] = review.lease_tasks(session, user=voter, kind=TaskKind.CLASS_CHECK)
-            review.decide(
+            [task] = lease_service.lease_tasks(session, user=voter, kind=TaskKind.CLASS_CHECK)
+            decision_service.decide(
                 session,
                 user=voter,
                 decisions=[

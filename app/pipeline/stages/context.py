@@ -38,9 +38,10 @@ from app.pipeline import event_repository, sample_repository
 from app.pipeline.config import PipelineConfig, PipelineEnv, RecipeChoice, parse_config
 from app.pipeline.rules import HumanVerdict, resolve_status
 from app.pipeline.sample_repository import SampleState
-from app.review import repository as review_repository
-from app.review import service as review
+from app.review.repository import tasks as task_repository
 from app.review.schemas import TaskItem
+from app.review.service import tasks as task_service
+from app.review.service import verdicts as verdict_service
 
 log = get_logger(__name__)
 
@@ -220,7 +221,7 @@ def queue_tasks(
     """Queues review tasks under this round's source, with a ``queued`` event per sample."""
     if not items:
         return 0
-    created = review.create_tasks(
+    created = task_service.create_tasks(
         ctx.session,
         dataset=ctx.dataset,
         kind=kind,
@@ -271,7 +272,7 @@ def finish(ctx: RoundContext, state: RoundState = RoundState.DONE) -> None:
     ctx.round.phase = ""
     if not state.is_open:
         ctx.round.finished_at = ctx.now
-        tasks = review_repository.task_state_counts(ctx.session, ctx.dataset.id, ctx.round.source)
+        tasks = task_repository.task_state_counts(ctx.session, ctx.dataset.id, ctx.round.source)
         ctx.round.params = {
             **ctx.round.params,
             "final_counts": {
@@ -303,10 +304,10 @@ def review_or_done(ctx: RoundContext, queued: int) -> None:
 def round_verdicts(ctx: RoundContext, kind: TaskKind) -> tuple[list[int], dict[int, HumanVerdict]]:
     """The samples this round queued and the standing verdict of each given on one of its tasks
     (a sample decided on another round's task since is left out)."""
-    tasks = review_repository.tasks_of_source(ctx.session, ctx.dataset.id, ctx.round.source)
+    tasks = task_repository.tasks_of_source(ctx.session, ctx.dataset.id, ctx.round.source)
     task_ids = {t.id for t in tasks}
     samples = [t.sample_id for t in tasks if t.sample_id is not None]
-    current = review.current_verdicts(ctx.session, sample_ids=samples, kinds=[kind])
+    current = verdict_service.current_verdicts(ctx.session, sample_ids=samples, kinds=[kind])
     verdicts = {
         sid: HumanVerdict(v.decision_id, v.verdict, v.class_id)
         for sid, v in current.items()

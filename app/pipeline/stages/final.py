@@ -39,7 +39,7 @@ from app.pipeline.stages.round_jobs import (
     queue_job,
     recipe_for,
 )
-from app.review import repository as review_repository
+from app.review.repository import tasks as task_repository
 from app.review.schemas import TaskItem
 from ml.core.protocol.jobs import (
     ModelRef,
@@ -56,7 +56,7 @@ def start_class_review(ctx: RoundContext) -> None:
     kept = sample_repository.class_counts(session, ctx.dataset.id, statuses=TRAINABLE)
     present = sample_repository.class_counts(session, ctx.dataset.id, by_given=True)
     classes = sample_repository.pipeline_classes(session, ctx.dataset.id)
-    busy = review_repository.open_class_tasks(session, ctx.dataset.id)
+    busy = task_repository.open_class_tasks(session, ctx.dataset.id)
     small = sorted(
         cid
         for cid, row in classes.items()
@@ -90,7 +90,7 @@ def start_class_review(ctx: RoundContext) -> None:
 def finish_class_review(ctx: RoundContext) -> None:
     """The round's classes as their votes left them (a drop still short of people is
     ``awaiting_votes``: it stays under review, and a later vote still applies)."""
-    tasks = review_repository.tasks_of_source(ctx.session, ctx.dataset.id, ctx.round.source)
+    tasks = task_repository.tasks_of_source(ctx.session, ctx.dataset.id, ctx.round.source)
     class_ids = {t.class_id for t in tasks if t.class_id is not None}
     rows = sample_repository.pipeline_classes(ctx.session, ctx.dataset.id)
     states = {cid: rows[cid].state for cid in class_ids if cid in rows}

@@ -45,7 +45,7 @@ from app.pipeline.stages.round_jobs import (
     queue_job,
     recipe_for,
 )
-from app.review import repository as review_repository
+from app.review.repository import tasks as task_repository
 from app.review.schemas import TaskItem
 from ml.core.protocol.jobs import (
     TrainJunkSpec,
@@ -56,7 +56,7 @@ from ml.core.protocol.jobs import (
 
 def start_junk_seed(ctx: RoundContext) -> None:
     session = ctx.session
-    busy = review_repository.open_task_samples(session, ctx.dataset.id, JUNK_KINDS)
+    busy = task_repository.open_task_samples(session, ctx.dataset.id, JUNK_KINDS)
     non_rgb = [
         s.sample_id
         for s in sample_repository.states_where(
@@ -173,7 +173,7 @@ def junk_iteration_done(ctx: RoundContext, done: list[Job]) -> None:
     sample_repository.set_sample_scores(session, "junk_score", list(scores.items()))
     threshold = float(ctx.round.params.get("threshold", ctx.config.junk_threshold))
     states = sample_repository.sample_states(session, scores)
-    busy = review_repository.open_task_samples(session, ctx.dataset.id, JUNK_KINDS)
+    busy = task_repository.open_task_samples(session, ctx.dataset.id, JUNK_KINDS)
     flagged = [sid for sid, p in scores.items() if p >= threshold]
     candidates = [
         sid
@@ -251,7 +251,7 @@ def start_flag_audit(ctx: RoundContext) -> None:
     n = ctx.params.n if ctx.params.n is not None else ctx.config.flag_audit_size
     chosen = draw(sorted(flagged), n, ctx.seed)
     # Asked here at random, they need not wait in the iteration's (by-score) queue as well.
-    review_repository.cancel_pending_tasks(
+    task_repository.cancel_pending_tasks(
         ctx.session, ctx.dataset.id, kinds=[TaskKind.JUNK_CHECK], sample_ids=chosen
     )
     items = [
@@ -308,7 +308,7 @@ def start_bulk_accept(ctx: RoundContext) -> None:
         for sid, p in flagged.items()
     }
     apply_model_changes(ctx, changes)
-    cancelled = review_repository.cancel_pending_tasks(
+    cancelled = task_repository.cancel_pending_tasks(
         ctx.session, ctx.dataset.id, kinds=[TaskKind.JUNK_CHECK], sample_ids=list(flagged)
     )
     ctx.round.params = {**ctx.round.params, "iteration": iteration.number, "threshold": threshold}
@@ -325,7 +325,7 @@ def start_bulk_accept(ctx: RoundContext) -> None:
 
 def start_junk_audit(ctx: RoundContext) -> None:
     session = ctx.session
-    busy = review_repository.open_task_samples(session, ctx.dataset.id, JUNK_KINDS)
+    busy = task_repository.open_task_samples(session, ctx.dataset.id, JUNK_KINDS)
     believed = sample_repository.states_where(session, ctx.dataset.id, statuses=NOT_JUNK)
     pool = [s.sample_id for s in believed if s.decision_id is None and s.sample_id not in busy]
     verified = sum(1 for s in believed if s.decision_id is not None)

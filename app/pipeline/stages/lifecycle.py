@@ -39,7 +39,7 @@ from app.pipeline.stages.context import (
 )
 from app.pipeline.stages.detectors import cleanlab_failed
 from app.pipeline.stages.embeddings import queue_embedding
-from app.review import repository as review_repository
+from app.review.repository import tasks as task_repository
 
 log = get_logger(__name__)
 
@@ -147,7 +147,7 @@ def _last_line(text: str | None) -> str:
 
 def review_open(ctx: RoundContext) -> bool:
     """Whether the round still has tasks waiting or leased."""
-    counts = review_repository.task_state_counts(ctx.session, ctx.dataset.id, ctx.round.source)
+    counts = task_repository.task_state_counts(ctx.session, ctx.dataset.id, ctx.round.source)
     return any(counts.get(state, 0) for state in (TaskState.PENDING, TaskState.LEASED))
 
 

@@ -33,8 +33,9 @@ from app.models import (
     Verdict,
 )
 from app.pipeline.config import PipelineEnv
-from app.review import service as review
 from app.review.schemas import DecisionInput
+from app.review.service import decisions as decision_service
+from app.review.service import leases as lease_service
 from ml.core.protocol.bundles import (
     EmbeddingRows,
     JobManifest,
@@ -486,7 +487,7 @@ class FakeAnnotator:
         for kind in kinds:
             while True:
                 with transaction(self.factory) as session:
-                    tasks = review.lease_tasks(
+                    tasks = lease_service.lease_tasks(
                         session, user=self.user, kind=kind, dataset_id=self.toy.dataset_id, n=50
                     )
                     if not tasks:
@@ -505,7 +506,7 @@ class FakeAnnotator:
                                 idempotency_key=uuid.uuid4().hex,
                             )
                         )
-                    records = review.decide(session, user=self.user, decisions=decisions)
+                    records = decision_service.decide(session, user=self.user, decisions=decisions)
                     self.decided.extend(r.id for r in records)
                     total += len(records)
         return total

@@ -31,8 +31,9 @@ from app.models import (
 )
 from app.pipeline import service
 from app.pipeline.config import PipelineEnv
-from app.review import service as review
 from app.review.schemas import DecisionInput, TaskItem
+from app.review.service import decisions as decision_service
+from app.review.service import tasks as task_service
 from tests.app.pipeline.factories import FakeAnnotator, Toy
 from tests.app.pipeline.loop import Loop
 from tests.app.review.factories import make_user
@@ -134,7 +135,7 @@ def test_the_same_annotator_twice_counts_once(loop: Loop, toy: Toy) -> None:
     ann.review_all()
     loop.reconcile()
     with transaction(loop.factory) as session:  # the same question, queued by hand
-        review.create_tasks(
+        task_service.create_tasks(
             session,
             dataset=loop.dataset(session),
             kind=TaskKind.CLASS_CHECK,
@@ -148,8 +149,10 @@ def test_the_same_annotator_twice_counts_once(loop: Loop, toy: Toy) -> None:
                 ReviewDecision.class_id == cat, ReviewDecision.user_id == ann.user.id
             )
         ).one()
-        undone = review.undo(session, user=ann.user, decision_id=first.id, idempotency_key="u")
-        review.decide(
+        undone = decision_service.undo(
+            session, user=ann.user, decision_id=first.id, idempotency_key="u"
+        )
+        decision_service.decide(
             session,
             user=ann.user,
             decisions=[

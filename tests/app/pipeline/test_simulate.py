@@ -13,7 +13,7 @@ from app.db import transaction
 from app.models import Role, SampleStatus, TaskKind
 from app.pipeline.simulate import Simulator, WaitLog
 from app.pipeline.truth import load_truth
-from app.review import service as review
+from app.review.service import leases as lease_service
 from tests.app.pipeline.factories import Toy
 from tests.app.review.factories import make_user
 from tests.conftest import MakeAccount
@@ -157,7 +157,7 @@ def test_following_the_pipeline_says_what_it_waits_for(
     client.post(f"{base}/steps", json={"kind": "junk_seed"}, headers=admin.headers)
     with transaction(app.state.session_factory) as session:
         alice = make_user(session, "alice")
-        held = review.lease_tasks(session, user=alice, kind=TaskKind.JUNK_CHECK, n=200)
+        held = lease_service.lease_tasks(session, user=alice, kind=TaskKind.JUNK_CHECK, n=200)
     simulator = _simulator(app, admin.token or "", _truth_file(toy, tmp_path / "truth.csv"))
     said: list[str] = []
     try:

@@ -15,7 +15,7 @@ from app.models import (
 )
 from app.pipeline import reconcile
 from app.pipeline.verdicts import WATERMARK_GRACE
-from app.review import repository as review_repository
+from app.review.repository import verdicts as verdict_repository
 from tests.app.pipeline.factories import (
     FakeAnnotator,
     Toy,
@@ -58,15 +58,15 @@ def test_a_review_round_ends_only_with_all_its_decisions_applied(
     loop.create(seed_random_samples=0)
     loop.start(RoundKind.JUNK_SEED)
     annotator.review_all()
-    original = review_repository.decisions_after
+    original = verdict_repository.decisions_after
     calls: list[int] = []
 
-    def late(*args: object, **kwargs: object) -> list[review_repository.DecisionStub]:
+    def late(*args: object, **kwargs: object) -> list[verdict_repository.DecisionStub]:
         # The first read misses the decisions, as if they committed just after it.
         calls.append(1)
         return [] if len(calls) == 1 else original(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(review_repository, "decisions_after", late)
+    monkeypatch.setattr(verdict_repository, "decisions_after", late)
     loop.reconcile()
     [seed] = loop.rounds()
     assert seed.state is RoundState.DONE

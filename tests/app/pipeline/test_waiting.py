@@ -13,7 +13,7 @@ from app.pipeline import service
 from app.pipeline.config import PipelineEnv
 from app.pipeline.simulate import WaitLog
 from app.pipeline.waiting import waiting_for
-from app.review import service as review
+from app.review.service import leases as lease_service
 from tests.app.pipeline.factories import Toy
 from tests.app.pipeline.loop import Loop
 from tests.app.review.factories import make_user
@@ -40,7 +40,7 @@ def test_waiting_names_who_holds_the_round_tasks_and_until_when(
     now = utcnow().replace(hour=12, minute=0, second=0, microsecond=0)
     with transaction(session_factory) as session:
         alice = make_user(session, "alice")
-        review.lease_tasks(
+        lease_service.lease_tasks(
             session,
             user=alice,
             kind=TaskKind.JUNK_CHECK,

@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import transaction
 from app.models import Dataset, ImportFormat, LabelClass, Role, Sample, TaskKind, User
-from app.review import service
 from app.review.schemas import LeasedTask, Suggestion, TaskItem
+from app.review.service import leases as lease_service
+from app.review.service import tasks as task_service
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,9 @@ def queue(
                 else (),
             )
         )
-    created = service.create_tasks(session, dataset=dataset, kind=kind, items=items, source=source)
+    created = task_service.create_tasks(
+        session, dataset=dataset, kind=kind, items=items, source=source
+    )
     return created.task_ids
 
 
@@ -140,4 +143,4 @@ def lease(
 ) -> list[LeasedTask]:
     """Leases in a transaction of its own, as one request would."""
     with transaction(factory) as session:
-        return service.lease_tasks(session, user=user, kind=kind, n=n, **options)  # type: ignore[arg-type]
+        return lease_service.lease_tasks(session, user=user, kind=kind, n=n, **options)  # type: ignore[arg-type]

@@ -15,7 +15,9 @@ from sqlalchemy import func, select
 
 from app.db import transaction
 from app.models import ReviewDecision, ReviewTask, Role, TaskKind, utcnow
-from app.review import service
+from app.review.service import decisions as decision_service
+from app.review.service import leases as lease_service
+from app.review.service import tasks as task_service
 from tests.app.review.factories import Pets, make_pets
 from tests.conftest import Account, MakeAccount, browser_login
 
@@ -188,7 +190,7 @@ def test_decision_on_a_lost_lease_answers_409_with_a_message_for_the_ui(
     [task] = lease(ann, "junk_check")
     bob = make_account(Role.ANNOTATOR, username="bob", token=False)
     with transaction(app.state.session_factory) as session:  # ann's lease runs out; bob takes it
-        service.lease_tasks(
+        lease_service.lease_tasks(
             session, user=bob.user, kind=TaskKind.JUNK_CHECK, now=utcnow() + timedelta(hours=1)
         )
     response = ann.post("/api/review/decisions", json={"decisions": [decision(task, "junk", "k")]})
@@ -236,11 +238,11 @@ def test_empty_and_oversized_batches_are_refused(login: Login) -> None:
     assert ann.post("/api/review/decisions", json={"decisions": []}).status_code == 422
     many = [
         {"task_id": i, "lease_version": 1, "verdict": "junk", "idempotency_key": f"k{i}"}
-        for i in range(service.MAX_DECISIONS + 1)
+        for i in range(decision_service.MAX_DECISIONS + 1)
     ]
     response = ann.post("/api/review/decisions", json={"decisions": many})
     assert response.status_code == 422
-    assert f"at most {service.MAX_DECISIONS}" in response.json()["error"]["message"]
+    assert f"at most {decision_service.MAX_DECISIONS}" in response.json()["error"]["message"]
     assert ann.post("/api/review/leases", json={"kind": "junk_check", "n": 0}).status_code == 422
 
 
@@ -255,7 +257,7 @@ def test_task_creation_refuses_bad_batches_and_writes_nothing(
         )
 
     assert post({"items": []}).status_code == 422
-    oversized = [{"sample_id": 1}] * (service.MAX_API_ITEMS + 1)
+    oversized = [{"sample_id": 1}] * (task_service.MAX_API_ITEMS + 1)
     assert "at most" in post({"items": oversized}).json()["error"]["message"]
     assert post({"items": [{"sample_id": 10**9}]}).status_code == 422
     assert post({"kind": "spam", "items": [{"sample_id": 1}]}).status_code == 422

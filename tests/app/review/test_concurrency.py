@@ -26,8 +26,10 @@ from app.models import (
     Verdict,
     utcnow,
 )
-from app.review import service
 from app.review.schemas import DecisionInput, TaskItem
+from app.review.service import decisions as decision_service
+from app.review.service import leases as lease_service
+from app.review.service import tasks as task_service
 from tests.app.review.factories import make_user
 
 pytestmark = pytest.mark.postgres
@@ -80,7 +82,7 @@ def test_fifty_annotators_decide_every_task_exactly_once(db_url: str, tmp_path: 
                     for i in range(TASKS)
                 ],
             ).all()
-            service.create_tasks(
+            task_service.create_tasks(
                 session,
                 dataset=dataset,
                 kind=TaskKind.JUNK_CHECK,
@@ -98,7 +100,7 @@ def test_fifty_annotators_decide_every_task_exactly_once(db_url: str, tmp_path: 
             try:
                 while True:
                     with transaction(factory) as session:
-                        tasks = service.lease_tasks(
+                        tasks = lease_service.lease_tasks(
                             session, user=me.user, kind=TaskKind.JUNK_CHECK, n=rng.randint(1, 16)
                         )
                     if not tasks:
@@ -117,11 +119,13 @@ def test_fifty_annotators_decide_every_task_exactly_once(db_url: str, tmp_path: 
                     batches = [decisions] if rng.random() < 0.8 else [[d] for d in decisions]
                     for batch in batches:
                         with transaction(factory) as session:
-                            first = service.decide(session, user=me.user, decisions=batch)
+                            first = decision_service.decide(session, user=me.user, decisions=batch)
                         me.decided += len(batch)
                         if rng.random() < 0.1:  # the browser retries: same keys, same answer
                             with transaction(factory) as session:
-                                again = service.decide(session, user=me.user, decisions=batch)
+                                again = decision_service.decide(
+                                    session, user=me.user, decisions=batch
+                                )
                             assert again == first
                             me.replays += len(batch)
             except (AppError, AssertionError) as exc:  # pragma: no cover - reported below

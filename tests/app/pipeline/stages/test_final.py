@@ -17,7 +17,7 @@ from app.models import (
     TaskKind,
     Verdict,
 )
-from app.review import service as review
+from app.review.service import decisions as decision_service
 from ml.core.protocol.jobs import TrainFinalSpec, parse_spec
 from tests.app.pipeline.factories import (
     FakeAnnotator,
@@ -64,7 +64,9 @@ def test_dropping_a_class_takes_its_samples_out_and_an_undo_brings_them_back(
             )
         )
         assert decision_id is not None
-        review.undo(session, user=second.user, decision_id=decision_id, idempotency_key="u")
+        decision_service.undo(
+            session, user=second.user, decision_id=decision_id, idempotency_key="u"
+        )
     loop.reconcile()
     assert loop.classes()[cat].state is ClassState.REVIEW
     assert {loop.statuses()[sid] for sid in cats} == {SampleStatus.CANDIDATE}

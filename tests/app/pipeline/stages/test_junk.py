@@ -17,7 +17,8 @@ from app.models import (
 )
 from app.pipeline.estimates import clopper_pearson
 from app.pipeline.stages.context import StepRefused
-from app.review import service as review
+from app.review.service import decisions as decision_service
+from app.review.service import verdicts as verdict_service
 from ml.core.protocol.jobs import parse_spec
 from tests.app.pipeline.factories import (
     FakeAnnotator,
@@ -71,8 +72,10 @@ def test_an_undone_junk_verdict_puts_the_sample_back(
     loop.reconcile()
     junk = next(sid for sid, s in loop.statuses().items() if s is SampleStatus.JUNK)
     with transaction(loop.factory) as session:
-        [decision] = [d for d in review.sample_history(session, junk) if d.verdict is Verdict.JUNK]
-        review.undo(
+        [decision] = [
+            d for d in verdict_service.sample_history(session, junk) if d.verdict is Verdict.JUNK
+        ]
+        decision_service.undo(
             session,
             user=annotator.user,
             decision_id=decision.decision_id,
