@@ -7,7 +7,7 @@ images, extracted once into a cache folder outside the repository):
 2. a control: the same loop split over one forked process per CPU (the best case for any
    parallel importer on this machine at this moment: it shows how busy the cores are);
 3. the importer (scan, probe pool with one process per CPU, bulk writes) on SQLite and PostgreSQL;
-4. 1,000,000 sample rows inserted into PostgreSQL through ``repository.insert_samples``.
+4. 1,000,000 sample rows inserted into PostgreSQL through ``import_repository.insert_samples``.
 
 Goals: importer ≥ 1.6× the bare loop's images/s; 1M rows in under 60 s. Prints the numbers and
 writes them to bench/results/import.json. Run with ``make bench`` or
@@ -40,9 +40,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from app.datasets import repository, service  # noqa: E402
+from app.datasets import import_repository, repository, service  # noqa: E402
+from app.datasets.import_repository import NewSample  # noqa: E402
 from app.datasets.importer import COMMIT_EVERY, default_processes  # noqa: E402
-from app.datasets.repository import NewSample  # noqa: E402
 from app.db import create_db_engine, create_session_factory, transaction  # noqa: E402
 from app.logging import configure_logging  # noqa: E402
 from app.models import Dataset, ImportFormat, ImportStatus, LabelClass, utcnow  # noqa: E402
@@ -348,7 +348,7 @@ def bulk_insert(url: str, rows: int) -> dict[str, Any]:
         start = time.perf_counter()
         with factory() as session:
             for offset in range(0, rows, COMMIT_EVERY):
-                repository.insert_samples(session, samples[offset : offset + COMMIT_EVERY])
+                import_repository.insert_samples(session, samples[offset : offset + COMMIT_EVERY])
                 session.commit()
         seconds = time.perf_counter() - start
     finally:

@@ -11,14 +11,13 @@ What a caller may not see is answered 404, as if it did not exist.
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.datasets import grants, repository
 from app.errors import Invalid, NotFound
 from app.jobs import repository as jobs_repository
-from app.models import Dataset, Role, Sample, TokenScope
+from app.models import Dataset, Role, TokenScope
 
 
 def visible_dataset_ids(session: Session, principal: Principal) -> frozenset[int] | None:
@@ -44,7 +43,7 @@ def check_can_see(session: Session, principal: Principal, dataset_id: int) -> No
 
 def check_can_see_sample(session: Session, principal: Principal, sample_id: int) -> None:
     """NotFound unless the sample exists and ``principal`` may see its dataset."""
-    dataset_id = session.scalar(select(Sample.dataset_id).where(Sample.id == sample_id))
+    dataset_id = repository.sample_dataset_id(session, sample_id)
     if dataset_id is None or not can_see(session, principal, dataset_id):
         raise NotFound(f"no sample {sample_id}")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.datasets import repository
 from app.errors import Invalid, NotFound
 from app.logging import get_logger
 from app.models import Dataset, DatasetGrant, Role, User
@@ -17,19 +17,13 @@ log = get_logger(__name__)
 
 def granted_dataset_ids(session: Session, user_id: int) -> set[int | None]:
     """The datasets granted to the user; None among them: every dataset."""
-    query = select(DatasetGrant.dataset_id).where(DatasetGrant.user_id == user_id)
-    return set(session.scalars(query))
+    return repository.granted_dataset_ids(session, user_id)
 
 
 def list_grants(
     session: Session, *, user_id: int | None = None, dataset_id: int | None = None
 ) -> Sequence[DatasetGrant]:
-    query = select(DatasetGrant).order_by(DatasetGrant.id)
-    if user_id is not None:
-        query = query.where(DatasetGrant.user_id == user_id)
-    if dataset_id is not None:
-        query = query.where(DatasetGrant.dataset_id == dataset_id)
-    return session.scalars(query).all()
+    return repository.list_grants(session, user_id=user_id, dataset_id=dataset_id)
 
 
 def grant(
@@ -40,13 +34,7 @@ def grant(
     if user.role is Role.ADMIN:
         raise Invalid(f"{user.username} is an admin and sees every dataset already")
     dataset_id = dataset.id if dataset is not None else None
-    query = select(DatasetGrant).where(
-        DatasetGrant.user_id == user.id,
-        DatasetGrant.dataset_id.is_(None)
-        if dataset_id is None
-        else DatasetGrant.dataset_id == dataset_id,
-    )
-    existing = session.scalars(query).first()
+    existing = repository.find_grant(session, user_id=user.id, dataset_id=dataset_id)
     if existing is not None:
         return existing, False
     row = DatasetGrant(
@@ -64,7 +52,7 @@ def grant(
 
 
 def revoke(session: Session, *, grant_id: int, by: User | None) -> DatasetGrant:
-    row = session.get(DatasetGrant, grant_id)
+    row = repository.get_grant(session, grant_id)
     if row is None:
         raise NotFound(f"no grant {grant_id}")
     session.delete(row)

@@ -20,9 +20,9 @@ from typing import NamedTuple
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.datasets import probe, repository, scanning, sources
+from app.datasets import import_repository, probe, repository, scanning, sources
+from app.datasets.import_repository import KnownSample, NewIssue, NewSample, SampleUpdate
 from app.datasets.probe import ProbeResult
-from app.datasets.repository import KnownSample, NewIssue, NewSample, SampleUpdate
 from app.datasets.sources import SourceEntry
 from app.logging import get_logger
 from app.models import Dataset, ImportRun, ImportStatus, utcnow
@@ -71,10 +71,10 @@ def run_import(
     vanished, the database went away) is stored on the run as ``failed`` with its error.
     """
     with factory() as session:
-        run = session.get(ImportRun, import_id)
+        run = repository.get_import(session, import_id)
         if run is None or run.status is not ImportStatus.RUNNING:
             raise ValueError(f"import {import_id} is not a running import")
-        dataset = session.get(Dataset, run.dataset_id)
+        dataset = repository.get_dataset(session, run.dataset_id)
         assert dataset is not None
         session.commit()
         log.info("datasets.import.started", import_id=run.id, dataset=dataset.name)
@@ -126,7 +126,7 @@ class _Import:
 
     def run(self) -> None:
         session, run, dataset = self.session, self.run_row, self.dataset
-        known = dict(repository.known_samples(session, dataset.id))
+        known = dict(import_repository.known_samples(session, dataset.id))
         session.commit()
         with _ProbePool(self.options) as pool:
             if not known:
@@ -134,7 +134,7 @@ class _Import:
             resolved = sources.ResolvedSource(dataset.source, dataset.source_format, dataset.root)
             scan = scanning.scan(resolved, classes=self.options.classes)
             self._add_classes(scan)
-            repository.insert_issues(
+            import_repository.insert_issues(
                 session,
                 [NewIssue(run.id, issue.path, issue.reason, issue.detail) for issue in scan.issues],
             )
@@ -151,9 +151,9 @@ class _Import:
                 self._store(plan[start : start + self.options.commit_every], results)
                 self._commit()
 
-        repository.mark_missing(session, newly_gone)
+        import_repository.mark_missing(session, newly_gone)
         run.missing = gone
-        repository.link_duplicates(session, dataset.id)
+        import_repository.link_duplicates(session, dataset.id)
         repository.refresh_class_counts(session, dataset.id)
         run.status = ImportStatus.SUCCEEDED
         run.finished_at = utcnow()
@@ -219,10 +219,10 @@ class _Import:
             else:
                 changed += 1
             updates.append(SampleUpdate(known.id, class_id, *result))
-        repository.insert_samples(self.session, inserts)
-        repository.update_samples(self.session, updates)
-        repository.set_present(self.session, present_ids, class_ids=present_classes)
-        repository.insert_issues(self.session, issues)
+        import_repository.insert_samples(self.session, inserts)
+        import_repository.update_samples(self.session, updates)
+        import_repository.set_present(self.session, present_ids, class_ids=present_classes)
+        import_repository.insert_issues(self.session, issues)
         run.added += len(inserts)
         run.changed += changed
         run.unchanged += unchanged

@@ -17,8 +17,8 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy.orm import Session
 
+from app.datasets import repository as datasets_repository
 from app.errors import Invalid, NotFound
-from app.jobs import repository
 from app.models import Dataset
 from ml.core.protocol.bundle_format import BundleError
 from ml.core.protocol.bundles import JobManifest, decode_manifest, encode_manifest
@@ -107,7 +107,7 @@ def dataset_manifest(
     """
     if class_ids is not None and junk is not None:
         raise Invalid("give class_ids or junk flags, not both")
-    rows = repository.usable_samples(session, dataset.id, sample_ids)
+    rows = datasets_repository.usable_samples(session, dataset.id, sample_ids)
     by_id = {row[0]: row for row in rows}
     order = _sample_order(dataset, rows, by_id, sample_ids)
     n = len(order)
@@ -165,7 +165,7 @@ def _class_labels(
 ) -> tuple[list[str], NDArray[np.int64], NDArray[np.int32]]:
     """(class names, their class ids, each sample's label as an index into them) for samples
     labelled with the dataset's class ids ``given``."""
-    classes = repository.dataset_classes(session, dataset.id)
+    classes = datasets_repository.classes_by_id(session, dataset.id)
     index = {cid: i for i, (cid, _) in enumerate(classes)}
     unknown = sorted({cid for cid in given if cid not in index})
     if unknown:

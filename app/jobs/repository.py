@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.models import (
-    Dataset,
     Job,
     JobArtifact,
     JobMetric,
     JobResult,
     JobResultChunk,
     JobState,
-    LabelClass,
-    Sample,
 )
 from ml.core.protocol.jobs import ArtifactRef, DeviceKind, JobKind
 
@@ -179,45 +175,6 @@ def delete_results(session: Session, job_id: int) -> None:
 
 def delete_chunk_results(session: Session, job_id: int, index: int) -> None:
     session.execute(delete(JobResult).where(JobResult.job_id == job_id, JobResult.chunk == index))
-
-
-# --- samples, for manifests ---------------------------------------------------------------------
-
-
-def get_dataset(session: Session, dataset_id: int) -> Dataset | None:
-    return session.get(Dataset, dataset_id)
-
-
-def dataset_classes(session: Session, dataset_id: int) -> list[tuple[int, str]]:
-    """(class id, name) of the dataset's classes, by id."""
-    rows = session.execute(
-        select(LabelClass.id, LabelClass.name)
-        .where(LabelClass.dataset_id == dataset_id)
-        .order_by(LabelClass.id)
-    )
-    return [(class_id, name) for class_id, name in rows]
-
-
-def usable_samples(
-    session: Session, dataset_id: int, sample_ids: Sequence[int] | None = None
-) -> list[tuple[int, int, str, str]]:
-    """(id, class id, path, sha256) of the dataset's usable samples (decodable, present), by id;
-    only those in ``sample_ids`` when given."""
-    query = select(Sample.id, Sample.class_id, Sample.path, Sample.sha256).where(
-        Sample.dataset_id == dataset_id,
-        Sample.error.is_(None),
-        Sample.missing.is_(False),
-        Sample.sha256.is_not(None),
-    )
-    rows: list[Any] = []
-    if sample_ids is None:
-        rows = list(session.execute(query.order_by(Sample.id)))
-    else:
-        ordered = sorted(set(sample_ids))
-        for start in range(0, len(ordered), 10_000):
-            part = ordered[start : start + 10_000]
-            rows.extend(session.execute(query.where(Sample.id.in_(part)).order_by(Sample.id)))
-    return [(row[0], row[1], row[2], row[3]) for row in rows]
 
 
 def jobs_of_kind(session: Session, *, kind: JobKind, dataset_id: int, state: JobState) -> list[Job]:

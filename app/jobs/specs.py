@@ -9,8 +9,9 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from app.datasets import repository as datasets_repository
 from app.errors import Invalid, NotFound
-from app.jobs import manifests, repository, service
+from app.jobs import manifests, service
 from app.jobs.config import JobSettings
 from app.jobs.schemas import JobCreate, SampleSet
 from app.models import Job, User
@@ -197,7 +198,7 @@ def _sample_set_manifest(
         return ManifestRef(sha256=value.manifest, count=len(stored), num_classes=stored.num_classes)
     if dataset_id is None:
         raise Invalid(f"'{name}' selects samples: the job needs a 'dataset_id'")
-    dataset = repository.get_dataset(session, dataset_id)
+    dataset = datasets_repository.get_dataset(session, dataset_id)
     if dataset is None:
         raise NotFound(f"no dataset {dataset_id}")
     return manifests.dataset_manifest(
