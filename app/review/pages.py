@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.auth.deps import AnnotatorDep, EngineerDep
 from app.datasets import access
+from app.datasets.deps import DatasetDep
 from app.db import SessionDep
 from app.errors import Invalid
 from app.models import Role, TaskKind
@@ -83,7 +84,7 @@ def review_page(
     request: Request,
     session: SessionDep,
     principal: AnnotatorDep,
-    dataset_id: int,
+    dataset: DatasetDep,
     kind: TaskKind,
     size: PageSize = views.GRID_PAGE_SIZES[0],
 ) -> HTMLResponse:
@@ -92,7 +93,6 @@ def review_page(
     carrying the CSRF token (``next``), renews it while the page is open and visible, and
     gives it back when the page is hidden or closed."""
     settings: Settings = request.app.state.settings
-    dataset = access.visible_dataset(session, principal, dataset_id)
     page_size = _page_size(kind, size)
     view = views.review_page(
         dataset,
@@ -112,7 +112,7 @@ def next_batch(
     request: Request,
     session: SessionDep,
     principal: AnnotatorDep,
-    dataset_id: int,
+    dataset: DatasetDep,
     kind: TaskKind,
     n: Annotated[int, Form(ge=1, le=lease_service.MAX_LEASE)] = 1,
     exclude: Annotated[str, Form(description="Task ids shown or decided already.")] = "",
@@ -121,7 +121,6 @@ def next_batch(
     keeps it out of sight until the annotator gets there, so images are loaded by then. The
     annotator's own live leases of the queue come back first, so a reload takes nothing new."""
     settings: Settings = request.app.state.settings
-    dataset = access.visible_dataset(session, principal, dataset_id)
     data = lease_service.lease_batch(
         session,
         user=principal.user,

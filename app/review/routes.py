@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, Request, Response
 from app.auth.deps import AnnotatorDep, EngineerDep
 from app.auth.service import Principal
 from app.datasets import access
+from app.datasets.deps import DatasetDep
 from app.db import SessionDep
 from app.review.schemas import (
     AuditCreate,
@@ -240,10 +241,9 @@ def my_progress(principal: AnnotatorDep, session: SessionDep) -> ProgressRead:
 
 @router.get("/datasets/{dataset_id}/classes")
 def class_list(
-    principal: AnnotatorDep, dataset_id: int, session: SessionDep, response: Response
+    _: AnnotatorDep, dataset: DatasetDep, session: SessionDep, response: Response
 ) -> dict[str, list[Any]]:
     """Every class of the dataset as ``[id, name]`` pairs, by name (for the class search)."""
-    dataset = access.visible_dataset(session, principal, dataset_id)
     response.headers["Cache-Control"] = f"private, max-age={CLASS_LIST_MAX_AGE}"
     return {"classes": [list(pair) for pair in task_service.dataset_classes(session, dataset)]}
 
