@@ -35,9 +35,9 @@ from app.pipeline.rules import (
 )
 from app.pipeline.sample_repository import SampleState
 from app.pipeline.stages.context import JUNK_KINDS, human_of
+from app.review.records import CurrentVerdict
 from app.review.repository import tasks as task_repository
 from app.review.repository import verdicts as verdict_repository
-from app.review.schemas import CurrentVerdict
 from app.review.service import tasks as task_service
 from app.review.service import verdicts as verdict_service
 

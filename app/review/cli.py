@@ -19,7 +19,7 @@ from app.cli_support import database
 from app.db import transaction
 from app.errors import AppError, Invalid
 from app.models import Dataset, TaskKind
-from app.review.schemas import Suggestion, TaskItem
+from app.review.records import Suggestion, TaskItem
 from app.review.service import stats as stats_service
 from app.review.service import tasks as task_service
 from app.settings import get_settings

@@ -14,7 +14,7 @@ from app.datasets.deps import DatasetDep
 from app.db import SessionDep
 from app.errors import Invalid
 from app.models import Role, TaskKind
-from app.review import views
+from app.review import stats_views, views
 from app.review.routes import lease_duration
 from app.review.service import leases as lease_service
 from app.review.service import stats as stats_service
@@ -75,7 +75,7 @@ def stats_page(
 ) -> HTMLResponse:
     access.check_scope(session, principal, dataset_id)
     stats = stats_service.queue_stats(session, dataset_id=dataset_id, hours=hours)
-    view = views.stats_page(stats, hours=hours)
+    view = stats_views.stats_page(stats, hours=hours)
     return render(request, "review/stats.html", principal=principal, view=view)
 
 

@@ -16,6 +16,7 @@ from app.auth.service import Principal
 from app.datasets import access
 from app.datasets.deps import DatasetDep
 from app.db import SessionDep
+from app.review.records import DecisionInput, LeasedTask, Suggestion, TaskItem
 from app.review.schemas import (
     AuditCreate,
     AuditCreatedRead,
@@ -23,11 +24,9 @@ from app.review.schemas import (
     CurrentVerdictRead,
     DecisionBatchCreate,
     DecisionBatchRead,
-    DecisionInput,
     DecisionRead,
     HistoryEntryRead,
     LeaseCreate,
-    LeasedTask,
     LeasedTaskRead,
     LeaseHold,
     LeaseRead,
@@ -38,9 +37,7 @@ from app.review.schemas import (
     QueueStatsRead,
     SampleReviewRead,
     SecondOpinionCreate,
-    Suggestion,
     TaskBatchCreate,
-    TaskItem,
     UndoCreate,
     UndoRead,
 )

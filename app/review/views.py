@@ -7,16 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from app.models import Dataset, TaskKind
-from app.review.schemas import (
-    LeasedTask,
-    QueueCount,
-    QueueProgress,
-    QueueStats,
-    ReviewBatch,
-)
+from app.review.records import LeasedTask, QueueCount, QueueProgress, ReviewBatch
+from app.web.formatting import number
 
 KIND_TITLES = {
     TaskKind.JUNK_CHECK: "Junk check",
@@ -88,17 +82,15 @@ def queue_url(dataset_id: int, kind: TaskKind) -> str:
     return f"/review/{dataset_id}/{kind.value}"
 
 
-def _count(value: int) -> str:
-    return f"{value:,}"
-
-
-def _seconds(value: float | None) -> str:
+def seconds_text(value: float | None) -> str:
+    """Seconds per decision: "12.5 s", or minutes from a minute on."""
     if value is None:
         return "–"
     return f"{value:.1f} s" if value < 60 else f"{value / 60:.1f} min"
 
 
-def _percent(value: float) -> str:
+def share_text(value: float) -> str:
+    """A share in [0, 1] as a whole percentage; "<1%" for a sliver."""
     return "<1%" if 0 < value < 0.01 else f"{value * 100:.0f}%"
 
 
@@ -139,16 +131,16 @@ class HomeView:
 
 def progress_view(progress: QueueProgress, *, remaining: int | None = None) -> ProgressView:
     return ProgressView(
-        decisions=_count(progress.decisions),
-        median=_seconds(progress.median_seconds),
+        decisions=number(progress.decisions),
+        median=seconds_text(progress.median_seconds),
         by_kind=[
-            KindCount(title=KIND_TITLES[kind], count=_count(progress.by_kind[kind]))
+            KindCount(title=KIND_TITLES[kind], count=number(progress.by_kind[kind]))
             for kind in TaskKind
             if progress.by_kind.get(kind)
         ],
         remaining=None
         if remaining is None
-        else (f"{REMAINING_CAP:,}+" if remaining >= REMAINING_CAP else _count(remaining)),
+        else (f"{REMAINING_CAP:,}+" if remaining >= REMAINING_CAP else number(remaining)),
     )
 
 
@@ -159,8 +151,8 @@ def home(username: str, queues: Sequence[QueueCount], progress: QueueProgress) -
             kind=queue.kind.value,
             title=KIND_TITLES[queue.kind],
             hint=KIND_HINTS[queue.kind],
-            available=_count(queue.pending),
-            leased=_count(queue.leased),
+            available=number(queue.pending),
+            leased=number(queue.leased),
             url=queue_url(queue.dataset_id, queue.kind),
         )
         for queue in queues
@@ -334,7 +326,7 @@ def _label_item(task: LeasedTask, data: ReviewBatch, sizes: Sequence[int]) -> La
                 key=str(index),
                 class_id=suggestion.class_id,
                 name=data.class_names.get(suggestion.class_id, f"class {suggestion.class_id}"),
-                probability=_percent(suggestion.probability),
+                probability=share_text(suggestion.probability),
                 is_given=suggestion.class_id == given,
                 references=refs(suggestion.class_id, SUGGESTION_REFERENCES),
             )
@@ -399,93 +391,3 @@ def review_page(
         release_url="/review/release",
         lease_seconds=lease_seconds,
     )
-
-
-# --- the engineers' statistics page -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QueueRow:
-    dataset_name: str
-    title: str
-    url: str
-    pending: str
-    leased: str
-    done: str
-    cancelled: str
-    share_done: str
-
-
-@dataclass(frozen=True)
-class AnnotatorRow:
-    username: str
-    decisions: str
-    per_hour: str
-    active_hours: str
-    median: str
-
-
-@dataclass(frozen=True)
-class AgreementRow:
-    title: str
-    pairs: str
-    agreed: str
-    rate: str
-
-
-@dataclass(frozen=True)
-class StatsView:
-    hours: int
-    since: str
-    queues: list[QueueRow]
-    annotators: list[AnnotatorRow]
-    median: str
-    agreement: list[AgreementRow]
-
-
-def stats_page(stats: QueueStats, *, hours: int) -> StatsView:
-    def share(queue: QueueCount) -> str:
-        total = queue.pending + queue.leased + queue.done
-        return _percent(queue.done / total) if total else "–"
-
-    return StatsView(
-        hours=hours,
-        since=_when(stats.since),
-        queues=[
-            QueueRow(
-                dataset_name=queue.dataset_name,
-                title=KIND_TITLES[queue.kind],
-                url=queue_url(queue.dataset_id, queue.kind),
-                pending=_count(queue.pending),
-                leased=_count(queue.leased),
-                done=_count(queue.done),
-                cancelled=_count(queue.cancelled),
-                share_done=share(queue),
-            )
-            for queue in stats.queues
-        ],
-        annotators=[
-            AnnotatorRow(
-                username=a.username,
-                decisions=_count(a.decisions),
-                per_hour=f"{a.decisions_per_hour:,.0f}",
-                active_hours=_count(a.active_hours),
-                median=_seconds(a.median_seconds),
-            )
-            for a in stats.annotators
-        ],
-        median=_seconds(stats.median_seconds),
-        agreement=[
-            AgreementRow(
-                title=KIND_TITLES[a.kind],
-                pairs=_count(a.pairs),
-                agreed=_count(a.agreed),
-                rate=_percent(a.rate) if a.rate is not None else "–",
-            )
-            for a in stats.agreement
-        ],
-    )
-
-
-def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")

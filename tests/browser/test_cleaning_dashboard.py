@@ -15,7 +15,7 @@ from app.jobs.config import JobSettings
 from app.models import ClassState, Dataset, LabelClass, PipelineClass, Role, TaskKind, Verdict
 from app.pipeline import service
 from app.pipeline.config import PipelineEnv
-from app.review.schemas import DecisionInput, TaskItem
+from app.review.records import DecisionInput, TaskItem
 from app.review.service import decisions as decision_service
 from app.review.service import leases as lease_service
 from app.review.service import tasks as task_service

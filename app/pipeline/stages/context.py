@@ -38,8 +38,8 @@ from app.pipeline import event_repository, sample_repository
 from app.pipeline.config import PipelineConfig, PipelineEnv, RecipeChoice, parse_config
 from app.pipeline.rules import HumanVerdict, resolve_status
 from app.pipeline.sample_repository import SampleState
+from app.review.records import TaskItem
 from app.review.repository import tasks as task_repository
-from app.review.schemas import TaskItem
 from app.review.service import tasks as task_service
 from app.review.service import verdicts as verdict_service
 

@@ -45,8 +45,8 @@ from app.pipeline.stages.round_jobs import (
     queue_job,
     recipe_for,
 )
+from app.review.records import TaskItem
 from app.review.repository import tasks as task_repository
-from app.review.schemas import TaskItem
 from ml.core.protocol.jobs import (
     TrainJunkSpec,
 )

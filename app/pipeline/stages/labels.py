@@ -48,7 +48,7 @@ from app.pipeline.stages.round_jobs import (
     queue_job,
     recipe_for,
 )
-from app.review.schemas import Suggestion, TaskItem
+from app.review.records import Suggestion, TaskItem
 from ml.core.cleaning.topk import calibrated_pullback
 from ml.core.folds import stratified_folds
 from ml.core.protocol.jobs import (

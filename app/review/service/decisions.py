@@ -19,11 +19,11 @@ from sqlalchemy.orm import Session
 from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.logging import get_logger
 from app.models import TaskKind, TaskState, User, Verdict, utcnow
+from app.review.records import DecisionInput, DecisionRecord, UndoResult
 from app.review.repository import decisions as decision_repository
 from app.review.repository import leases as lease_repository
 from app.review.repository import tasks as task_repository
 from app.review.repository.tables import DecisionRow, LockedTask
-from app.review.schemas import DecisionInput, DecisionRecord, UndoResult
 from app.review.service.leases import DEFAULT_LEASE, leased_tasks
 from app.review.service.tasks import some_ids
 

@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 from app.errors import Invalid, NotFound
 from app.logging import get_logger
 from app.models import Dataset, TaskKind, User, utcnow
+from app.review.records import LeasedTask, LeaseRenewal, ReferenceSet, ReviewBatch, Suggestion
 from app.review.repository import leases as lease_repository
 from app.review.repository import references as reference_repository
 from app.review.repository import tasks as task_repository
 from app.review.repository.tables import TaskRow
-from app.review.schemas import LeasedTask, LeaseRenewal, ReferenceSet, ReviewBatch, Suggestion
 
 log = get_logger(__name__)
 

@@ -12,9 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import Invalid
 from app.models import TaskKind, TaskState, User, utcnow
-from app.review.repository import stats as stats_repository
-from app.review.repository import verdicts as verdict_repository
-from app.review.schemas import (
+from app.review.records import (
     Agreement,
     AnnotatorStats,
     HourCount,
@@ -22,6 +20,8 @@ from app.review.schemas import (
     QueueProgress,
     QueueStats,
 )
+from app.review.repository import stats as stats_repository
+from app.review.repository import verdicts as verdict_repository
 
 
 def queue_counts(

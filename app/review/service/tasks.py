@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 from app.errors import Invalid, NotFound
 from app.logging import get_logger
 from app.models import Dataset, TaskKind, TaskState, User, Verdict, utcnow
+from app.review.records import CreatedTasks, TaskItem
 from app.review.repository import tasks as task_repository
 from app.review.repository import verdicts as verdict_repository
-from app.review.schemas import CreatedTasks, TaskItem
 
 log = get_logger(__name__)
 

@@ -7,8 +7,8 @@ from collections.abc import Collection
 from sqlalchemy.orm import Session
 
 from app.models import TaskKind
+from app.review.records import CurrentVerdict, HistoryEntry
 from app.review.repository import verdicts as verdict_repository
-from app.review.schemas import CurrentVerdict, HistoryEntry
 
 
 def current_verdicts(

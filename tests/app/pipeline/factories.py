@@ -33,7 +33,7 @@ from app.models import (
     Verdict,
 )
 from app.pipeline.config import PipelineEnv
-from app.review.schemas import DecisionInput
+from app.review.records import DecisionInput
 from app.review.service import decisions as decision_service
 from app.review.service import leases as lease_service
 from ml.core.protocol.bundles import (

@@ -31,7 +31,7 @@ from app.models import (
 )
 from app.pipeline import service
 from app.pipeline.config import PipelineEnv
-from app.review.schemas import DecisionInput, TaskItem
+from app.review.records import DecisionInput, TaskItem
 from app.review.service import decisions as decision_service
 from app.review.service import tasks as task_service
 from tests.app.pipeline.factories import FakeAnnotator, Toy

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import transaction
 from app.models import Dataset, ImportFormat, LabelClass, Role, Sample, TaskKind, User
-from app.review.schemas import LeasedTask, Suggestion, TaskItem
+from app.review.records import LeasedTask, Suggestion, TaskItem
 from app.review.service import leases as lease_service
 from app.review.service import tasks as task_service
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import transaction
 from app.errors import AppError
 from app.models import ReviewDecision, ReviewTask, TaskKind, User, Verdict
-from app.review.schemas import DecisionInput, DecisionRecord, LeasedTask, UndoResult
+from app.review.records import DecisionInput, DecisionRecord, LeasedTask, UndoResult
 from app.review.service import decisions as decision_service
 from tests.app.review.factories import Pets, queue
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import transaction
 from app.errors import Forbidden, Invalid, NotFound
 from app.models import ReviewTask, TaskKind, TaskState, Verdict, utcnow
-from app.review.schemas import DecisionInput, DecisionRecord
+from app.review.records import DecisionInput, DecisionRecord
 from app.review.service import decisions as decision_service
 from app.review.service import leases as lease_service
 from tests.app.review.conftest import People

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import transaction
 from app.errors import Invalid
 from app.models import Dataset, ReviewTask, TaskKind, TaskState, Verdict
-from app.review.schemas import Suggestion, TaskItem
+from app.review.records import Suggestion, TaskItem
 from app.review.service import tasks as task_service
 from tests.app.review.conftest import People
 from tests.app.review.factories import Pets, lease, make_pets
