@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import multiprocessing
 import os
 import uuid
@@ -41,6 +40,7 @@ import numpy as np
 import PIL
 
 from ml.decode import Fit, ImageDecodeError, load_image
+from ml.logging import get_logger
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
@@ -57,7 +57,7 @@ __all__ = [
     "process_pool",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 CACHE_FORMAT_VERSION = 1
 _HASH_BLOCK = 1 << 20
@@ -241,7 +241,7 @@ def open_decoded_cache(cache_dir: str | Path, key: str) -> DecodedCache | None:
         meta = CacheMeta(**json.loads(meta_path.read_text(encoding="utf-8")))
         images = np.load(array_path, mmap_mode="r")
     except (OSError, ValueError, TypeError) as error:
-        log.warning("ml.cache.invalid path=%s error=%s", array_path, error)
+        log.warning("ml.cache.invalid", path=array_path, error=error)
         return None
     expected = (meta.count, meta.size, meta.size, 3)
     if (
@@ -251,7 +251,7 @@ def open_decoded_cache(cache_dir: str | Path, key: str) -> DecodedCache | None:
         or images.dtype != np.uint8
         or len(meta.chunk_sha256) != -(-meta.count // meta.chunk_rows)
     ):
-        log.warning("ml.cache.invalid path=%s shape=%s meta=%s", array_path, images.shape, meta)
+        log.warning("ml.cache.invalid", path=array_path, shape=images.shape, meta=meta)
         return None
     return DecodedCache(array_path, meta, images, built=False)
 
@@ -303,7 +303,7 @@ def decoded_cache(
     directory = Path(cache_dir)
     existing = open_decoded_cache(directory, key)
     if existing is not None:
-        log.info("ml.cache.reused key=%s count=%d", key[:12], existing.meta.count)
+        log.info("ml.cache.reused", key=key[:12], count=existing.meta.count)
         return existing
     _build(directory, key, names, size=size, fit=fit, workers=workers, chunk_rows=chunk_rows)
     opened = open_decoded_cache(directory, key)
@@ -348,7 +348,7 @@ def _build(
         _write_json_atomically(meta_path, asdict(meta))
     finally:
         temporary.unlink(missing_ok=True)
-    log.info("ml.cache.built key=%s count=%d size=%d", key[:12], count, size)
+    log.info("ml.cache.built", key=key[:12], count=count, size=size)
 
 
 def _decode_into(

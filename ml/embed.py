@@ -10,7 +10,6 @@ killed resumes where it stopped: the rows already stored are not computed again.
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
@@ -33,6 +32,7 @@ from ml.embeddings import (
     default_embeddings_dir,
     digests_from_hex,
 )
+from ml.logging import get_logger
 from ml.models import create_model, data_config, resolve_weights
 from ml.predict import Normaliser, autocast, resolve_device
 from ml.recipes import ModelConfig, Recipe
@@ -48,7 +48,7 @@ __all__ = [
     "weights_sha256",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Images per stored part (and per progress report).
 CHUNK_ROWS = 512
@@ -272,15 +272,15 @@ def embed_missing(
         done += int(chunk.size)
         if progress is not None and progress(done, int(todo.size)) and done < todo.size:
             seconds = time.perf_counter() - started
-            log.info("ml.embed.stopped done=%d of=%d", done, todo.size)
+            log.info("ml.embed.stopped", done=done, of=int(todo.size))
             return EmbedStats(computed=done, reused=reused, seconds=seconds, stopped=True)
     seconds = time.perf_counter() - started
     log.info(
-        "ml.embed.done space=%s computed=%d reused=%d img_per_s=%.1f",
-        store.space.key[:12],
-        done,
-        reused,
-        done / max(seconds, 1e-9),
+        "ml.embed.done",
+        space=store.space.key[:12],
+        computed=done,
+        reused=reused,
+        img_per_s=round(done / max(seconds, 1e-9), 1),
     )
     return EmbedStats(computed=done, reused=reused, seconds=seconds)
 

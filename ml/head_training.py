@@ -25,7 +25,6 @@ worth resuming midway: a stopped run saves nothing.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from ml.checkpoint import InferenceAdjustment
 from ml.ema import ModelEma
 from ml.embeddings import EmbeddingArray, EmbeddingSpace
 from ml.heads import HeadNet, HeadTargets, TrainedHead, head_logits
+from ml.logging import get_logger
 from ml.metrics import evaluate
 from ml.recipes import Recipe, dump_recipe
 from ml.training.batches import EpochOrder, training_rows
@@ -60,7 +60,7 @@ from ml.training.setup import build_ema, build_optimizer, set_scheduled_lr, setu
 
 __all__ = ["train_head"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass
@@ -165,7 +165,7 @@ def train_head(
     class_counts = np.bincount(classes, minlength=num_classes).astype(np.int64)
     identity = RunIdentity(recipe_yaml, fingerprint, num_classes, class_counts)
     if resume and (done := finished_head(run_dir, identity, target_device)):
-        log.info("ml.head.reused checkpoint=%s", done.checkpoint)
+        log.info("ml.head.reused", checkpoint=done.checkpoint)
         return done
 
     names = list(class_names) if class_names is not None else None
@@ -387,9 +387,9 @@ def _log_trained(recipe: Recipe, history: list[EpochSummary]) -> None:
     if history:
         last = history[-1]
         log.info(
-            "ml.head.trained kind=%s epochs=%d loss=%.4f acc=%.4f",
-            recipe.head.kind if recipe.head is not None else None,
-            len(history),
-            last.train_loss,
-            last.train_accuracy,
+            "ml.head.trained",
+            kind=recipe.head.kind if recipe.head is not None else None,
+            epochs=len(history),
+            loss=round(last.train_loss, 4),
+            acc=round(last.train_accuracy, 4),
         )

@@ -19,7 +19,6 @@ nothing reached through timm can start a download, and registers the small 32×3
 from __future__ import annotations
 
 import difflib
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from torch import nn
 
 import ml.cifar_models  # noqa: F401  (registers the 32×32 models with timm)
 from ml.backbones import BACKBONES, WeightsMissing, converted_weights
+from ml.logging import get_logger
 
 __all__ = [
     "ModelError",
@@ -42,7 +42,7 @@ __all__ = [
     "resolve_weights",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -143,7 +143,7 @@ def create_model(
             name, pretrained=False, num_classes=num_classes, **kwargs
         )
         return model
-    log.info("ml.models.weights model=%s file=%s", name, weights)
+    log.info("ml.models.weights", model=name, file=weights)
     model = timm.create_model(
         name,
         pretrained=True,

@@ -38,7 +38,6 @@ The loop's steps, in order: set up and resume (:func:`_start`), then per epoch
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Sequence
@@ -54,6 +53,7 @@ from ml.augment.randomness import sample_generator
 from ml.embeddings import EmbeddingArray
 from ml.head_training import train_head
 from ml.heads import HeadTargets
+from ml.logging import get_logger
 from ml.metrics import EvalReport, evaluate
 from ml.predict import autocast, predict_logits, resolve_device
 from ml.recipes import Recipe
@@ -72,7 +72,7 @@ from ml.training.setup import Feed, Learner, set_scheduled_lr, set_up_image_run
 
 __all__ = ["train_model"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class _Tally:
@@ -235,17 +235,17 @@ def _run_epoch(
     tally = _train_epoch(learner, feed, run, callback)
     if run.stopped:
         _save(learner, run, checkpoint_dir)
-        log.info("ml.train.stopped epoch=%d step=%d", run.epoch, run.step)
+        log.info("ml.train.stopped", epoch=run.epoch, step=run.step)
         return
     summary = _summarise_epoch(learner, tally, run.epoch, val)
     run.history.append(summary)
     log.info(
-        "ml.train.epoch epoch=%d loss=%.4f acc=%.4f img_per_s=%.0f val_top1=%s",
-        summary.epoch,
-        summary.train_loss,
-        summary.train_accuracy,
-        summary.images_per_second,
-        None if summary.val is None else round(summary.val.top1, 4),
+        "ml.train.epoch",
+        epoch=summary.epoch,
+        loss=round(summary.train_loss, 4),
+        acc=round(summary.train_accuracy, 4),
+        img_per_s=round(summary.images_per_second),
+        val_top1=None if summary.val is None else round(summary.val.top1, 4),
     )
     steps_done = run.step
     run.epoch, run.step = run.epoch + 1, 0

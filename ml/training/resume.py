@@ -12,7 +12,6 @@ recipe on the same data reuses it (:func:`save_finished_head`, :func:`finished_h
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from ml.checkpoint import (
 )
 from ml.ema import ModelEma
 from ml.heads import TrainedHead, load_model, save_head
+from ml.logging import get_logger
 from ml.training.interface import EpochSummary, TrainingError, TrainResult
 
 __all__ = [
@@ -43,7 +43,7 @@ __all__ = [
     "save_run",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def resume_run(
     else:
         model.load_state_dict(trained.model.state_dict())
     optimizer.load_state_dict(state.optimizer)
-    log.info("ml.train.resumed checkpoint=%s epoch=%d step=%d", checkpoint, state.epoch, state.step)
+    log.info("ml.train.resumed", checkpoint=checkpoint, epoch=state.epoch, step=state.step)
     return RunState(
         epoch=state.epoch,
         step=state.step,

@@ -6,7 +6,6 @@ imported when the command runs.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from ml.logging import configure_logging, get_logger
 
 if TYPE_CHECKING:
     from ml.core.protocol.jobs import JobKind
@@ -130,8 +131,8 @@ class _Console:
         if now - self._last >= 5.0:
             self._last = now
             # Not under "ml": the job's log on the server gets the library's lines, not these.
-            logging.getLogger("thresher.worker").info(
-                "worker.progress %s step=%d/%d", description, progress.step, progress.steps
+            get_logger("thresher.worker").info(
+                "worker.progress", phase=description, step=f"{progress.step}/{progress.steps}"
             )
 
 
@@ -218,7 +219,7 @@ def worker(
     from ml.worker.inputs import parse_path_map
     from ml.worker.runner import Worker, WorkerConfig, default_worker_name
 
-    _configure_logging()
+    configure_logging(os.environ.get("THRESHER_LOG_FORMAT", "console"))
     gpu_list = _parse_gpus(gpus)
     resolved = _resolve_device(device, gpu_list)
     try:
@@ -244,16 +245,6 @@ def worker(
         runner.install_signal_handlers()
         code = runner.run()
     raise typer.Exit(code)
-
-
-def _configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # One line per poll of the server would drown the worker's own log.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def main() -> None:

@@ -12,7 +12,6 @@ Tests pass an ``httpx.MockTransport`` (or any transport) to run without a networ
 from __future__ import annotations
 
 import hashlib
-import logging
 import random
 import time
 import uuid
@@ -36,6 +35,7 @@ from ml.core.protocol.messages import (
     Release,
     ResultsStored,
 )
+from ml.logging import get_logger
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -46,7 +46,7 @@ __all__ = [
     "Unavailable",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=60.0, write=120.0, pool=10.0)
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -229,11 +229,11 @@ class ServerClient:
             if time.monotonic() + wait > deadline:
                 raise Unavailable(f"{what}: {problem} (gave up after {attempt + 1} tries)")
             log.warning(
-                "worker.http.retry call=%r problem=%r attempt=%d wait=%.1fs",
-                what,
-                problem,
-                attempt + 1,
-                wait,
+                "worker.http.retry",
+                call=what,
+                problem=problem,
+                attempt=attempt + 1,
+                wait=round(wait, 1),
             )
             self._sleep(wait)
             attempt += 1

@@ -27,12 +27,13 @@ from ml.core.protocol.messages import (
     Heartbeat,
     Progress,
 )
+from ml.logging import get_logger
 from ml.runtime import JobStopped
 from ml.worker.client import LeaseLost, ServerClient, ServerError
 
 __all__ = ["Heartbeater", "JobContext", "StopReason"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 #: Log lines kept for the server while it cannot be reached (the oldest go first).
@@ -211,15 +212,15 @@ class Heartbeater:
             try:
                 reply = context.client.heartbeat(context.job_id, message, retry_for=retry_for)
             except LeaseLost as error:
-                log.error("worker.job.lease_lost job=%d detail=%r", context.job_id, error.message)
+                log.error("worker.job.lease_lost", job=context.job_id, detail=error.message)
                 context.request_stop(StopReason.LEASE_LOST)
                 return False
             except ServerError as error:
-                log.warning("worker.heartbeat.failed job=%d error=%r", context.job_id, str(error))
+                log.warning("worker.heartbeat.failed", job=context.job_id, error=str(error))
                 return False
             context.acknowledge(log_sent, metrics)
             if reply.cancel and context.stop_reason is None:
-                log.warning("worker.job.cancel_requested job=%d", context.job_id)
+                log.warning("worker.job.cancel_requested", job=context.job_id)
                 context.request_stop(StopReason.CANCELLED)
             return True
 
@@ -228,7 +229,7 @@ class Heartbeater:
             try:
                 self.send()
             except Exception:  # the lease depends on this thread: it must outlive any bug
-                log.exception("worker.heartbeat.error job=%d", self.context.job_id)
+                log.exception("worker.heartbeat.error", job=self.context.job_id)
 
 
 class JobLogHandler(logging.Handler):

@@ -35,6 +35,7 @@ from numpy.typing import NDArray
 from ml.core.protocol.bundles import ResultChunk, decode_manifest, decode_results, encode_results
 from ml.core.protocol.jobs import parse_spec, spec_json
 from ml.core.protocol.messages import Progress
+from ml.logging import configure_logging, get_logger
 from ml.recipes import recipe_from_dict
 from ml.runtime import JobStopped
 from ml.training.interface import TrainingProgress
@@ -45,7 +46,7 @@ from ml.worker.task import Outcome, SampleSet, Task
 
 __all__ = ["RankRuntime", "launch", "main"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 TASK_FILE = "task.json"
 EVENTS_FILE = "events.jsonl"
@@ -129,7 +130,7 @@ def launch(context: JobContext, task: Task) -> Outcome:
     env["THRESHER_DDP_DEVICE"] = "cuda" if cuda else "cpu"
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // context.procs)))
     command = torchrun_command(context.procs, task_file)
-    log.info("worker.ddp.launch procs=%d device=%s", context.procs, env["THRESHER_DDP_DEVICE"])
+    log.info("worker.ddp.launch", procs=context.procs, device=env["THRESHER_DDP_DEVICE"])
     with (run_dir / LOG_FILE).open("w", encoding="utf-8") as output:
         process = subprocess.Popen(
             command,
@@ -341,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """A rank's entry point (``python -m ml.worker.ddp TASK_FILE`` under torchrun)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     task_file = Path(arguments[0])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(os.environ.get("THRESHER_LOG_FORMAT", "console"))
     task = load_task(task_file)
     runtime = RankRuntime(task_file.parent, task.out_dir)
     handler = _EventLogHandler(runtime)

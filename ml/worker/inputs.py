@@ -10,7 +10,6 @@ against the SHA-256 the import recorded, and reused by later jobs.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,12 +28,13 @@ from ml.embeddings import (
     EmbeddingStore,
     default_embeddings_dir,
 )
+from ml.logging import get_logger
 from ml.recipes import ModelConfig
 from ml.worker.client import ServerClient
 
 __all__ = ["Inputs", "PathMap", "parse_path_map"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _FETCH_THREADS = 8
 
@@ -104,10 +104,10 @@ class Inputs:
         to_fetch = [i for i in missing if not paths[i].is_file()]
         if missing:
             log.info(
-                "worker.images.remote count=%d cached=%d fetching=%d",
-                len(missing),
-                len(missing) - len(to_fetch),
-                len(to_fetch),
+                "worker.images.remote",
+                count=len(missing),
+                cached=len(missing) - len(to_fetch),
+                fetching=len(to_fetch),
             )
         if to_fetch:
             with ThreadPoolExecutor(max_workers=_FETCH_THREADS) as pool:
@@ -198,7 +198,7 @@ class Inputs:
             self.client.download_artifact(artifact, target)
         rows = decode_embeddings(target.read_bytes())
         if EmbeddingSpace.from_dict(rows.space) != store.space:
-            log.warning("worker.embeddings.other_space artifact=%d", artifact.id)
+            log.warning("worker.embeddings.other_space", artifact=artifact.id)
             return
         lacking = {bytes(d) for d in wanted[store.missing(wanted)]}
         take = [i for i, digest in enumerate(rows.sha256) if bytes(digest) in lacking]

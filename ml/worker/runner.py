@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from ml.core.protocol.bundles import encode_results
 from ml.core.protocol.jobs import MODEL_FILES, JobKind, parse_spec
 from ml.core.protocol.messages import Complete, Fail, LeaseGrant, LeaseRequest, Progress, Release
+from ml.logging import get_logger
 from ml.runtime import JobStopped
 from ml.worker.client import LeaseLost, Rejected, ServerClient, ServerError
 from ml.worker.context import Heartbeater, JobContext, JobLogHandler, StopReason
@@ -39,7 +40,7 @@ from ml.worker.inputs import Inputs, PathMap
 
 __all__ = ["Worker", "WorkerConfig"]
 
-log = logging.getLogger("ml.worker")
+log = get_logger("ml.worker")
 
 
 @dataclass
@@ -85,9 +86,9 @@ class Worker:
     def install_signal_handlers(self) -> None:
         def handle(signum: int, _frame: FrameType | None) -> None:
             if self.shutdown.is_set():
-                log.warning("worker.exit.forced signal=%d", signum)
+                log.warning("worker.exit.forced", signal=signum)
                 raise SystemExit(128 + signum)
-            log.warning("worker.shutdown.requested signal=%s", signal.Signals(signum).name)
+            log.warning("worker.shutdown.requested", signal=signal.Signals(signum).name)
             self.shutdown.set()
 
         signal.signal(signal.SIGTERM, handle)
@@ -105,11 +106,11 @@ class Worker:
             gpus=len(config.gpus),
         )
         log.info(
-            "worker.started name=%s device=%s procs=%d kinds=%s",
-            config.name,
-            config.device,
-            config.procs,
-            ",".join(config.kinds),
+            "worker.started",
+            name=config.name,
+            device=config.device,
+            procs=config.procs,
+            kinds=",".join(config.kinds),
         )
         wait = config.poll_min
         idle_since = time.monotonic()
@@ -117,18 +118,18 @@ class Worker:
             threading.Thread(target=self._watch_parent, name="watch-parent", daemon=True).start()
         while not self.shutdown.is_set():
             if self._parent_gone():
-                log.warning("worker.parent_gone: exiting")
+                log.warning("worker.parent_gone", action="exiting")
                 break
             try:
                 grant = self.client.lease(request)
             except Rejected as error:
                 if error.status in (401, 403):
-                    log.error("worker.refused status=%d detail=%r", error.status, error.message)
+                    log.error("worker.refused", status=error.status, detail=error.message)
                     return 2
-                log.error("worker.lease.rejected detail=%r", str(error))
+                log.error("worker.lease.rejected", detail=str(error))
                 grant = None
             except ServerError as error:
-                log.warning("worker.server_unreachable error=%r retry_in=%.1fs", str(error), wait)
+                log.warning("worker.server_unreachable", error=str(error), retry_in=round(wait, 1))
                 grant = None
             if grant is None:
                 if (
@@ -146,7 +147,7 @@ class Worker:
             self.jobs_done += 1
             if config.max_jobs is not None and self.jobs_done >= config.max_jobs:
                 break
-        log.info("worker.stopped jobs=%d", self.jobs_done)
+        log.info("worker.stopped", jobs=self.jobs_done)
         return 0
 
     def _parent_gone(self) -> bool:
@@ -161,10 +162,10 @@ class Worker:
         while not self._parent_gone():
             if self.shutdown.wait(every):
                 return
-        log.warning("worker.parent_gone: stopping")
+        log.warning("worker.parent_gone", action="stopping")
         self.shutdown.set()
         time.sleep(grace)
-        log.warning("worker.parent_gone: exiting now")
+        log.warning("worker.parent_gone", action="exiting now")
         os._exit(0)
 
     def run_job(self, grant: LeaseGrant) -> None:
@@ -172,12 +173,11 @@ class Worker:
         work_dir = self.config.cache_dir / "jobs" / str(grant.job_id)
         work_dir.mkdir(parents=True, exist_ok=True)
         log.info(
-            "worker.job.leased job=%d kind=%s attempt=%d/%d fence=%d",
-            grant.job_id,
-            grant.kind.value,
-            grant.attempt,
-            grant.max_attempts,
-            grant.fence,
+            "worker.job.leased",
+            job=grant.job_id,
+            kind=grant.kind.value,
+            attempt=f"{grant.attempt}/{grant.max_attempts}",
+            fence=grant.fence,
         )
         try:
             spec = parse_spec(grant.spec)
@@ -208,10 +208,10 @@ class Worker:
         except JobStopped as stop:
             self._stopped(context, stop.reason)
         except LeaseLost as error:
-            log.error("worker.job.lease_lost job=%d detail=%r", grant.job_id, error.message)
+            log.error("worker.job.lease_lost", job=grant.job_id, detail=error.message)
         except Exception as error:
             retriable = not isinstance(error, _PERMANENT)
-            log.exception("worker.job.failed job=%d retriable=%s", grant.job_id, retriable)
+            log.exception("worker.job.failed", job=grant.job_id, retriable=retriable)
             heartbeat.flush(retry_for=10)
             self._fail(grant.job_id, grant.fence, _describe(error), retriable)
         finally:
@@ -254,26 +254,26 @@ class Worker:
         self.client.complete(
             context.job_id, Complete(fence=context.fence, chunks=chunks, rows=rows, summary=summary)
         )
-        log.info("worker.job.succeeded job=%d results=%d chunks=%d", context.job_id, rows, chunks)
+        log.info("worker.job.succeeded", job=context.job_id, results=rows, chunks=chunks)
         shutil.rmtree(context.work_dir, ignore_errors=True)
 
     def _stopped(self, context: JobContext, reason: str) -> None:
         if reason == StopReason.LEASE_LOST:
-            log.error("worker.job.dropped job=%d reason=%r", context.job_id, reason)
+            log.error("worker.job.dropped", job=context.job_id, reason=reason)
             return
-        log.warning("worker.job.handing_back job=%d reason=%r", context.job_id, reason)
+        log.warning("worker.job.handing_back", job=context.job_id, reason=reason)
         try:
             self.client.release(
                 context.job_id, Release(fence=context.fence, reason=reason), retry_for=60
             )
         except ServerError as error:
-            log.error("worker.job.release_failed job=%d error=%r", context.job_id, str(error))
+            log.error("worker.job.release_failed", job=context.job_id, error=str(error))
 
     def _fail(self, job_id: int, fence: int, error: str, retriable: bool) -> None:
         try:
             self.client.fail(job_id, Fail(fence=fence, error=error[-20_000:], retriable=retriable))
         except ServerError as problem:
-            log.error("worker.job.fail_not_reported job=%d error=%r", job_id, str(problem))
+            log.error("worker.job.fail_not_reported", job=job_id, error=str(problem))
 
 
 #: Failures that another attempt would repeat: an unusable spec, recipe, manifest or data, a
