@@ -11,13 +11,14 @@ from typing import NamedTuple
 from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
-from app.models import ReviewDecision, ReviewTask, TaskKind, User, Verdict
+from app.models import ReviewDecision, ReviewTask, TaskKind, User
 from app.pipeline.rules import ClassVote
 from app.review.repository.tables import (
     DECISION_COLUMNS,
     DecisionRow,
     chunks,
     current_decision_ids,
+    not_withdrawn,
 )
 
 _T = ReviewTask
@@ -139,7 +140,6 @@ def class_votes(
 ) -> dict[int, list[ClassVote]]:
     """The standing class_check decisions on these classes (neither an undo nor undone),
     oldest first, by class."""
-    undo = aliased(ReviewDecision)
     result: dict[int, list[ClassVote]] = {}
     for part in chunks(sorted(class_ids)):
         rows = session.execute(
@@ -154,8 +154,7 @@ def class_votes(
                 ReviewDecision.dataset_id == dataset_id,
                 ReviewDecision.kind == TaskKind.CLASS_CHECK,
                 ReviewDecision.class_id.in_(part),
-                ReviewDecision.verdict != Verdict.UNDO,
-                ~exists().where(undo.supersedes_id == ReviewDecision.id),
+                not_withdrawn(),
             )
             .order_by(ReviewDecision.id)
         )

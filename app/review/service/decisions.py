@@ -284,19 +284,8 @@ def _insert_decisions(session: Session, rows: Sequence[dict[str, Any]]) -> list[
 
 
 def _record(row: DecisionRow) -> DecisionRecord:
-    return DecisionRecord(
-        id=row.id,
-        task_id=row.task_id,
-        kind=row.kind,
-        sample_id=row.sample_id,
-        class_id=row.class_id,
-        user_id=row.user_id,
-        verdict=row.verdict,
-        seconds=row.seconds,
-        idempotency_key=row.idempotency_key,
-        supersedes_id=row.supersedes_id,
-        created_at=row.created_at,
-    )
+    """The stored decision as the service returns it (the same fields, in the same order)."""
+    return DecisionRecord(**row._asdict())
 
 
 # --- undo ---------------------------------------------------------------------------------------
