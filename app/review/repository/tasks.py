@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
-from app.models import Dataset, LabelClass, ReviewDecision, ReviewTask, Sample, TaskKind, TaskState
+from app.models import LabelClass, ReviewDecision, ReviewTask, Sample, TaskKind, TaskState
 from app.review.repository.tables import chunks, current_decision_ids, dialect
 
 _T = ReviewTask
@@ -19,14 +19,6 @@ _D = ReviewDecision
 
 
 # --- lookups ------------------------------------------------------------------------------------
-
-
-def get_dataset(session: Session, dataset_id: int) -> Dataset | None:
-    return session.get(Dataset, dataset_id)
-
-
-def get_dataset_by_name(session: Session, name: str) -> Dataset | None:
-    return session.scalars(select(Dataset).where(Dataset.name == name)).one_or_none()
 
 
 def existing_sample_ids(session: Session, dataset_id: int, ids: Collection[int]) -> set[int]:

@@ -12,13 +12,13 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from app.datasets import repository as datasets_repository
 from app.errors import Invalid, NotFound
 from app.logging import get_logger
 from app.models import Dataset, TaskKind, User, utcnow
 from app.review.records import LeasedTask, LeaseRenewal, ReferenceSet, ReviewBatch, Suggestion
 from app.review.repository import leases as lease_repository
 from app.review.repository import references as reference_repository
-from app.review.repository import tasks as task_repository
 from app.review.repository.tables import TaskRow
 
 log = get_logger(__name__)
@@ -66,7 +66,7 @@ def lease_tasks(
     if (
         not rows
         and dataset_id is not None
-        and task_repository.get_dataset(session, dataset_id) is None
+        and datasets_repository.get_dataset(session, dataset_id) is None
     ):
         raise NotFound(f"no dataset with id {dataset_id}")
     return leased_tasks(rows)

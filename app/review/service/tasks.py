@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from sqlalchemy.orm import Session
 
+from app.datasets import repository as datasets_repository
 from app.errors import Invalid, NotFound
 from app.logging import get_logger
 from app.models import Dataset, TaskKind, TaskState, User, Verdict, utcnow
@@ -29,14 +30,14 @@ MAX_SOURCE_LENGTH = 100
 
 
 def get_dataset(session: Session, dataset_id: int) -> Dataset:
-    dataset = task_repository.get_dataset(session, dataset_id)
+    dataset = datasets_repository.get_dataset(session, dataset_id)
     if dataset is None:
         raise NotFound(f"no dataset with id {dataset_id}")
     return dataset
 
 
 def get_dataset_by_name(session: Session, name: str) -> Dataset:
-    dataset = task_repository.get_dataset_by_name(session, name)
+    dataset = datasets_repository.get_dataset_by_name(session, name)
     if dataset is None:
         raise NotFound(f"no dataset named {name!r}")
     return dataset
