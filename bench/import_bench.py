@@ -13,55 +13,51 @@ Goals: importer ≥ 1.6× the bare loop's images/s; 1M rows in under 60 s. Print
 writes them to bench/results/import.json. Run with ``make bench`` or
 ``.venv/bin/python bench/import_bench.py``.
 
-Environment: THRESHER_BENCH_CACHE (default: $TMPDIR/thresher-bench) and THRESHER_BENCH_PG_DSN
-(default: postgresql://postgres@127.0.0.1:5432/postgres, as the tests use).
+Environment: THRESHER_DATA_DIR (the archives; default ../shared/data), THRESHER_BENCH_CACHE
+(default: $TMPDIR/thresher-bench) and THRESHER_BENCH_PG_DSN (default:
+postgresql://postgres@127.0.0.1:5432/postgres, as the tests use). The time and CPU accounting
+and the bare loop are in ``bench/import_measure.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import platform
-import resource
 import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import psycopg
-from PIL import Image
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from app.datasets import import_repository, repository, service  # noqa: E402
-from app.datasets.import_repository import NewSample  # noqa: E402
-from app.datasets.importer import COMMIT_EVERY, default_processes  # noqa: E402
-from app.db import create_db_engine, create_session_factory, transaction  # noqa: E402
-from app.logging import configure_logging  # noqa: E402
-from app.models import Dataset, ImportFormat, ImportStatus, LabelClass, utcnow  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from bench.harness.databases import (  # noqa: E402
+from app.datasets import import_repository, repository, service
+from app.datasets.import_repository import NewSample
+from app.datasets.importer import COMMIT_EVERY, default_processes
+from app.db import create_db_engine, create_session_factory, transaction
+from app.logging import configure_logging
+from app.models import Dataset, ImportFormat, ImportStatus, LabelClass, utcnow
+from app.settings import Settings
+from bench.harness.databases import (
     PG_ADMIN_DSN,
     migrated_database,
     postgres_reachable,
     throwaway_postgres,
 )
-from bench.harness.reporting import load_average, write_results  # noqa: E402
+from bench.harness.reporting import load_average, write_results
+from bench.import_measure import importer_cpu_seconds, machine_busy, run_bare_loop, throughput
+from bench.ml_common import DATA
 
-DATA = REPO.parent / "shared" / "data"
+REPO = Path(__file__).resolve().parent.parent
 ARCHIVES = {
     "caltech101": (DATA / "caltech101" / "caltech101.tar", "101_ObjectCategories", 9145),
     "cifar10-train": (DATA / "cifar10" / "train.tar", "train", 50_000),
 }
 ROWS = 1_000_000
-T = TypeVar("T")
 
 
 def cache_dir() -> Path:
@@ -90,76 +86,6 @@ def extract(name: str) -> Path:
         raise SystemExit(f"{name}: expected {expected} images, extracted {count}")
     done.touch()
     return target / top
-
-
-def image_files(root: Path) -> list[str]:
-    return sorted(str(path) for path in root.rglob("*") if path.is_file())
-
-
-def timed(fn: Callable[[], T]) -> tuple[T, float]:
-    start = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - start
-
-
-def own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _proc_cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and of its children it has reaped, from /proc."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = text.rsplit(")", 1)[1].split()
-    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def importer_cpu_seconds(database_url: str) -> float:
-    """CPU spent for the importer: this process, the probe workers and the database server.
-
-    Probe workers are children of multiprocessing's fork server, which reaps them, so their time
-    shows in its cumulative children's time. PostgreSQL backends of the benchmark's database
-    are local processes too.
-    """
-    from multiprocessing import forkserver
-
-    total = own_cpu_seconds()
-    server = getattr(forkserver, "_forkserver", None)
-    pid = getattr(server, "_forkserver_pid", None)
-    if pid:
-        total += _proc_cpu_seconds(pid)
-    if database_url.startswith("postgresql"):
-        name = database_url.rsplit("/", 1)[1]
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-            backends = admin.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,)
-            ).fetchall()
-        total += sum(_proc_cpu_seconds(backend) for (backend,) in backends)
-    return total
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    idle = values[3] + values[4]
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (sum(values) - idle) / ticks, sum(values) / ticks
-
-
-def bare_loop(paths: list[str]) -> int:
-    """What one core does without the importer: read, hash and fully decode each file."""
-    decoded = 0
-    for path in paths:
-        with open(path, "rb") as handle:
-            data = handle.read()
-        hashlib.sha256(data).hexdigest()
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-        decoded += 1
-    return decoded
 
 
 # --- databases ------------------------------------------------------------------------------
@@ -202,11 +128,11 @@ def run_importer(url: str, roots: dict[str, Path], processes: int) -> dict[str, 
             cpu = importer_cpu_seconds(url) - cpu_before
             if run.status is not ImportStatus.SUCCEEDED:
                 raise SystemExit(f"import of {name} failed: {run.error}")
-            per_dataset[name] = _rates(run.added, elapsed, cpu)
+            per_dataset[name] = throughput(run.added, elapsed, cpu)
     finally:
         engine.dispose()
     busy_after, total_after = machine_busy()
-    overall = _rates(
+    overall = throughput(
         sum(d["images"] for d in per_dataset.values()),
         sum(d["seconds"] for d in per_dataset.values()),
         sum(d["cpu_seconds"] for d in per_dataset.values()),
@@ -216,72 +142,6 @@ def run_importer(url: str, roots: dict[str, Path], processes: int) -> dict[str, 
         cores * (busy_after - busy_before) / (total_after - total_before), 2
     )
     return {**overall, "datasets": per_dataset}
-
-
-def _rates(images: int, seconds: float, cpu: float) -> dict[str, Any]:
-    return {
-        "images": images,
-        "seconds": round(seconds, 2),
-        "images_per_s": round(images / seconds, 1),
-        "cpu_seconds": round(cpu, 2),
-        "cpu_ms_per_image": round(1000 * cpu / images, 4),
-    }
-
-
-def split_bare_loop(paths: list[str], processes: int) -> int:
-    """The control: the bare loop split over ``processes`` forked copies of this process.
-
-    Trivially parallel, with no scan, no pool protocol and no database, so its speed-up over
-    the one-process loop is the most any importer could reach on this machine right now.
-    """
-    children = []
-    for part in range(processes):
-        pid = os.fork()
-        if pid == 0:  # the child: never return into the benchmark
-            try:
-                bare_loop(paths[part::processes])
-            finally:
-                os._exit(0)
-        children.append(pid)
-    for pid in children:
-        os.waitpid(pid, 0)
-    return len(paths)
-
-
-def children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def run_bare_loop(
-    roots: dict[str, Path], *, processes: int = 1, attempts: int = 2
-) -> dict[str, Any]:
-    """The bare loop over each dataset (split over ``processes`` when more than one),
-    ``attempts`` times; the fastest attempt of each dataset counts."""
-    per_dataset: dict[str, dict[str, Any]] = {}
-    for name, root in roots.items():
-        paths = image_files(root)
-        best: dict[str, Any] | None = None
-        for _ in range(attempts):
-            cpu_before = own_cpu_seconds() + children_cpu_seconds()
-            if processes == 1:
-                decoded, seconds = timed(partial(bare_loop, paths))
-            else:
-                decoded, seconds = timed(partial(split_bare_loop, paths, processes))
-            cpu = own_cpu_seconds() + children_cpu_seconds() - cpu_before
-            rates = _rates(decoded, seconds, cpu)
-            if best is None or rates["images_per_s"] > best["images_per_s"]:
-                best = rates
-        assert best is not None
-        per_dataset[name] = best
-    return {
-        **_rates(
-            sum(d["images"] for d in per_dataset.values()),
-            sum(d["seconds"] for d in per_dataset.values()),
-            sum(d["cpu_seconds"] for d in per_dataset.values()),
-        ),
-        "datasets": per_dataset,
-    }
 
 
 def compare(
@@ -364,6 +224,26 @@ def bulk_insert(url: str, rows: int) -> dict[str, Any]:
 # --- the run --------------------------------------------------------------------------------
 
 
+def print_importer(
+    engine_name: str, numbers: dict[str, Any], bare: dict[str, Any], processes: int
+) -> None:
+    """The importer's rates on one engine against the bare loop, overall and per dataset."""
+    print(
+        f"importer on {engine_name}: {numbers['images_per_s']:,.0f} images/s, "
+        f"{numbers['ratio_to_bare_loop']:.2f}× the bare loop, "
+        f"{numbers['ratio_to_control']:.2f}× the control (machine busy "
+        f"{numbers['machine_busy_cores']:.2f} of {processes} cores); projected on idle "
+        f"cores from CPU time: {numbers['projected_ratio_on_idle_cores']:.2f}×"
+    )
+    for name, part in numbers["datasets"].items():
+        print(
+            f"    {name}: {part['images_per_s']:,.0f} images/s vs "
+            f"{bare['datasets'][name]['images_per_s']:,.0f} bare: "
+            f"{part['ratio_to_bare_loop']:.2f}× (projected "
+            f"{part['projected_ratio_on_idle_cores']:.2f}×)"
+        )
+
+
 def main() -> None:
     configure_logging("console", level=30)  # warnings only: the importer logs every run
     processes = default_processes()
@@ -392,20 +272,7 @@ def main() -> None:
             bulk = bulk_insert(pg_url, ROWS)
     for engine_name, numbers in importer.items():
         compare(numbers, bare, control, processes)
-        print(
-            f"importer on {engine_name}: {numbers['images_per_s']:,.0f} images/s, "
-            f"{numbers['ratio_to_bare_loop']:.2f}× the bare loop, "
-            f"{numbers['ratio_to_control']:.2f}× the control (machine busy "
-            f"{numbers['machine_busy_cores']:.2f} of {processes} cores); projected on idle "
-            f"cores from CPU time: {numbers['projected_ratio_on_idle_cores']:.2f}×"
-        )
-        for name, part in numbers["datasets"].items():
-            print(
-                f"    {name}: {part['images_per_s']:,.0f} images/s vs "
-                f"{bare['datasets'][name]['images_per_s']:,.0f} bare: "
-                f"{part['ratio_to_bare_loop']:.2f}× (projected "
-                f"{part['projected_ratio_on_idle_cores']:.2f}×)"
-            )
+        print_importer(engine_name, numbers, bare, processes)
     if bulk is not None:
         print(
             f"{bulk['rows']:,} sample rows into PostgreSQL: {bulk['seconds']:.1f} s "

@@ -110,6 +110,38 @@ def big_manifest(n: int) -> JobManifest:
     )
 
 
+def upload(client: httpx.Client, job_id: int, fence: int, bodies: list[bytes]) -> list[float]:
+    """Uploads the encoded result chunks one after the other, as one worker does, then
+    completes the job; returns each chunk's seconds."""
+    chunk_seconds = []
+    for index, data in enumerate(bodies):
+        begun = time.perf_counter()
+        client.put(
+            f"/api/worker/jobs/{job_id}/results/{index}",
+            content=data,
+            headers={FENCE_HEADER: str(fence), "Content-Type": "application/octet-stream"},
+        ).raise_for_status()
+        chunk_seconds.append(time.perf_counter() - begun)
+    complete = {"fence": fence, "chunks": len(bodies), "rows": ROWS}
+    client.post(f"/api/worker/jobs/{job_id}/complete", json=complete).raise_for_status()
+    return chunk_seconds
+
+
+def read_back(url: str, job_id: int, sent: ResultChunk) -> float:
+    """Seconds to read the stored results back as arrays, which must be what was sent."""
+    engine = create_db_engine(url)
+    try:
+        with create_session_factory(engine)() as session:
+            started = time.perf_counter()
+            back = ingest.read_results(session, job_id)
+            seconds = time.perf_counter() - started
+    finally:
+        engine.dispose()
+    assert back.topk_class_id is not None
+    assert np.array_equal(back.topk_class_id, sent.topk_class_id)
+    return seconds
+
+
 def measure_ingest(base: str, url: str, data_dir: Path, api: str, worker: str) -> dict[str, Any]:
     ref = manifests.store_manifest(data_dir, big_manifest(ROWS))
     engineer = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {api}"}, timeout=600)
@@ -138,31 +170,12 @@ def measure_ingest(base: str, url: str, data_dir: Path, api: str, worker: str) -
     encode_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    chunk_seconds = []
-    for index, data in enumerate(bodies):
-        begun = time.perf_counter()
-        client.put(
-            f"/api/worker/jobs/{job_id}/results/{index}",
-            content=data,
-            headers={FENCE_HEADER: str(fence), "Content-Type": "application/octet-stream"},
-        ).raise_for_status()
-        chunk_seconds.append(time.perf_counter() - begun)
-    complete = {"fence": fence, "chunks": len(bodies), "rows": ROWS}
-    client.post(f"/api/worker/jobs/{job_id}/complete", json=complete).raise_for_status()
+    chunk_seconds = upload(client, job_id, fence, bodies)
     ingest_seconds = time.perf_counter() - started
     detail = engineer.get(f"/api/jobs/{job_id}").raise_for_status().json()
     assert detail["state"] == "succeeded" and detail["result_rows"] == ROWS, detail
 
-    engine = create_db_engine(url)
-    try:
-        with create_session_factory(engine)() as session:
-            started = time.perf_counter()
-            back = ingest.read_results(session, job_id)
-            read_seconds = time.perf_counter() - started
-    finally:
-        engine.dispose()
-    assert back.topk_class_id is not None
-    assert np.array_equal(back.topk_class_id, results.topk_class_id)
+    read_seconds = read_back(url, job_id, results)
     engineer.close()
     client.close()
     return {
@@ -190,13 +203,11 @@ def write_images(root: Path, n: int) -> tuple[list[str], bytes]:
     return paths, b"".join(digests)
 
 
-def measure_overhead(
-    server: ServerProcess, data_dir: Path, workdir: Path, api: str, worker: str
-) -> dict[str, Any]:
-    images = workdir / "images"
+def tiny_manifest(images: Path) -> JobManifest:
+    """32 small PNGs in two classes written under ``images``, as a job's manifest."""
     paths, digests = write_images(images, 32)
     n = len(paths)
-    manifest = JobManifest(
+    return JobManifest(
         root=str(images),
         sample_ids=np.arange(1, n + 1, dtype=np.int64),
         labels=(np.arange(n) % 2).astype(np.int32),
@@ -206,7 +217,12 @@ def measure_overhead(
         class_ids=np.array([1, 2], dtype=np.int64),
         class_names=["c0", "c1"],
     )
-    ref = manifests.store_manifest(data_dir, manifest)
+
+
+def measure_overhead(
+    server: ServerProcess, data_dir: Path, workdir: Path, api: str, worker: str
+) -> dict[str, Any]:
+    ref = manifests.store_manifest(data_dir, tiny_manifest(workdir / "images"))
     recipe = {
         "name": "tiny", "model": {"name": "cifar_convnet_s"}, "image_size": 32, "epochs": 1,
         "batch_size": 8, "optimizer": {"name": "sgd", "lr": 0.05}, "loader_workers": 0,
@@ -257,38 +273,25 @@ def measure_overhead(
     }
 
 
-def main() -> int:
-    configure_logging("console", level=30)
-    report: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_average_at_start": load_average(),
-            "python": platform.python_version(),
-        },
-        "engines": {},
-    }
-    engines = ["sqlite"] + (["postgresql"] if postgres_reachable() else [])
-    if "postgresql" not in engines:
-        print(f"PostgreSQL is not reachable at {PG_ADMIN_DSN}: measuring SQLite only")
-    for engine_name in engines:
-        with tempfile.TemporaryDirectory(prefix=f"thresher-jobs-{engine_name}-") as tmp:
-            workdir = Path(tmp)
-            data_dir = workdir / "data"
-            data_dir.mkdir()
-            with migrated_database(engine_name, workdir) as url:
-                api, worker = tokens(url)
-                heartbeats = {"THRESHER_JOBS_HEARTBEAT_SECONDS": "1"}
-                with ServerProcess(url, data_dir, extra_env=heartbeats) as server:
-                    print(f"{engine_name}: ingesting {ROWS:,} results…", flush=True)
-                    ingest_figures = measure_ingest(server.url, url, data_dir, api, worker)
-                    print(f"{engine_name}: tiny jobs for the protocol overhead…", flush=True)
-                    overhead = measure_overhead(server, data_dir, workdir, api, worker)
-        report["engines"][engine_name] = {
-            "ingest": {**ingest_figures, "goal_seconds": GOALS[engine_name]},
-            "overhead": overhead,
-        }
-    report["machine"]["load_average_at_end"] = load_average()
+def measure_engine(engine_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both measurements on a fresh database of ``engine_name`` and a server of its own."""
+    with tempfile.TemporaryDirectory(prefix=f"thresher-jobs-{engine_name}-") as tmp:
+        workdir = Path(tmp)
+        data_dir = workdir / "data"
+        data_dir.mkdir()
+        with migrated_database(engine_name, workdir) as url:
+            api, worker = tokens(url)
+            heartbeats = {"THRESHER_JOBS_HEARTBEAT_SECONDS": "1"}
+            with ServerProcess(url, data_dir, extra_env=heartbeats) as server:
+                print(f"{engine_name}: ingesting {ROWS:,} results…", flush=True)
+                ingest_figures = measure_ingest(server.url, url, data_dir, api, worker)
+                print(f"{engine_name}: tiny jobs for the protocol overhead…", flush=True)
+                overhead = measure_overhead(server, data_dir, workdir, api, worker)
+    return ingest_figures, overhead
 
+
+def print_table(report: dict[str, Any]) -> None:
+    """One row per engine: the ingest against its goal, and the protocol overhead."""
     print()
     print(f"{'engine':<11} {'rows':>9} {'ingest s':>9} {'goal s':>7} {'rows/s':>9} "
           f"{'encode s':>9} {'read s':>7} {'lease→step s':>13} {'step→stored s':>14}")  # fmt: skip
@@ -308,6 +311,30 @@ def main() -> int:
             f" {verdict}",
         ]
         print(" ".join(cells))
+
+
+def main() -> int:
+    configure_logging("console", level=30)
+    report: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_at_start": load_average(),
+            "python": platform.python_version(),
+        },
+        "engines": {},
+    }
+    engines = ["sqlite"] + (["postgresql"] if postgres_reachable() else [])
+    if "postgresql" not in engines:
+        print(f"PostgreSQL is not reachable at {PG_ADMIN_DSN}: measuring SQLite only")
+    for engine_name in engines:
+        ingest_figures, overhead = measure_engine(engine_name)
+        report["engines"][engine_name] = {
+            "ingest": {**ingest_figures, "goal_seconds": GOALS[engine_name]},
+            "overhead": overhead,
+        }
+    report["machine"]["load_average_at_end"] = load_average()
+
+    print_table(report)
     machine = report["machine"]
     print(
         f"load average at start {machine['load_average_at_start']}, "

@@ -39,9 +39,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -49,205 +48,16 @@ from numpy.typing import NDArray
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness.reporting import Timer, environment, share_cores, table, write_results
-from bench.ml_common import (
-    cifar_test,
-    cifar_train,
-    embedded,
-    embedding_throughput,
-    stratified_subset,
-)
-
-if TYPE_CHECKING:
-    from ml.core.cleaning.targets import RejectUse
-    from ml.embeddings import EmbeddingArray
-    from ml.heads import HeadTargets
-    from ml.recipes import Recipe
+from bench.ml_label_cleaning_loop import Bench, LoopState, human_sample, pullback_rounds
 
 LOOP_RULE = "top-1 + pull-back"
 HUMAN_RULE = f"{LOOP_RULE} + 5% human"
-
-
-class Bench:
-    """The embeddings, labels and recipes every run of the benchmark shares."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        from ml.recipes import load_recipe
-
-        self.args = args
-        self.clock = Timer()
-        train, test = cifar_train(), cifar_test()
-        self.rows = stratified_subset(train.labels["clean"], args.subset, seed=args.seed)
-        self.labels = {name: column[self.rows] for name, column in train.labels.items()}
-        self.test_labels = test.labels["label"]
-        self.fold_recipe = load_recipe(args.recipe, overrides={"seed": args.seed})
-        self.pullback_recipes = [load_recipe(n) for n in args.pullback_recipes.split(",")]
-        self.final_recipe = load_recipe(args.final_recipe)
-        self.throughput = embedding_throughput([train.paths[i] for i in range(args.throughput)])
-        self.log(f"embedding throughput {self.throughput:.1f} images/s ({args.throughput} images)")
-        found = embedded([train.paths[i] for i in self.rows], args.recipe)
-        self.features: EmbeddingArray = found.features
-        self.test_features: EmbeddingArray = embedded(test.paths, args.recipe).features
-        self.embedded_now = found.computed
-        self.log(
-            f"data ready: {args.subset} training images (class-balanced subset, "
-            f"{found.computed} embedded now), {self.test_labels.size} test images"
-        )
-
-    def log(self, message: str) -> None:
-        print(f"[{self.clock():5.0f} s] {message}", flush=True)
-
-    def final_accuracy(
-        self,
-        labels: NDArray[np.int64],
-        rows: NDArray[np.int64],
-        targets: HeadTargets | None = None,
-    ) -> float:
-        """Mean test accuracy of the final recipe trained on ``rows`` with ``labels`` (and
-        ``targets`` for rows labelled -1) over ``--seeds`` seeds."""
-        return float(
-            np.mean(
-                [
-                    self._accuracy(self.final_recipe, labels, rows, seed, targets)
-                    for seed in range(self.args.seeds)
-                ]
-            )
-        )
-
-    def final_with_rejects(
-        self,
-        labels: NDArray[np.int64],
-        kept: NDArray[np.bool_],
-        probs: NDArray[np.float32],
-        use: RejectUse,
-    ) -> float:
-        """:meth:`final_accuracy` with the rejected samples used as the loop's
-        ``final_rejects`` option ``use`` says (at its default weight and threshold)."""
-        from ml.core.cleaning.targets import final_training_targets
-        from ml.heads import HeadTargets
-
-        plan = final_training_targets(labels, kept, probs, use=use)
-        targets = None if plan.soft is None else HeadTargets(soft=plan.soft, weights=plan.weights)
-        return self.final_accuracy(plan.labels, plan.rows, targets)
-
-    def _accuracy(
-        self,
-        recipe: Recipe,
-        labels: NDArray[np.int64],
-        rows: NDArray[np.int64],
-        seed: int,
-        targets: HeadTargets | None = None,
-    ) -> float:
-        from ml.predict import predict_logits
-        from ml.train import train_model
-
-        result = train_model(
-            recipe.model_copy(update={"seed": recipe.seed + seed}),
-            self.features,
-            labels,
-            num_classes=10,
-            indices=rows,
-            device="cpu",
-            targets=targets,
-        )
-        logits = predict_logits(result.trained, self.test_features, device="cpu")
-        return float((logits.argmax(dim=1).numpy() == self.test_labels).mean())
 
 
 def _quality(rejected: NDArray[np.bool_], mislabeled: NDArray[np.bool_]) -> dict[str, Any]:
     from ml.core.cleaning.quality import rejection_quality
 
     return rejection_quality(rejected, mislabeled).to_dict()
-
-
-@dataclass
-class LoopState:
-    """Where the loop's label stage stands: the labels the models train on (human labels
-    folded in), the kept set, and each sample's latest predicted probability of its label (a
-    pull-back model's for the samples it predicted, else the out-of-fold one)."""
-
-    labels: NDArray[np.int64]
-    kept: NDArray[np.bool_]
-    label_prob: NDArray[np.float64]
-
-
-def pullback_rounds(
-    bench: Bench, state: LoopState, seconds: dict[str, float], what: str
-) -> tuple[LoopState, list[dict[str, Any]]]:
-    """Up to ``--rounds`` pull-back rounds (stopping at one that moves nothing back), as the
-    loop runs them: a model trained on the kept set moves back each rejected sample whose label
-    is its top-1 class."""
-    from ml.core.cleaning.topk import pullback
-    from ml.predict import predict
-    from ml.train import train_model
-
-    mislabeled = state.labels != bench.labels["clean"]
-    kept, label_prob = state.kept.copy(), state.label_prob.copy()
-    rounds = []
-    for number in range(1, bench.args.rounds + 1):
-        clock = Timer()
-        recipe = bench.pullback_recipes[(number - 1) % len(bench.pullback_recipes)]
-        rejected = np.flatnonzero(~kept)
-        model = train_model(
-            recipe, bench.features, state.labels, num_classes=10, indices=np.flatnonzero(kept)
-        )
-        probs = predict(
-            model.trained, bench.features, indices=rejected, top_k=1, return_probs=True
-        ).probs
-        assert probs is not None
-        label_prob[rejected] = probs[np.arange(rejected.size), state.labels[rejected]]
-        outcome = pullback(state.labels, kept, probs, k=1, indices=rejected)
-        kept = outcome.kept
-        pulled = outcome.pulled_back
-        seconds[f"{what} pull-back round {number}"] = clock()
-        rounds.append(
-            {
-                "round": f"{what} {number}",
-                "recipe": recipe.name,
-                "pulled_back": int(pulled.size),
-                "pulled_back_mislabeled": int(mislabeled[pulled].sum()),
-            }
-        )
-        bench.log(f"{what} pull-back round {number} ({recipe.name}) moved back {pulled.size}")
-        if pulled.size == 0:
-            break
-    return LoopState(state.labels, kept, label_prob), rounds
-
-
-def human_sample(
-    bench: Bench, state: LoopState, *, calibrate: bool
-) -> tuple[LoopState, dict[str, int]]:
-    """The loop's human sample: people label a random ``--human-fraction`` of the rejected set
-    (their answers: the clean labels); with ``calibrate``, the calibrated pull-back from their
-    verdicts (``human_pullback`` 0.5) moves back the unchecked rejects where the checked ones
-    were mostly right."""
-    from ml.core.cleaning.topk import calibrated_pullback
-
-    clean = bench.labels["clean"]
-    rejected = np.flatnonzero(~state.kept)
-    n = min(rejected.size, int(np.ceil(bench.args.human_fraction * rejected.size)))
-    chosen = np.random.default_rng(bench.args.seed).choice(rejected, n, replace=False)
-    labels = state.labels.copy()
-    labels[chosen] = clean[chosen]
-    kept = state.kept.copy()
-    kept[chosen] = True
-    rest = np.setdiff1d(rejected, chosen)
-    moved = np.zeros(0, dtype=np.int64)
-    if calibrate:
-        back = calibrated_pullback(
-            state.label_prob[chosen],
-            state.labels[chosen] != clean[chosen],
-            state.label_prob[rest],
-            max_wrong=0.5,
-        )
-        moved = rest[back]
-        kept[moved] = True
-    stats = {
-        "checked": int(n),
-        "checked_wrong": int((state.labels[chosen] != clean[chosen]).sum()),
-        "calibrated_pulled_back": int(moved.size),
-        "calibrated_pulled_back_mislabeled": int((labels[moved] != clean[moved]).sum()),
-    }
-    return LoopState(labels, kept, state.label_prob), stats
 
 
 def run_noise_level(bench: Bench, column: str) -> dict[str, Any]:
@@ -294,10 +104,36 @@ def run_noise_level(bench: Bench, column: str) -> dict[str, Any]:
     }
     rules = {name: _quality(~kept, mislabeled) for name, kept in kept_by_rule.items()}
 
+    accuracy, people = final_accuracies(bench, noisy, loop, kept_by_rule, oof.probs, seconds)
+    bench.log(f"{column}: final models: " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))
+    return {
+        "noise_rate": float(mislabeled.mean()),
+        "oof_accuracy_vs_clean": oof_accuracy,
+        "rules": rules,
+        "pullback_rounds": rounds,
+        "people": people,
+        "kept": {name: int(kept.sum()) for name, kept in kept_by_rule.items()},
+        "test_accuracy": accuracy,
+        "round_seconds": seconds,
+    }
+
+
+def final_accuracies(
+    bench: Bench,
+    noisy: NDArray[np.int64],
+    loop: LoopState,
+    kept_by_rule: dict[str, NDArray[np.bool_]],
+    oof_probs: NDArray[np.float32],
+    seconds: dict[str, float],
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Step 3: the final recipe's test accuracy on the noisy labels, on each rule's kept set,
+    after people checked the loop's human sample (calibrated or not, then pull-back rounds
+    again), and with the loop's rejects as soft targets or relabelled; and what the people
+    did."""
     clock = Timer()
     everything = np.arange(noisy.size)
     accuracy = {"noisy": bench.final_accuracy(noisy, everything)}
-    seconds["final training"] = clock() / args.seeds
+    seconds["final training"] = clock() / bench.args.seeds
     for name, kept in kept_by_rule.items():
         accuracy[name] = bench.final_accuracy(noisy, np.flatnonzero(kept))
     people: dict[str, Any] = {}
@@ -310,21 +146,11 @@ def run_noise_level(bench: Bench, column: str) -> dict[str, Any]:
     for use in ("soft", "relabel"):
         accuracy[f"{LOOP_RULE}, rejects {use}"] = bench.final_with_rejects(
             noisy,
-            loop_kept,
-            oof.probs,
+            kept_by_rule[LOOP_RULE],
+            oof_probs,
             use,  # type: ignore[arg-type]
         )
-    bench.log(f"{column}: final models: " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))
-    return {
-        "noise_rate": float(mislabeled.mean()),
-        "oof_accuracy_vs_clean": oof_accuracy,
-        "rules": rules,
-        "pullback_rounds": rounds,
-        "people": people,
-        "kept": {name: int(kept.sum()) for name, kept in kept_by_rule.items()},
-        "test_accuracy": accuracy,
-        "round_seconds": seconds,
-    }
+    return accuracy, people
 
 
 def _verdicts(column: str, level: dict[str, Any], clean: float) -> dict[str, Any]:
@@ -353,8 +179,7 @@ def _verdicts(column: str, level: dict[str, Any], clean: float) -> dict[str, Any
     return verdict
 
 
-def main(argv: list[str] | None = None) -> int:
-    share_cores()
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subset", type=int, default=20_000, help="training images used")
     parser.add_argument("--folds", type=int, default=5)
@@ -374,14 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         "--throughput", type=int, default=256, help="images embedded to time the backbone"
     )
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    bench = Bench(args)
-    levels = {column: run_noise_level(bench, column) for column in args.noise.split(",")}
-    clean = bench.final_accuracy(bench.labels["clean"], np.arange(args.subset))
-    bench.log(f"clean-label model: test accuracy {clean:.4f}")
-    verdicts = {column: _verdicts(column, level, clean) for column, level in levels.items()}
 
+def print_tables(levels: dict[str, dict[str, Any]], *, final_recipe: str, clean: float) -> None:
+    """The rejected sets' quality, the final models' test accuracy and the rounds' wall time,
+    for every noise level."""
     print("\nRejected set vs clean labels (precision / recall / F1):")
     print(
         table(
@@ -393,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
     )
-    print(f"\nTest accuracy of {args.final_recipe} by training set (clean labels: {clean:.4f}):")
+    print(f"\nTest accuracy of {final_recipe} by training set (clean labels: {clean:.4f}):")
     print(
         table(
             ["noise", "training set", "test accuracy", "gap closed"],
@@ -415,6 +238,18 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    share_cores()
+    args = parse_args(argv)
+    bench = Bench(args)
+    levels = {column: run_noise_level(bench, column) for column in args.noise.split(",")}
+    clean = bench.final_accuracy(bench.labels["clean"], np.arange(args.subset))
+    bench.log(f"clean-label model: test accuracy {clean:.4f}")
+    verdicts = {column: _verdicts(column, level, clean) for column, level in levels.items()}
+
+    print_tables(levels, final_recipe=args.final_recipe, clean=clean)
     print()
     for column, verdict in verdicts.items():
         print(f"{column}: " + ", ".join(f"{k} {_short(v)}" for k, v in verdict.items()))

@@ -2,6 +2,14 @@
 
 Each benchmark is a script in this folder that prints its own table and writes
 ``bench/results/<name>.json``. With no names, all of them run, in the order below.
+
+Where things live: a script's own modules share its prefix (``review_load.py`` runs the
+``review_*`` modules, ``pipeline.py`` the ``pipeline_*`` ones, ``import_bench.py``
+``import_measure.py``, ``ml_label_cleaning.py`` ``ml_label_cleaning_loop.py``, ``gpu_check.py``
+the ``gpu_*`` ones); ``ml_common.py`` holds the CIFAR data and embeddings of the ML benchmarks;
+``harness/`` what every benchmark and the real-process tests share (servers, workers,
+throwaway databases, the loop's stack, results files). ``gpu_check.py`` needs a GPU and is
+run on its own, not from here.
 """
 
 from __future__ import annotations
