@@ -1,5 +1,5 @@
 """Every response carries the security headers, pages, API errors and static files alike;
-static files are cacheable, and a route's own Cache-Control wins."""
+static files are revalidated on each use, and a route's own Cache-Control wins."""
 
 from __future__ import annotations
 
@@ -109,3 +109,15 @@ def test_an_unexpected_error_is_a_500_with_the_security_headers(
     assert "boom" not in response.text
     for name, value in SECURITY_HEADERS.items():
         assert response.headers[name] == value
+
+
+@SQLITE
+def test_a_static_file_is_revalidated_and_answers_304_when_unchanged(client: TestClient) -> None:
+    """Every use asks the server (no stale review module after an upgrade); an unchanged file
+    costs a 304 without a body."""
+    first = client.get("/static/review.js")
+    again = client.get("/static/review.js", headers={"If-None-Match": first.headers["etag"]})
+
+    assert first.headers["cache-control"] == "no-cache"
+    assert again.status_code == 304
+    assert again.content == b""
