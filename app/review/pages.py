@@ -151,13 +151,17 @@ def release(
 
 @router.get("/review/{dataset_id}/{kind}/progress")
 def progress_fragment(
-    request: Request, session: SessionDep, principal: AnnotatorDep, dataset_id: int, kind: TaskKind
+    request: Request,
+    session: SessionDep,
+    principal: AnnotatorDep,
+    dataset: DatasetDep,
+    kind: TaskKind,
 ) -> HTMLResponse:
     """The progress line of a review page, refreshed by htmx."""
     view = views.progress_view(
         stats_service.progress(session, user=principal.user),
         remaining=stats_service.remaining(
-            session, user=principal.user, kind=kind, dataset_id=dataset_id, cap=views.REMAINING_CAP
+            session, user=principal.user, kind=kind, dataset_id=dataset.id, cap=views.REMAINING_CAP
         ),
     )
     return render(
@@ -165,5 +169,5 @@ def progress_fragment(
         "review/_progress.html",
         principal=principal,
         view=view,
-        extra={"progress_url": f"{views.queue_url(dataset_id, kind)}/progress"},
+        extra={"progress_url": f"{views.queue_url(dataset.id, kind)}/progress"},
     )

@@ -61,6 +61,7 @@ def annotator_sees(client: TestClient, csrf: str, pets: Pets) -> dict[str, int]:
         "thumbnail": client.get(f"/media/samples/{sample}/thumb/96").status_code,
         "original": client.get(f"/media/samples/{sample}/original").status_code,
         "page": client.get(f"/review/{pets.dataset_id}/junk_check").status_code,
+        "progress": client.get(f"/review/{pets.dataset_id}/junk_check/progress").status_code,
     }
 
 
