@@ -106,7 +106,7 @@ def run_loop(
             create_session_factory(create_db_engine(url)),
             work,
             embeddings=default_embeddings_dir(),
-            import_roots=(work, WORK),
+            import_roots=(work, real.manifest.parent, WORK),
         ) as stack,
     ):
         dataset_id = stack.import_dataset(name, real.manifest, root=real.root, timeout=900)
