@@ -48,37 +48,52 @@ log = get_logger(__name__)
 _NUMBER_OUT_OF_RANGE = "22003"  # PostgreSQL's SQLSTATE numeric_value_out_of_range
 
 
+#: Every router, in the order routes are matched.
+ROUTERS = (
+    review_routes,  # first: routes are matched in order, and these are the busiest
+    auth_routes,
+    auth_pages,
+    dataset_routes,
+    dataset_grant_routes,
+    dataset_pages,
+    media_routes,
+    job_routes,
+    job_worker_routes,
+    job_pages,
+    pipeline_routes,
+    pipeline_pages,
+    docs,
+    review_pages,  # serves "/": the annotator's home; engineers go on to /datasets
+)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Builds the app: engine, session factory, templates and background runner included;
     while it serves, this process's pipeline reconciler runs (:func:`_start_reconciler`)."""
     settings = settings or get_settings()
     configure_logging(settings.log_format)
     settings.ensure_data_dir()
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        with transaction(app.state.session_factory) as session:
-            dataset_service.fail_interrupted_imports(session)
-        app.state.write_gate = write_gate(settings.resolved_database_url)  # this loop's
-        log.info("server.started", database=engine.url.render_as_string(hide_password=True))
-        reconciler = app.state.pipeline_reconciler = _start_reconciler(app)
-        try:
-            yield
-        finally:
-            if reconciler is not None:
-                reconciler.stop()
-        app.state.background.shutdown()
-        app.state.password_checks.shutdown()
-        engine.dispose()
-
     app = FastAPI(
         title="Thresher",
         summary="Clean noisy, long-tailed image datasets with people in the loop.",
         version="0.1.0",
-        lifespan=lifespan,
+        lifespan=_lifespan,
         docs_url=None,  # app.docs serves /docs offline; no ReDoc
         redoc_url=None,
     )
+    _set_up_state(app, settings)
+    app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
+    for module in ROUTERS:
+        app.include_router(module.router)
+    app.add_api_route("/healthz", _healthz, include_in_schema=False)
+    app.add_middleware(RequestLimits, settings=settings)
+    app.add_middleware(SecurityHeaders)  # added last: outermost, so every response has them
+    _add_error_handlers(app)
+    return app
+
+
+def _set_up_state(app: FastAPI, settings: Settings) -> None:
+    """What the requests share, on ``app.state``."""
     engine = create_db_engine(settings.resolved_database_url)
     app.state.settings = settings
     app.state.engine = engine
@@ -91,32 +106,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.secret_key = settings.load_secret_key()
     app.state.login_throttle = LoginThrottle()
 
-    app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
-    for module in (
-        review_routes,  # first: routes are matched in order, and these are the busiest
-        auth_routes,
-        auth_pages,
-        dataset_routes,
-        dataset_grant_routes,
-        dataset_pages,
-        media_routes,
-        job_routes,
-        job_worker_routes,
-        job_pages,
-        pipeline_routes,
-        pipeline_pages,
-        docs,
-        review_pages,  # serves "/": the annotator's home; engineers go on to /datasets
-    ):
-        app.include_router(module.router)
 
-    @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state = app.state
+    with transaction(state.session_factory) as session:
+        dataset_service.fail_interrupted_imports(session)
+    state.write_gate = write_gate(state.settings.resolved_database_url)  # this loop's
+    log.info("server.started", database=state.engine.url.render_as_string(hide_password=True))
+    reconciler = state.pipeline_reconciler = _start_reconciler(app)
+    try:
+        yield
+    finally:
+        if reconciler is not None:
+            reconciler.stop()
+    state.background.shutdown()
+    state.password_checks.shutdown()
+    state.engine.dispose()
 
-    app.add_middleware(RequestLimits, settings=settings)
-    app.add_middleware(SecurityHeaders)  # added last: outermost, so every response has them
 
+def _healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error_handler)  # type: ignore[arg-type]
@@ -124,7 +137,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(DataError, _unstorable_value_handler)
     # Starlette runs this one outside every middleware, so it sets the security headers itself.
     app.add_exception_handler(Exception, _unexpected_error_handler)
-    return app
 
 
 def _start_reconciler(app: FastAPI) -> Reconciler | None:
