@@ -18,7 +18,7 @@ from tests.e2e.conftest import RealSet, Stack
 
 pytestmark = pytest.mark.slow
 
-SHARD = 300
+SHARD = 200
 
 
 @pytest.fixture
@@ -43,27 +43,43 @@ def test_workers_embed_shards_in_parallel_and_a_killed_shard_is_the_only_one_red
     config = {"folds": 3, "embed_shard_size": SHARD, "human_fraction": 0.0, "min_class_size": 0}
     created = stack.http.post(f"/api/pipelines/{dataset_id}", json={"config": config})
     assert created.status_code == 201, created.text
-    first = stack.start_worker("first", threads=1, embeddings=tmp_path / "emb-first")
     second = stack.start_worker("second", threads=1, embeddings=tmp_path / "emb-second")
     stack.http.patch(f"/api/pipelines/{dataset_id}", json={"stage": "label", "auto": True})
 
-    def first_is_mid_shard() -> list[dict[str, Any]] | None:
-        jobs = _embed_jobs(stack, dataset_id)
-        busy = [j for j in jobs if j["worker"] == "first" and j["state"] == "running"]
-        done = [j for j in jobs if j["state"] == "succeeded"]
-        return jobs if busy and done else None
+    def kill_mid_shard(name: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """Starts worker ``name``, kills it once it holds a shard while another is stored, and
+        returns the shard it died holding (None if it finished that shard before the signal
+        landed) with the jobs as they stood after its death."""
+        worker = stack.start_worker(name, threads=1, embeddings=tmp_path / f"emb-{name}")
 
-    try:
-        before = wait_for(first_is_mid_shard, timeout=300, what="a shard stored, another half done")
-    except AssertionError as error:
-        jobs = [
-            {k: j[k] for k in ("id", "state", "worker", "step", "steps", "phase", "attempts")}
-            for j in _embed_jobs(stack, dataset_id)
-        ]
-        raise AssertionError(f"{error}: {jobs}\n{stack.worker_logs()}") from None
-    first.process.send_signal(signal.SIGKILL)
-    first.process.wait()
-    (killed,) = [j for j in before if j["worker"] == "first" and j["state"] == "running"]
+        def is_mid_shard() -> bool:
+            jobs = _embed_jobs(stack, dataset_id)
+            busy = [j for j in jobs if j["worker"] == name and j["state"] == "running"]
+            return bool(busy) and any(j["state"] == "succeeded" for j in jobs)
+
+        try:
+            wait_for(is_mid_shard, timeout=300, what="a shard stored, another being embedded")
+        except AssertionError as error:
+            jobs = [
+                {k: j[k] for k in ("id", "state", "worker", "step", "steps", "phase", "attempts")}
+                for j in _embed_jobs(stack, dataset_id)
+            ]
+            raise AssertionError(f"{error}: {jobs}\n{stack.worker_logs()}") from None
+        worker.process.send_signal(signal.SIGKILL)
+        worker.process.wait()
+        # Read after the death: a dead worker finishes nothing more, so what it still holds here
+        # is what it was killed in the middle of.
+        after = _embed_jobs(stack, dataset_id)
+        held = [j for j in after if j["worker"] == name and j["state"] == "running"]
+        return (held[0] if held else None), after
+
+    # The shard can end between the poll that saw it running and the signal; then another worker
+    # is killed in the middle of a later one.
+    for name in ("first", "first-again", "first-once-more"):
+        killed, before = kill_mid_shard(name)
+        if killed is not None:
+            break
+    assert killed is not None, "every worker finished its shard before the signal landed"
     stored_before = {j["id"] for j in before if j["state"] == "succeeded"}
     third = stack.start_worker("third", threads=1, embeddings=tmp_path / "emb-third")
 
@@ -85,7 +101,7 @@ def test_workers_embed_shards_in_parallel_and_a_killed_shard_is_the_only_one_red
     assert sum(j["summary"]["samples"] for j in jobs) == images
     # Embedded in parallel: when the first worker was killed, the second had a shard too.
     busy_before = {j["worker"] for j in before if j["state"] in ("running", "succeeded")}
-    assert {"first", "second"} <= busy_before, before
+    assert {name, "second"} <= busy_before, before
 
     # Overlapping in time: a shard of each worker ran at the same time as one of the other's.
     def overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -98,7 +114,7 @@ def test_workers_embed_shards_in_parallel_and_a_killed_shard_is_the_only_one_red
     assert any(
         overlap(a, b)
         for a in shards
-        if a["worker"] == "first"
+        if a["worker"] == name
         for b in shards
         if b["worker"] == "second"
     ), before
