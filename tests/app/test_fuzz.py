@@ -302,21 +302,34 @@ def hostile_cases(operation: Operation, ids: dict[str, Any]) -> Iterator[Case]:
         return operation.Case(**fields)
 
     for value in HOSTILE_VALUES:
-        for name in path:
-            if (text := _as_text(value, "path")) is not None:
-                yield case(path_parameters={**path, name: text})
-        for p in operation.query:
-            yield case(query={**query, p.name: value})
-        for name in headers:
-            if (text := _as_text(value, "header")) is not None:
-                yield case(headers={**headers, name: text})
-        if isinstance(simple, dict):
-            for name in simple:
-                yield case(body={**simple, name: value})
+        yield from _one_place_at_a_time(value, operation, case, path, query, headers, simple)
     if operation.body or (operation.method.upper(), operation.path) in STREAMED:
         for raw, content_type in HOSTILE_BODIES:
             sent = {**headers, "Content-Type": content_type} if content_type else headers
             yield case(body=raw, media_type="application/octet-stream", headers=sent)
+
+
+def _one_place_at_a_time(
+    value: Any,
+    operation: Operation,
+    case: Callable[..., Case],
+    path: dict[str, str],
+    query: dict[str, Any],
+    headers: dict[str, str],
+    body: Any,
+) -> Iterator[Case]:
+    """``value`` in each parameter, then in each top-level field of ``body``, the rest valid."""
+    for name in path:
+        if (text := _as_text(value, "path")) is not None:
+            yield case(path_parameters={**path, name: text})
+    for p in operation.query:
+        yield case(query={**query, p.name: value})
+    for name in headers:
+        if (text := _as_text(value, "header")) is not None:
+            yield case(headers={**headers, name: text})
+    if isinstance(body, dict):
+        for name in body:
+            yield case(body={**body, name: value})
 
 
 def _as_text(value: Any, location: str) -> str | None:

@@ -34,6 +34,43 @@ def _embed_jobs(stack: Stack, dataset_id: int) -> list[dict[str, Any]]:
     return [stack.http.get(f"/api/jobs/{job_id}").json() for job_id in sorted(ids)]
 
 
+def _kill_mid_shard(
+    stack: Stack, dataset_id: int, name: str, embeddings: Path
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """Starts worker ``name``, kills it once it holds a shard while another is stored, and
+    returns the shard it died holding (None if it finished that shard before the signal landed)
+    with the jobs as they stood after its death."""
+    worker = stack.start_worker(name, threads=1, embeddings=embeddings)
+
+    def is_mid_shard() -> bool:
+        jobs = _embed_jobs(stack, dataset_id)
+        busy = [j for j in jobs if j["worker"] == name and j["state"] == "running"]
+        return bool(busy) and any(j["state"] == "succeeded" for j in jobs)
+
+    try:
+        wait_for(is_mid_shard, timeout=300, what="a shard stored, another being embedded")
+    except AssertionError as error:
+        jobs = [
+            {k: j[k] for k in ("id", "state", "worker", "step", "steps", "phase", "attempts")}
+            for j in _embed_jobs(stack, dataset_id)
+        ]
+        raise AssertionError(f"{error}: {jobs}\n{stack.worker_logs()}") from None
+    worker.process.send_signal(signal.SIGKILL)
+    worker.process.wait()
+    # Read after the death: a dead worker finishes nothing more, so what it still holds here is
+    # what it was killed in the middle of.
+    after = _embed_jobs(stack, dataset_id)
+    held = [j for j in after if j["worker"] == name and j["state"] == "running"]
+    return (held[0] if held else None), after
+
+
+def _all_embedded(stack: Stack, dataset_id: int) -> list[dict[str, Any]] | None:
+    jobs = _embed_jobs(stack, dataset_id)
+    if any(j["state"] in ("failed", "cancelled") for j in jobs):
+        raise AssertionError(f"an embed job failed: {jobs}\n{stack.worker_logs()}")
+    return jobs if all(j["state"] == "succeeded" for j in jobs) else None
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_workers_embed_shards_in_parallel_and_a_killed_shard_is_the_only_one_redone(
     stack: Stack, cifar_noisy: RealSet, tmp_path: Path
@@ -46,50 +83,17 @@ def test_workers_embed_shards_in_parallel_and_a_killed_shard_is_the_only_one_red
     second = stack.start_worker("second", threads=1, embeddings=tmp_path / "emb-second")
     stack.http.patch(f"/api/pipelines/{dataset_id}", json={"stage": "label", "auto": True})
 
-    def kill_mid_shard(name: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        """Starts worker ``name``, kills it once it holds a shard while another is stored, and
-        returns the shard it died holding (None if it finished that shard before the signal
-        landed) with the jobs as they stood after its death."""
-        worker = stack.start_worker(name, threads=1, embeddings=tmp_path / f"emb-{name}")
-
-        def is_mid_shard() -> bool:
-            jobs = _embed_jobs(stack, dataset_id)
-            busy = [j for j in jobs if j["worker"] == name and j["state"] == "running"]
-            return bool(busy) and any(j["state"] == "succeeded" for j in jobs)
-
-        try:
-            wait_for(is_mid_shard, timeout=300, what="a shard stored, another being embedded")
-        except AssertionError as error:
-            jobs = [
-                {k: j[k] for k in ("id", "state", "worker", "step", "steps", "phase", "attempts")}
-                for j in _embed_jobs(stack, dataset_id)
-            ]
-            raise AssertionError(f"{error}: {jobs}\n{stack.worker_logs()}") from None
-        worker.process.send_signal(signal.SIGKILL)
-        worker.process.wait()
-        # Read after the death: a dead worker finishes nothing more, so what it still holds here
-        # is what it was killed in the middle of.
-        after = _embed_jobs(stack, dataset_id)
-        held = [j for j in after if j["worker"] == name and j["state"] == "running"]
-        return (held[0] if held else None), after
-
     # The shard can end between the poll that saw it running and the signal; then another worker
     # is killed in the middle of a later one.
     for name in ("first", "first-again", "first-once-more"):
-        killed, before = kill_mid_shard(name)
+        killed, before = _kill_mid_shard(stack, dataset_id, name, tmp_path / f"emb-{name}")
         if killed is not None:
             break
     assert killed is not None, "every worker finished its shard before the signal landed"
     stored_before = {j["id"] for j in before if j["state"] == "succeeded"}
     third = stack.start_worker("third", threads=1, embeddings=tmp_path / "emb-third")
 
-    def embedded() -> list[dict[str, Any]] | None:
-        jobs = _embed_jobs(stack, dataset_id)
-        if any(j["state"] in ("failed", "cancelled") for j in jobs):
-            raise AssertionError(f"an embed job failed: {jobs}\n{stack.worker_logs()}")
-        return jobs if all(j["state"] == "succeeded" for j in jobs) else None
-
-    jobs = wait_for(embedded, timeout=300, what="every shard embedded")
+    jobs = wait_for(lambda: _all_embedded(stack, dataset_id), timeout=300, what="every shard")
 
     # One job per shard, each run once, except the killed one, run again by another worker.
     assert len(jobs) == -(-images // SHARD)
