@@ -344,7 +344,9 @@ def _train_step(run: _HeadRun, batch: Tensor, global_step: int) -> tuple[Tensor,
     parts = mix_features(run.recipe, parts, run.generator)
     features, targets, weights = parts[0], parts[1], parts[2]
     logits = run.model.head(features)
-    loss = run.objective(logits, targets, features, weights)
+    # Teacher heads normalise their input themselves: they get the raw features, mixed alike.
+    teacher_input = parts[3] if run.objective.teachers is not None else features
+    loss = run.objective(logits, targets, teacher_input, weights)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()  # type: ignore[no-untyped-call]  # untyped in torch stubs
     clip = run.recipe.optimizer.grad_clip_norm
