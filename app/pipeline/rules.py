@@ -6,9 +6,6 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-from numpy.typing import NDArray
-
 from app.models import ClassState, RoundKind, RoundState, SampleStatus, Stage, Verdict
 
 __all__ = [
@@ -19,20 +16,9 @@ __all__ = [
     "RoundView",
     "class_outcome",
     "effective_verdict",
-    "label_rank_in_topk",
     "next_step",
     "resolve_status",
 ]
-
-
-def label_rank_in_topk(label: int, topk_ids: Sequence[int] | NDArray[np.int32]) -> int:
-    """Position of ``label`` in the top-k class ids a job reported (0 = the top class), -1 when
-    it is not among them (the ``label_rank`` a pipeline sample stores). For the rank among all
-    classes' probabilities see :func:`ml.core.cleaning.topk.label_rank_among_classes`."""
-    for position, class_id in enumerate(topk_ids):
-        if int(class_id) == label:
-            return position
-    return -1
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from app.pipeline.config import (
     sample_count,
 )
 from app.pipeline.estimates import estimate
-from app.pipeline.rules import HumanVerdict, label_rank_in_topk
+from app.pipeline.rules import HumanVerdict
 from app.pipeline.stages.context import (
     LABEL_POOL,
     ModelChange,
@@ -49,7 +49,7 @@ from app.pipeline.stages.round_jobs import (
     recipe_for,
 )
 from app.review.records import Suggestion, TaskItem
-from ml.core.cleaning.topk import calibrated_pullback
+from ml.core.cleaning.topk import calibrated_pullback, label_ranks_in_topk, topk_keep_from_ranks
 from ml.core.folds import stratified_folds
 from ml.core.protocol.jobs import (
     ManifestRef,
@@ -130,14 +130,16 @@ def _rule_changes(
     if results.topk_class_id is None:
         raise Invalid(f"job {job.id} reported no top-k classes")
     label_probs = results.label_prob
+    sample_ids = results.sample_id.tolist()
+    ranks = label_ranks_in_topk([labels.get(sid, -1) for sid in sample_ids], results.topk_class_id)
+    kept = topk_keep_from_ranks(ranks, k)
     changes: dict[int, ModelChange] = {}
-    for row, sample_id in enumerate(results.sample_id.tolist()):
-        label = labels.get(sample_id, -1)
-        rank = label_rank_in_topk(label, results.topk_class_id[row])
+    for row, sample_id in enumerate(sample_ids):
+        rank = int(ranks[row])
         p = None if label_probs is None else float(label_probs[row])
         p = None if p is not None and np.isnan(p) else p
         columns = {"label_rank": rank, "pred_job_id": job.id}
-        confirmed = 0 <= rank < k
+        confirmed = bool(kept[row])
         position = f"rank {rank + 1}" if rank >= 0 else f"not in the top {results.k}"
         if confirmed or reject is not None:
             status = keep if confirmed else reject

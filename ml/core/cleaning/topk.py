@@ -21,10 +21,12 @@ __all__ = [
     "PullbackResult",
     "calibrated_pullback",
     "label_rank_among_classes",
+    "label_ranks_in_topk",
     "pullback",
     "pullback_from_ids",
     "topk_keep",
     "topk_keep_from_ids",
+    "topk_keep_from_ranks",
 ]
 
 
@@ -72,11 +74,32 @@ def topk_keep(labels: IntArray, pred_probs: FloatMatrix, *, k: int = 1) -> NDArr
     return kept
 
 
+def label_ranks_in_topk(
+    labels: IntArray, topk_ids: NDArray[np.integer] | Sequence[Sequence[int]]
+) -> NDArray[np.int64]:
+    """Each given label's position among its sample's uploaded top-K class ids ``[N, K]``
+    (most probable first; 0 = the top class), -1 where it is not among them (the
+    ``label_rank`` a pipeline sample stores). A label of -1, none, is never found. For the rank
+    among all classes' probabilities see :func:`label_rank_among_classes`."""
+    label_array = np.asarray(labels, dtype=np.int64)
+    if label_array.ndim != 1:
+        raise ValueError(f"labels must be [N], got shape {label_array.shape}")
+    hits = _topk_ids(topk_ids, label_array.shape[0]) == label_array[:, None]
+    ranks: NDArray[np.int64] = np.where(hits.any(axis=1), hits.argmax(axis=1), -1)
+    return ranks.astype(np.int64)
+
+
+def topk_keep_from_ranks(ranks: NDArray[np.integer], k: int) -> NDArray[np.bool_]:
+    """The top-k rule on :func:`label_ranks_in_topk`: ``True`` (kept) where the label is among
+    the first ``k`` ids."""
+    kept: NDArray[np.bool_] = (ranks >= 0) & (ranks < k)
+    return kept
+
+
 def _in_topk_ids(
     labels: NDArray[np.int64], topk_ids: NDArray[np.int64], k: int
 ) -> NDArray[np.bool_]:
-    hits: NDArray[np.bool_] = (topk_ids[:, :k] == labels[:, None]).any(axis=1)
-    return hits
+    return topk_keep_from_ranks(label_ranks_in_topk(labels, topk_ids), k)
 
 
 def _topk_ids(

@@ -20,18 +20,11 @@ from app.pipeline.rules import (
     RoundView,
     class_outcome,
     effective_verdict,
-    label_rank_in_topk,
     next_step,
     resolve_status,
 )
 from app.pipeline.sample_repository import SampleState
 from app.pipeline.stages.final import evaluation_set
-
-
-def test_a_label_rank_is_its_place_in_the_top_k() -> None:
-    assert label_rank_in_topk(7, [3, 7, 9]) == 1
-    assert label_rank_in_topk(4, [3, 7, 9]) == -1
-
 
 # --- verdicts and statuses ----------------------------------------------------------------------
 

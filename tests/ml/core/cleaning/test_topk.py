@@ -8,10 +8,12 @@ import pytest
 from ml.core.cleaning.topk import (
     calibrated_pullback,
     label_rank_among_classes,
+    label_ranks_in_topk,
     pullback,
     pullback_from_ids,
     topk_keep,
     topk_keep_from_ids,
+    topk_keep_from_ranks,
 )
 from tests.ml.core.cleaning.factories import LABELS, PROBS
 
@@ -43,6 +45,20 @@ def test_topk_from_uploaded_ids() -> None:
 
     assert topk_keep_from_ids(LABELS, ids, k=1).tolist() == [True, False, False, False]
     assert topk_keep_from_ids(LABELS, ids).tolist() == [True, True, False, False]
+
+
+def test_a_label_rank_in_the_top_k_is_its_place_there_and_drives_the_rule() -> None:
+    """The rank a pipeline sample stores and the rule the server applies to it: -1 where the
+    label is not among the ids, or the sample has no label (-1)."""
+    ids = np.array([[3, 7, 9], [3, 7, 9], [3, 7, 9], [3, 7, 9]])
+
+    ranks = label_ranks_in_topk([7, 4, 3, -1], ids)
+
+    assert ranks.tolist() == [1, -1, 0, -1]
+    assert topk_keep_from_ranks(ranks, 1).tolist() == [False, False, True, False]
+    assert topk_keep_from_ranks(ranks, 2).tolist() == [True, False, True, False]
+    with pytest.raises(ValueError, match="3 top-k rows for 2 samples"):
+        label_ranks_in_topk([7, 4], ids[:3])
 
 
 def test_pullback_moves_back_rejected_samples_whose_label_is_now_in_topk() -> None:
