@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from ml.core.cleaning.confident import confident_learning, label_quality
+from ml.core.cleaning.confident import label_issues_among_present
 from ml.core.cleaning.knn import knn_votes
 from ml.core.cleaning.topk import label_rank_among_classes, pullback, topk_keep
 from ml.core.folds import stratified_folds
@@ -61,7 +61,7 @@ class _Verdicts:
     topk_kept: NDArray[np.bool_]
     ranks: NDArray[np.int64]
     issues: NDArray[np.bool_]
-    quality: NDArray[np.float64]
+    quality: NDArray[np.float32]
     knn_kept: NDArray[np.bool_] | None
     agreement: NDArray[np.float32] | None
     kept: NDArray[np.bool_]
@@ -159,7 +159,7 @@ def _detect(
     """The top-k rule, confident learning and (on embeddings) kNN agreement on ``probs``."""
     labels = manifest.labels
     topk_kept = topk_keep(labels, probs, k=k)
-    issues = confident_learning(labels, probs)
+    issues, quality = label_issues_among_present(labels, probs)
     knn_kept: NDArray[np.bool_] | None = None
     agreement: NDArray[np.float32] | None = None
     if isinstance(inputs, EmbeddingArray):
@@ -174,7 +174,7 @@ def _detect(
         topk_kept=topk_kept,
         ranks=label_rank_among_classes(labels, probs),
         issues=issues,
-        quality=label_quality(labels, probs),
+        quality=quality,
         knn_kept=knn_kept,
         agreement=agreement,
         kept=kept,

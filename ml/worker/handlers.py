@@ -18,7 +18,7 @@ from typing import TypeVar, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from ml.core.cleaning.confident import FilterBy, confident_learning, label_quality
+from ml.core.cleaning.confident import FilterBy, label_issues_among_present
 from ml.core.cleaning.knn import knn_votes
 from ml.core.cleaning.topk import topk_keep
 from ml.core.protocol.bundles import (
@@ -251,30 +251,21 @@ def label_issues(
     manifest: JobManifest, probs: NDArray[np.float32], *, filter_by: FilterBy
 ) -> LabelIssues:
     """cleanlab's verdicts on the labelled samples of ``manifest`` from out-of-fold ``probs``
-    ``[N, C]`` (rows: the manifest's samples; columns: its classes). Classes without a labelled
-    sample are left out and the rows renormalised, as cleanlab needs every class present."""
+    ``[N, C]`` (rows: the manifest's samples; columns: its classes), by
+    :func:`~ml.core.cleaning.confident.label_issues_among_present`."""
     labelled = np.flatnonzero(manifest.labels >= 0)
     matrix = probs[labelled].astype(np.float64)
     if np.isnan(matrix).any():
         missing = int(np.isnan(matrix).any(axis=1).sum())
         raise ValueError(f"{missing} labelled samples have no out-of-fold probabilities")
-    labels = manifest.labels[labelled].astype(np.int64)
-    present = np.unique(labels)
-    n = labelled.shape[0]
-    if present.shape[0] < 2:
-        flags = np.zeros(n, dtype=bool)
-        quality = np.ones(n, dtype=np.float32)
-    else:
-        matrix = np.clip(matrix[:, present], 1e-12, None)
-        matrix /= matrix.sum(axis=1, keepdims=True)
-        compact = np.searchsorted(present, labels)
-        # One process: a pool forked from this threaded worker could inherit a held lock.
-        flags = confident_learning(compact, matrix, filter_by=filter_by, n_jobs=1)
-        quality = label_quality(compact, matrix).astype(np.float32)
+    # One process: a pool forked from this threaded worker could inherit a held lock.
+    flags, quality = label_issues_among_present(
+        manifest.labels[labelled], matrix, filter_by=filter_by, n_jobs=1
+    )
     return LabelIssues(
         sample_id=manifest.sample_ids[labelled].astype(np.int64),
         is_issue=flags,
-        label_quality=np.clip(quality, 0.0, 1.0).astype(np.float32),
+        label_quality=quality,
     )
 
 

@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from ml.core.cleaning.arrays import FloatMatrix, IntArray, check_labels, check_probs
 
-__all__ = ["FilterBy", "confident_learning", "label_quality"]
+__all__ = ["FilterBy", "confident_learning", "label_issues_among_present", "label_quality"]
 
 #: cleanlab's ``find_label_issues`` methods.
 FilterBy = Literal[
@@ -64,3 +64,34 @@ def label_quality(
     from cleanlab.rank import get_label_quality_scores
 
     return np.asarray(get_label_quality_scores(label_array, probs, method=method), dtype=np.float64)
+
+
+def label_issues_among_present(
+    labels: IntArray,
+    pred_probs: FloatMatrix,
+    *,
+    filter_by: FilterBy = "prune_by_noise_rate",
+    **options: Any,
+) -> tuple[NDArray[np.bool_], NDArray[np.float32]]:
+    """:func:`confident_learning`'s verdicts and :func:`label_quality` of labelled samples
+    whose probabilities may cover classes none of them has (a dataset's classes, a manifest's
+    labelled part): those classes are left out and the rows renormalised, as cleanlab needs every
+    class present. With fewer than two classes present nothing is an issue and every quality is 1.
+
+    Args:
+        labels: ``[N]`` class ids, all labelled.
+        pred_probs: ``[N, C]`` out-of-fold probabilities over all classes.
+        filter_by, options: as :func:`confident_learning`.
+    """
+    probs = check_probs(pred_probs).astype(np.float64)
+    label_array = check_labels(labels, rows=probs.shape[0], num_classes=probs.shape[1])
+    present = np.unique(label_array)
+    if present.shape[0] < 2:
+        rows = label_array.shape[0]
+        return np.zeros(rows, dtype=bool), np.ones(rows, dtype=np.float32)
+    matrix = np.clip(probs[:, present], 1e-12, None)
+    matrix /= matrix.sum(axis=1, keepdims=True)
+    compact = np.searchsorted(present, label_array)
+    flags = confident_learning(compact, matrix, filter_by=filter_by, **options)
+    quality = np.clip(label_quality(compact, matrix), 0.0, 1.0).astype(np.float32)
+    return flags, quality
