@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ml.core.cleaning.confident import label_issues_among_present
-from ml.core.cleaning.knn import knn_votes
+from ml.core.cleaning.knn import knn_verdicts
 from ml.core.cleaning.topk import label_rank_among_classes, pullback, topk_keep
 from ml.core.folds import stratified_folds
 from ml.crossval import OutOfFold, out_of_fold_predictions
@@ -163,9 +163,9 @@ def _detect(
     knn_kept: NDArray[np.bool_] | None = None
     agreement: NDArray[np.float32] | None = None
     if isinstance(inputs, EmbeddingArray):
-        votes = knn_votes(inputs, labels, k=knn_k, num_classes=manifest.num_classes)
-        knn_kept = topk_keep(labels, votes, k=k)
-        agreement = votes[np.arange(labels.shape[0]), labels]
+        knn_kept, agreement = knn_verdicts(
+            inputs, labels, k=knn_k, top_k=k, num_classes=manifest.num_classes
+        )
     elif rule == "knn":
         raise StepError(f"the kNN rule needs a recipe on embeddings; {recipe.name} is not one")
     kept = {"topk": topk_kept, "cleanlab": ~issues, "knn": knn_kept}[rule]

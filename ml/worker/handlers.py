@@ -19,8 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ml.core.cleaning.confident import FilterBy, label_issues_among_present
-from ml.core.cleaning.knn import knn_votes
-from ml.core.cleaning.topk import topk_keep
+from ml.core.cleaning.knn import knn_verdicts
 from ml.core.protocol.bundles import (
     EmbeddingRows,
     JobManifest,
@@ -225,15 +224,13 @@ def run_knn(context: JobContext, inputs: Inputs) -> Outcome:
     data = embedded_set(context, inputs, spec.train, spec.embedding)
     context.report(Progress(phase="knn"))
     labelled = np.flatnonzero(data.labels >= 0)
-    labels = data.labels[labelled]
-    votes = knn_votes(
+    kept, agreement = knn_verdicts(
         np.asarray(data.images, dtype=np.float32)[labelled],
-        labels,
+        data.labels[labelled],
         k=spec.k,
+        top_k=spec.top_k,
         num_classes=data.manifest.num_classes,
     )
-    kept = topk_keep(labels, votes, k=min(spec.top_k, data.manifest.num_classes))
-    agreement = votes[np.arange(labels.shape[0]), labels]
     issues = LabelIssues(
         sample_id=data.manifest.sample_ids[labelled].astype(np.int64),
         is_issue=~kept,

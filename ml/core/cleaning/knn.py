@@ -8,8 +8,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ml.core.cleaning.arrays import IntArray, check_labels
+from ml.core.cleaning.topk import topk_keep
 
-__all__ = ["knn_agreement", "knn_votes"]
+__all__ = ["knn_verdicts", "knn_votes"]
 
 
 def _unit_centred(features: NDArray[np.floating]) -> NDArray[np.float32]:
@@ -69,12 +70,21 @@ def knn_votes(
     return votes
 
 
-def knn_agreement(
-    features: NDArray[np.floating], labels: IntArray, *, k: int = 10
-) -> NDArray[np.float32]:
-    """The share of each sample's ``k`` nearest neighbours that carry its given label, ``[N]``
-    in ``[0, 1]``; lower = more likely mislabeled (see :func:`knn_votes`)."""
+def knn_verdicts(
+    features: NDArray[np.floating],
+    labels: IntArray,
+    *,
+    k: int = 10,
+    top_k: int = 1,
+    num_classes: int | None = None,
+) -> tuple[NDArray[np.bool_], NDArray[np.float32]]:
+    """The kNN detector, as the worker and ``thresher ml crossval`` run it: ``kept`` ``[N]``
+    where the label is among the ``top_k`` classes of the neighbours' votes (the top-k rule on
+    vote shares), and ``agreement`` ``[N]`` in ``[0, 1]``, the share of the ``k`` nearest
+    neighbours that carry the sample's label (lower: more likely mislabeled). Arguments as
+    :func:`knn_votes`."""
     label_array = check_labels(labels)
-    votes = knn_votes(features, label_array, k=k)
+    votes = knn_votes(features, label_array, k=k, num_classes=num_classes)
+    kept = topk_keep(label_array, votes, k=min(top_k, votes.shape[1]))
     agreement: NDArray[np.float32] = votes[np.arange(label_array.shape[0]), label_array]
-    return agreement
+    return kept, agreement
