@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.datasets import import_repository, repository, service
 from app.datasets.import_repository import NewSample
 from app.datasets.importer import COMMIT_EVERY, default_processes
+from app.datasets.probe import ProbeResult
 from app.db import create_db_engine, create_session_factory, transaction
 from app.logging import configure_logging
 from app.models import Dataset, ImportFormat, ImportStatus, LabelClass, utcnow
@@ -189,16 +190,18 @@ def bulk_insert(url: str, rows: int) -> dict[str, Any]:
                 dataset_id,
                 f"class{index % 1000:04d}/image_{index:07d}.jpg",
                 ids[index % 1000],
-                20_000 + index % 5000,
-                1_700_000_000_000_000_000 + index,
-                hashlib.sha256(index.to_bytes(8, "little")).hexdigest(),
-                256,
-                192,
-                "RGB",
-                3,
-                "JPEG",
-                None,
-                None,
+                ProbeResult(
+                    20_000 + index % 5000,
+                    1_700_000_000_000_000_000 + index,
+                    hashlib.sha256(index.to_bytes(8, "little")).hexdigest(),
+                    256,
+                    192,
+                    "RGB",
+                    3,
+                    "JPEG",
+                    None,
+                    None,
+                ),
                 False,
                 now,
                 now,

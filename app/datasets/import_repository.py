@@ -30,27 +30,23 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.types import TypeEngine
 
+from app.datasets.probe import ProbeResult
 from app.models import Base, ImportIssue, IssueReason, Sample, utcnow
 
-#: Columns written for a new sample, in the order of ``NewSample``.
+#: The sample columns a probe fills, in the order of ``ProbeResult``'s fields (its ``detail`` is
+#: the column ``error_detail``).
+PROBED_COLUMNS = tuple({"detail": "error_detail"}.get(name, name) for name in ProbeResult._fields)
+#: Columns written for a new sample, in the order of ``NewSample`` with its probe spread out.
 NEW_SAMPLE_COLUMNS = (
     "dataset_id",
     "path",
     "class_id",
-    "byte_size",
-    "mtime_ns",
-    "sha256",
-    "width",
-    "height",
-    "mode",
-    "channels",
-    "image_format",
-    "error",
-    "error_detail",
+    *PROBED_COLUMNS,
     "missing",
     "created_at",
     "updated_at",
 )
+_ERROR_AT = PROBED_COLUMNS.index("error")
 
 
 _SAMPLES = cast(Table, Sample.__table__)
@@ -60,36 +56,18 @@ class NewSample(NamedTuple):
     dataset_id: int
     path: str
     class_id: int
-    byte_size: int | None
-    mtime_ns: int | None
-    sha256: str | None
-    width: int | None
-    height: int | None
-    mode: str | None
-    channels: int | None
-    image_format: str | None
-    error: IssueReason | None
-    error_detail: str | None
+    probed: ProbeResult
     missing: bool
     created_at: datetime
     updated_at: datetime
 
 
 class SampleUpdate(NamedTuple):
-    """New values for an existing sample (all image fields, its class, and ``missing=False``)."""
+    """New values for an existing sample (all probed facts, its class, and ``missing=False``)."""
 
     id: int
     class_id: int
-    byte_size: int | None
-    mtime_ns: int | None
-    sha256: str | None
-    width: int | None
-    height: int | None
-    mode: str | None
-    channels: int | None
-    image_format: str | None
-    error: IssueReason | None
-    error_detail: str | None
+    probed: ProbeResult
 
 
 class NewIssue(NamedTuple):
@@ -141,10 +119,24 @@ def insert_samples(session: Session, samples: Sequence[NewSample]) -> None:
     if not samples:
         return
     rows = [
-        (*sample[:11], sample.error.value if sample.error else None, *sample[12:])
+        (
+            sample.dataset_id,
+            sample.path,
+            sample.class_id,
+            *_probed_values(sample.probed),
+            sample.missing,
+            sample.created_at,
+            sample.updated_at,
+        )
         for sample in samples
     ]
     _bulk_insert(session, Sample.__tablename__, NEW_SAMPLE_COLUMNS, rows)
+
+
+def _probed_values(probed: ProbeResult) -> tuple[Any, ...]:
+    """``probed`` as values for ``PROBED_COLUMNS`` in a raw insert (the issue as its text)."""
+    error = probed.error
+    return (*probed[:_ERROR_AT], error.value if error else None, *probed[_ERROR_AT + 1 :])
 
 
 def update_samples(session: Session, updates: Sequence[SampleUpdate]) -> None:
@@ -157,16 +149,23 @@ def update_samples(session: Session, updates: Sequence[SampleUpdate]) -> None:
         .where(table.c.id == bindparam("_id"))
         .values(
             {
-                **{name: bindparam(name) for name in SampleUpdate._fields[1:]},
+                **{name: bindparam(name) for name in PROBED_COLUMNS},
+                "class_id": bindparam("class_id"),
                 "missing": False,
                 "updated_at": bindparam("_now"),
             }
         )
     )
     now = utcnow()
-    params = [{**row._asdict(), "_id": row.id, "_now": now} for row in updates]
-    for param in params:
-        del param["id"]
+    params = [
+        {
+            **dict(zip(PROBED_COLUMNS, row.probed, strict=True)),
+            "class_id": row.class_id,
+            "_id": row.id,
+            "_now": now,
+        }
+        for row in updates
+    ]
     session.connection().execute(statement, params)
 
 

@@ -209,7 +209,7 @@ class _Import:
             if result.error is not None:
                 issues.append(NewIssue(run.id, entry.path, result.error, result.detail or ""))
             if known is None:
-                row = NewSample(dataset_id, entry.path, class_id, *result, False, now, now)
+                row = NewSample(dataset_id, entry.path, class_id, result, False, now, now)
                 inserts.append(row)
                 continue
             if _same(known, class_id, result):
@@ -218,7 +218,7 @@ class _Import:
                     continue
             else:
                 changed += 1
-            updates.append(SampleUpdate(known.id, class_id, *result))
+            updates.append(SampleUpdate(known.id, class_id, result))
         import_repository.insert_samples(self.session, inserts)
         import_repository.update_samples(self.session, updates)
         import_repository.set_present(self.session, present_ids, class_ids=present_classes)
@@ -250,17 +250,8 @@ def _same(known: KnownSample, class_id: int, result: ProbeResult) -> bool:
 
 def _preset_failure(entry: SourceEntry) -> ProbeResult:
     assert entry.error is not None
-    return ProbeResult(
-        entry.byte_size,
-        entry.mtime_ns,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        entry.error,
-        entry.detail,
+    return probe.failed_probe(
+        entry.error, entry.detail, byte_size=entry.byte_size, mtime_ns=entry.mtime_ns
     )
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "ACCEPTED_FORMATS",
     "ProbeResult",
     "escape_text",
+    "failed_probe",
     "init_worker",
     "probe_chunk",
     "probe_file",
@@ -109,9 +110,14 @@ def probe_chunk(paths: Sequence[str], max_pixels: int) -> list[ProbeResult]:
     return [_probe(path, max_pixels) for path in paths]
 
 
-def _failure(
-    reason: IssueReason, detail: str, *, byte_size: int | None = None, mtime_ns: int | None = None
+def failed_probe(
+    reason: IssueReason,
+    detail: str | None,
+    *,
+    byte_size: int | None = None,
+    mtime_ns: int | None = None,
 ) -> ProbeResult:
+    """A probe that found ``reason``: no image facts, size and mtime where they are known."""
     return ProbeResult(byte_size, mtime_ns, None, None, None, None, None, None, reason, detail)
 
 
@@ -136,20 +142,20 @@ def _probe(path: str, max_pixels: int) -> ProbeResult:
     try:
         file = open_regular_file(path)
     except NotARegularFile as exc:
-        return _failure(IssueReason.NOT_A_FILE, str(exc))
+        return failed_probe(IssueReason.NOT_A_FILE, str(exc))
     except FileNotFoundError:
         if Path(path).is_symlink():
-            return _failure(IssueReason.BROKEN_SYMLINK, "the symlink's target does not exist")
-        return _failure(IssueReason.MISSING_FILE, "no such file")
+            return failed_probe(IssueReason.BROKEN_SYMLINK, "the symlink's target does not exist")
+        return failed_probe(IssueReason.MISSING_FILE, "no such file")
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            return _failure(IssueReason.BROKEN_SYMLINK, "symlink loop")
-        return _with_stat(path, _failure(IssueReason.UNREADABLE, _os_error_text(exc)))
+            return failed_probe(IssueReason.BROKEN_SYMLINK, "symlink loop")
+        return _with_stat(path, failed_probe(IssueReason.UNREADABLE, _os_error_text(exc)))
     with file:
         try:
             return _probe_open(file, max_pixels)
         except OSError as exc:
-            return _with_stat(path, _failure(IssueReason.UNREADABLE, _os_error_text(exc)))
+            return _with_stat(path, failed_probe(IssueReason.UNREADABLE, _os_error_text(exc)))
 
 
 def _probe_open(file: io.BufferedReader, max_pixels: int) -> ProbeResult:
@@ -161,7 +167,7 @@ def _probe_open(file: io.BufferedReader, max_pixels: int) -> ProbeResult:
     data = _read_whole(file, info.st_size) if info.st_size <= _IN_MEMORY_BYTES else None
     if data is not None:
         if not data:
-            return _failure(
+            return failed_probe(
                 IssueReason.EMPTY_FILE, "the file is empty", byte_size=0, mtime_ns=mtime_ns
             )
         digest, size = hashlib.sha256(data).hexdigest(), len(data)
@@ -225,20 +231,20 @@ def _decode(source: IO[bytes], *, max_pixels: int) -> _ImageFacts | ProbeResult:
     with image:
         image_format = image.format or "unknown"
         if image_format not in ACCEPTED_FORMATS:
-            return _failure(
+            return failed_probe(
                 IssueReason.UNSUPPORTED_FORMAT,
                 f"{image_format} images are not accepted "
                 f"(accepted: {', '.join(sorted(ACCEPTED_FORMATS))})",
             )
         width, height = image.size
         if width * height > max_pixels:
-            return _failure(
+            return failed_probe(
                 IssueReason.TOO_MANY_PIXELS,
                 f"{width}×{height} = {width * height:,} pixels, over the limit of "
                 f"{max_pixels:,} (a possible decompression bomb; not decoded)",
             )
         if width <= 0 or height <= 0:
-            return _failure(IssueReason.CORRUPT, f"invalid size {width}×{height}")
+            return failed_probe(IssueReason.CORRUPT, f"invalid size {width}×{height}")
         try:
             image.load()
         except Exception as exc:
@@ -249,7 +255,7 @@ def _decode(source: IO[bytes], *, max_pixels: int) -> _ImageFacts | ProbeResult:
 def _too_many_pixels(exc: Warning | Exception, max_pixels: int) -> ProbeResult:
     declared = re.search(r"\((\d+) pixels\)", str(exc))
     count = f"{int(declared.group(1)):,}" if declared else "too many"
-    return _failure(
+    return failed_probe(
         IssueReason.TOO_MANY_PIXELS,
         f"the header declares {count} pixels, over the limit of {max_pixels:,} "
         "(a possible decompression bomb; not decoded)",
@@ -261,22 +267,22 @@ def _unidentified(source: IO[bytes]) -> ProbeResult:
     data = source.read(_SIGNATURE_BYTES)
     for offset, magic, name in _FOREIGN_SIGNATURES:
         if data[offset : offset + len(magic)] == magic:
-            return _failure(
+            return failed_probe(
                 IssueReason.UNSUPPORTED_FORMAT,
                 f"{name} is not accepted (accepted: {', '.join(sorted(ACCEPTED_FORMATS))})",
             )
-    return _failure(IssueReason.NOT_AN_IMAGE, "not an image Pillow can identify")
+    return failed_probe(IssueReason.NOT_AN_IMAGE, "not an image Pillow can identify")
 
 
 def _decode_failure(exc: BaseException) -> ProbeResult:
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, EOFError) or "truncated" in str(exc).lower():
-        return _failure(IssueReason.TRUNCATED, text)
+        return failed_probe(IssueReason.TRUNCATED, text)
     if isinstance(exc, Image.DecompressionBombError):
-        return _failure(IssueReason.TOO_MANY_PIXELS, text)
+        return failed_probe(IssueReason.TOO_MANY_PIXELS, text)
     if isinstance(exc, MemoryError):
-        return _failure(IssueReason.TOO_MANY_PIXELS, "out of memory while decoding")
-    return _failure(IssueReason.CORRUPT, text)
+        return failed_probe(IssueReason.TOO_MANY_PIXELS, "out of memory while decoding")
+    return failed_probe(IssueReason.CORRUPT, text)
 
 
 def _with_stat(path: str, failure: ProbeResult) -> ProbeResult:
