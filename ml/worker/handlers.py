@@ -11,7 +11,7 @@ probabilities or cached embeddings.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar, cast
 
@@ -36,6 +36,7 @@ from ml.core.protocol.jobs import (
     EvaluateSpec,
     JobKind,
     KnnSpec,
+    ModelRef,
     PredictSpec,
     ScoreJunkSpec,
     TrainFinalSpec,
@@ -89,14 +90,28 @@ def _out_dir(context: JobContext) -> Path:
     return directory
 
 
+def _training_task(
+    context: JobContext,
+    inputs: Inputs,
+    spec: TrainJunkSpec | TrainFoldSpec | TrainPredictSpec | TrainFinalSpec,
+    *,
+    teachers: Sequence[ModelRef] = (),
+) -> tuple[Task, Recipe, SampleSet]:
+    """A training job's task, its recipe and train set: the spec's recipe (its seed applied),
+    the teachers' checkpoints fetched, then the train set at the training image size."""
+    recipe = resolve_recipe(spec.recipe, seed=spec.seed)
+    task = Task(spec, _out_dir(context), recipe=recipe)
+    task.teacher_dirs = [inputs.model(teacher) for teacher in teachers]
+    task.train = recipe_set(context, inputs, spec.train, recipe, _train_size(recipe))
+    return task, recipe, task.train
+
+
 # --- the handlers -------------------------------------------------------------------------------
 
 
 def run_train_junk(context: JobContext, inputs: Inputs) -> Outcome:
     spec = _spec(context, TrainJunkSpec)
-    recipe = resolve_recipe(spec.recipe, seed=spec.seed)
-    task = Task(spec, _out_dir(context), recipe=recipe)
-    task.train = recipe_set(context, inputs, spec.train, recipe, _train_size(recipe))
+    task, recipe, _ = _training_task(context, inputs, spec)
     if spec.predict is not None:
         task.predict = recipe_set(context, inputs, spec.predict, recipe, recipe.eval_image_size)
     return execute(context, task)
@@ -112,17 +127,13 @@ def run_score_junk(context: JobContext, inputs: Inputs) -> Outcome:
 
 def run_train_fold(context: JobContext, inputs: Inputs) -> Outcome:
     spec = _spec(context, TrainFoldSpec)
-    recipe = resolve_recipe(spec.recipe, seed=spec.seed)
-    task = Task(spec, _out_dir(context), recipe=recipe)
-    task.train = recipe_set(context, inputs, spec.train, recipe, _train_size(recipe))
+    task, _, _ = _training_task(context, inputs, spec)
     return execute(context, task)
 
 
 def run_train_predict(context: JobContext, inputs: Inputs) -> Outcome:
     spec = _spec(context, TrainPredictSpec)
-    recipe = resolve_recipe(spec.recipe, seed=spec.seed)
-    task = Task(spec, _out_dir(context), recipe=recipe)
-    task.train = recipe_set(context, inputs, spec.train, recipe, _train_size(recipe))
+    task, recipe, _ = _training_task(context, inputs, spec)
     task.predict = recipe_set(context, inputs, spec.predict, recipe, recipe.eval_image_size)
     return execute(context, task)
 
@@ -137,14 +148,9 @@ def run_predict(context: JobContext, inputs: Inputs) -> Outcome:
 
 def run_train_final(context: JobContext, inputs: Inputs) -> Outcome:
     spec = _spec(context, TrainFinalSpec)
-    recipe = resolve_recipe(spec.recipe, seed=spec.seed)
-    task = Task(spec, _out_dir(context), recipe=recipe)
-    task.teacher_dirs = [inputs.model(teacher) for teacher in spec.teachers]
-    task.train = recipe_set(context, inputs, spec.train, recipe, _train_size(recipe))
+    task, recipe, train = _training_task(context, inputs, spec, teachers=spec.teachers)
     if spec.rejects != "drop" and spec.probs:
-        task.reject_probs = probs_matrix(
-            inputs, spec.probs, task.train.manifest, spec.probs_class_ids
-        )
+        task.reject_probs = probs_matrix(inputs, spec.probs, train.manifest, spec.probs_class_ids)
     if spec.eval is not None:
         task.eval = recipe_set(context, inputs, spec.eval, recipe, recipe.eval_image_size)
     return execute(context, task)
