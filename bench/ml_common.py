@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import os
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,28 +82,24 @@ class CifarSplit:
 def cifar_train() -> CifarSplit:
     """The 50,000 training images with their ``clean``, ``aggre``, ``random1..3`` and
     ``worse`` labels (CIFAR-10N)."""
-    root = _extract_once(DATA / "cifar10" / "train.tar", WORK / "cifar10")
-    index = {name: i for i, name in enumerate(CIFAR_CLASSES)}
-    csv_path = DATA / "cifar10" / "train_labels.csv"
-    if not csv_path.is_file():
-        raise DataMissing(csv_path)
-    with csv_path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    columns = ["clean", "aggre", "random1", "random2", "random3", "worse"]
-    labels = {c: np.array([index[r[c]] for r in rows], dtype=np.int64) for c in columns}
-    return CifarSplit([root / r["path"] for r in rows], labels)
+    return _cifar_split("train", ("clean", "aggre", "random1", "random2", "random3", "worse"))
 
 
 def cifar_test() -> CifarSplit:
     """The 10,000 test images with their ``label``."""
-    root = _extract_once(DATA / "cifar10" / "test.tar", WORK / "cifar10")
+    return _cifar_split("test", ("label",))
+
+
+def _cifar_split(split: str, columns: Sequence[str]) -> CifarSplit:
+    """The images of ``<split>.tar``, labelled by the ``columns`` of ``<split>_labels.csv``."""
+    root = _extract_once(DATA / "cifar10" / f"{split}.tar", WORK / "cifar10")
     index = {name: i for i, name in enumerate(CIFAR_CLASSES)}
-    csv_path = DATA / "cifar10" / "test_labels.csv"
+    csv_path = DATA / "cifar10" / f"{split}_labels.csv"
     if not csv_path.is_file():
         raise DataMissing(csv_path)
     with csv_path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    labels = {"label": np.array([index[r["label"]] for r in rows], dtype=np.int64)}
+    labels = {c: np.array([index[r[c]] for r in rows], dtype=np.int64) for c in columns}
     return CifarSplit([root / r["path"] for r in rows], labels)
 
 

@@ -70,29 +70,20 @@ from bench.review_scenarios import (
 
 def _size_options(parser: argparse.ArgumentParser) -> None:
     """The options that override a field of :class:`Sizes` (default: FULL, or QUICK)."""
-    for name, what in (
-        ("samples", "PostgreSQL samples"),
-        ("tasks", "PostgreSQL tasks"),
-        ("sqlite-samples", "SQLite samples (hostile scenario)"),
-        ("sqlite-tasks", "SQLite tasks (hostile scenario)"),
-        ("clients", "flat-out client loops"),
+    for name, what, kind, spec in (
+        ("samples", "PostgreSQL samples", int, ","),
+        ("tasks", "PostgreSQL tasks", int, ","),
+        ("sqlite-samples", "SQLite samples (hostile scenario)", int, ","),
+        ("sqlite-tasks", "SQLite tasks (hostile scenario)", int, ","),
+        ("clients", "flat-out client loops", int, ","),
+        ("human", "seconds at human pace", float, "g"),
+        ("saturate", "seconds per saturation run", float, "g"),
+        ("hostile-seconds", "seconds of each of the quiet and the hostile run", float, "g"),
     ):
         key = name.replace("-", "_")
+        full, quick = format(getattr(FULL, key), spec), format(getattr(QUICK, key), spec)
         parser.add_argument(
-            f"--{name}",
-            type=int,
-            help=f"{what} (default {getattr(FULL, key):,}; --quick {getattr(QUICK, key):,})",
-        )
-    for name, what in (
-        ("human", "seconds at human pace"),
-        ("saturate", "seconds per saturation run"),
-        ("hostile-seconds", "seconds of each of the quiet and the hostile run"),
-    ):
-        key = name.replace("-", "_")
-        parser.add_argument(
-            f"--{name}",
-            type=float,
-            help=f"{what} (default {getattr(FULL, key):g}; --quick {getattr(QUICK, key):g})",
+            f"--{name}", type=kind, help=f"{what} (default {full}; --quick {quick})"
         )
 
 
