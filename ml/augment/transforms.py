@@ -176,17 +176,19 @@ class ColorJitter:
         order = torch.randperm(4, generator=generator, device=generator.device).tolist()
         for op in order:
             if op == 0 and self.brightness > 0:
-                factor = uniform(generator, max(0.0, 1 - self.brightness), 1 + self.brightness)
-                image = TF.adjust_brightness(image, factor)
+                image = TF.adjust_brightness(image, _jitter_factor(generator, self.brightness))
             elif op == 1 and self.contrast > 0:
-                factor = uniform(generator, max(0.0, 1 - self.contrast), 1 + self.contrast)
-                image = TF.adjust_contrast(image, factor)
+                image = TF.adjust_contrast(image, _jitter_factor(generator, self.contrast))
             elif op == 2 and self.saturation > 0:
-                factor = uniform(generator, max(0.0, 1 - self.saturation), 1 + self.saturation)
-                image = TF.adjust_saturation(image, factor)
+                image = TF.adjust_saturation(image, _jitter_factor(generator, self.saturation))
             elif op == 3 and self.hue > 0:
                 image = TF.adjust_hue(image, uniform(generator, -self.hue, self.hue))
         return image
+
+
+def _jitter_factor(generator: torch.Generator, strength: float) -> float:
+    """A factor uniform in ``[max(0, 1 - strength), 1 + strength]``."""
+    return uniform(generator, max(0.0, 1 - strength), 1 + strength)
 
 
 @dataclass(frozen=True)
