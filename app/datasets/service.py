@@ -82,6 +82,13 @@ def get_dataset(session: Session, dataset_id: int) -> Dataset:
     return dataset
 
 
+def get_dataset_by_name(session: Session, name: str) -> Dataset:
+    dataset = repository.get_dataset_by_name(session, name)
+    if dataset is None:
+        raise NotFound(f"no dataset named {name!r}")
+    return dataset
+
+
 def dataset_overview(session: Session, dataset: Dataset) -> DatasetOverview:
     total, usable, unusable, missing, duplicates = repository.sample_counts(session, dataset.id)
     return DatasetOverview(

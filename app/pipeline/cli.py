@@ -18,11 +18,12 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from app.cli_support import console, database, reported_errors
+from app.datasets import repository as datasets_repository
 from app.db import transaction
 from app.errors import Invalid, NotFound
 from app.jobs.config import JobSettings
 from app.models import Dataset, RoundKind, Stage
-from app.pipeline import export, reports, repository, sample_reports, service
+from app.pipeline import export, reports, sample_reports, service
 from app.pipeline.config import PipelineEnv, RecipeChoice
 from app.pipeline.schemas import RoundSummary
 from app.pipeline.stages.context import StepParams
@@ -47,9 +48,9 @@ def _session() -> Iterator[tuple[Session, PipelineEnv]]:
 
 def _dataset(session: Session, name_or_id: str) -> Dataset:
     dataset = (
-        session.get(Dataset, int(name_or_id))
+        datasets_repository.get_dataset(session, int(name_or_id))
         if name_or_id.isdigit()
-        else repository.dataset_by_name(session, name_or_id)
+        else datasets_repository.get_dataset_by_name(session, name_or_id)
     )
     if dataset is None:
         raise NotFound(f"no dataset {name_or_id!r}")

@@ -21,7 +21,6 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from app.models import (
-    Dataset,
     Job,
     Pipeline,
     PipelineRound,
@@ -64,10 +63,6 @@ def get_pipeline(
         # A row the session already holds would be returned as it was: read it again.
         query = query.execution_options(populate_existing=True)
     return session.scalars(query).one_or_none()
-
-
-def dataset_by_name(session: Session, name: str) -> Dataset | None:
-    return session.scalars(select(Dataset).where(Dataset.name == name)).one_or_none()
 
 
 def pipeline_ids(session: Session) -> list[int]:

@@ -16,6 +16,7 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from app.cli_support import database
+from app.datasets import service as datasets_service
 from app.db import transaction
 from app.errors import AppError, Invalid
 from app.models import Dataset, TaskKind
@@ -48,7 +49,7 @@ def _session() -> Iterator[Session]:
 def _dataset(session: Session, name_or_id: str) -> Dataset:
     if name_or_id.isdigit():
         return task_service.get_dataset(session, int(name_or_id))
-    return task_service.get_dataset_by_name(session, name_or_id)
+    return datasets_service.get_dataset_by_name(session, name_or_id)
 
 
 def _fail(exc: AppError) -> typer.Exit:

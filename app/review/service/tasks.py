@@ -36,13 +36,6 @@ def get_dataset(session: Session, dataset_id: int) -> Dataset:
     return dataset
 
 
-def get_dataset_by_name(session: Session, name: str) -> Dataset:
-    dataset = datasets_repository.get_dataset_by_name(session, name)
-    if dataset is None:
-        raise NotFound(f"no dataset named {name!r}")
-    return dataset
-
-
 def dataset_classes(session: Session, dataset: Dataset) -> list[tuple[int, str]]:
     """Every class of the dataset as (id, name), by name."""
     return task_repository.dataset_classes(session, dataset.id)
