@@ -10,9 +10,9 @@ Writes begin IMMEDIATE on SQLite (see ``_begin_sqlite_transaction``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine, create_engine, event
@@ -25,10 +25,20 @@ READ_ONLY = "thresher_read_only"
 #: The execution option of a write that would rather fail than wait for the write lock.
 NO_WAIT = "thresher_no_wait"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Ids per ``IN (...)`` list: well under SQLite's variable limit.
+CHUNK = 5_000
+
+T = TypeVar("T")
 
 
 class ReadOnlyTransaction(RuntimeError):
     """A read-only transaction tried to write: a bug in the code, never the client's fault."""
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    """``items`` in consecutive slices of at most ``size`` (for ``IN`` lists and bulk writes)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def is_sqlite(url: str) -> bool:

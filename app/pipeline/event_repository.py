@@ -15,6 +15,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from app.db import chunks
 from app.models import (
     EventKind,
     PipelineEvent,
@@ -23,7 +24,6 @@ from app.models import (
     SampleStatus,
     Verdict,
 )
-from app.pipeline.repository import chunks
 
 
 def event_row(

@@ -11,8 +11,7 @@ once.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
-from typing import TypeVar
+from collections.abc import Collection
 
 from sqlalchemy import (
     func,
@@ -28,17 +27,6 @@ from app.models import (
     RoundKind,
     RoundState,
 )
-
-#: Ids per ``IN (...)`` list: well under SQLite's variable limit.
-CHUNK = 5_000
-
-T = TypeVar("T")
-
-
-def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
 
 # --- pipelines ----------------------------------------------------------------------------------
 

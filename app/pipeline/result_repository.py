@@ -12,8 +12,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from app.db import chunks
 from app.models import JobResult, PipelineSample
-from app.pipeline.repository import chunks
 
 
 def pred_jobs(session: Session, sample_ids: Collection[int]) -> dict[int, int]:

@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from app.db import chunks
 from app.models import (
     ClassState,
     EventKind,
@@ -35,7 +36,6 @@ from app.models import (
     TaskState,
     Verdict,
 )
-from app.pipeline.repository import chunks
 
 
 def _usable() -> ColumnElement[bool]:

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
+from app.db import chunks
 from app.models import ReviewDecision, TaskState
 from app.review.repository.tables import (
     DECISION_COLUMNS,
@@ -22,7 +23,6 @@ from app.review.repository.tables import (
     TASKS,
     DecisionRow,
     LockedTask,
-    chunks,
     current_decision_ids,
 )
 

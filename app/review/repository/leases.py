@@ -34,8 +34,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from app.db import chunks
 from app.models import ReviewTask, TaskKind, TaskState, User
-from app.review.repository.tables import DECISIONS, SAMPLE_ROWS, TASKS, TaskRow, chunks, dialect
+from app.review.repository.tables import DECISIONS, SAMPLE_ROWS, TASKS, TaskRow, dialect
 
 _t = TASKS.c
 

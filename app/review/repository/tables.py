@@ -1,23 +1,17 @@
 """The review tables as Core handles, the rows the queries hand back, and the pieces of SQL
-every query module shares: id lists cut into chunks, the engine's dialect, which decisions
-stand.
+every query module shares: the engine's dialect, which decisions stand. (Id lists are cut
+into ``IN`` lists by :func:`app.db.chunks`.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import ColumnElement, Select, Table, and_, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
 from app.models import Base, ReviewDecision, ReviewTask, Sample, TaskKind, TaskState, Verdict
-
-#: Ids per ``IN (...)`` list: well under SQLite's variable limit.
-CHUNK = 5_000
-
-T = TypeVar("T")
 
 
 def cast_table(model: type[Base]) -> Table:
@@ -44,11 +38,6 @@ DECISION_COLUMNS = (
     _d.supersedes_id,
     _d.created_at,
 )
-
-
-def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class TaskRow(NamedTuple):

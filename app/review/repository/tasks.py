@@ -11,8 +11,9 @@ from sqlalchemy import ColumnElement, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
+from app.db import chunks
 from app.models import LabelClass, ReviewDecision, ReviewTask, Sample, TaskKind, TaskState
-from app.review.repository.tables import chunks, current_decision_ids, dialect
+from app.review.repository.tables import current_decision_ids, dialect
 
 _T = ReviewTask
 _D = ReviewDecision

@@ -11,12 +11,12 @@ from typing import NamedTuple
 from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
+from app.db import chunks
 from app.models import ReviewDecision, ReviewTask, TaskKind, User
 from app.pipeline.rules import ClassVote
 from app.review.repository.tables import (
     DECISION_COLUMNS,
     DecisionRow,
-    chunks,
     current_decision_ids,
     not_withdrawn,
 )
