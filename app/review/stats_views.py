@@ -4,11 +4,10 @@ agreement on tasks decided twice. Every field is text, ready to print."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from app.review.records import QueueCount, QueueStats
 from app.review.views import KIND_TITLES, queue_url, seconds_text, share_text
-from app.web.formatting import number
+from app.web.formatting import number, timestamp
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ def stats_page(stats: QueueStats, *, hours: int) -> StatsView:
 
     return StatsView(
         hours=hours,
-        since=_when(stats.since),
+        since=timestamp(stats.since),
         queues=[
             QueueRow(
                 dataset_name=queue.dataset_name,
@@ -92,7 +91,3 @@ def stats_page(stats: QueueStats, *, hours: int) -> StatsView:
             for a in stats.agreement
         ],
     )
-
-
-def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")

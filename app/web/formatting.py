@@ -99,8 +99,13 @@ class Moment:
     ago: str
 
 
+def timestamp(at: datetime) -> str:
+    """``at`` to the minute, as the pages show times (UTC)."""
+    return at.strftime("%Y-%m-%d %H:%M UTC")
+
+
 def moment(at: datetime, *, now: datetime) -> Moment:
-    return Moment(iso=at.isoformat(), text=at.strftime("%Y-%m-%d %H:%M UTC"), ago=_ago(now - at))
+    return Moment(iso=at.isoformat(), text=timestamp(at), ago=_ago(now - at))
 
 
 def _ago(delta: timedelta) -> str:
