@@ -152,22 +152,12 @@ def _check_subjects_exist(
 ) -> None:
     if kind.is_about_a_class:
         wanted = {item.class_id for item in items if item.class_id is not None}
-        missing = sorted(wanted - task_repository.existing_class_ids(session, dataset.id, wanted))
-        if missing:
-            raise Invalid(
-                f"{len(missing)} class ids are not classes of dataset {dataset.name!r}: "
-                f"{some_ids(missing)}",
-                class_ids=missing[:100],
-            )
+        found = task_repository.existing_class_ids(session, dataset.id, wanted)
+        _refuse_missing(sorted(wanted - found), noun="class", nouns="classes", dataset=dataset)
     else:
         wanted = {item.sample_id for item in items if item.sample_id is not None}
-        missing = sorted(wanted - task_repository.existing_sample_ids(session, dataset.id, wanted))
-        if missing:
-            raise Invalid(
-                f"{len(missing)} sample ids are not samples of dataset {dataset.name!r}: "
-                f"{some_ids(missing)}",
-                sample_ids=missing[:100],
-            )
+        found = task_repository.existing_sample_ids(session, dataset.id, wanted)
+        _refuse_missing(sorted(wanted - found), noun="sample", nouns="samples", dataset=dataset)
     suggested = {s.class_id for item in items for s in item.suggestions}
     if suggested:
         unknown = sorted(
@@ -178,6 +168,17 @@ def _check_subjects_exist(
                 f"suggested class ids not in dataset {dataset.name!r}: {some_ids(unknown)}",
                 class_ids=unknown[:100],
             )
+
+
+def _refuse_missing(missing: Sequence[int], *, noun: str, nouns: str, dataset: Dataset) -> None:
+    """Refuses items whose ``noun`` (class or sample) ids are not ``nouns`` of ``dataset``; the
+    error's ``<noun>_ids`` detail holds the first 100."""
+    if missing:
+        raise Invalid(
+            f"{len(missing)} {noun} ids are not {nouns} of dataset {dataset.name!r}: "
+            f"{some_ids(missing)}",
+            **{f"{noun}_ids": missing[:100]},
+        )
 
 
 def some_ids(ids: Sequence[int], shown: int = 10) -> str:
