@@ -59,15 +59,7 @@ class _ImageFolderScan:
             name = entry.name
             if name.startswith("."):
                 continue
-            if not is_valid_utf8(name):
-                self._issue(
-                    name,
-                    IssueReason.BAD_FILENAME,
-                    "the name is not valid UTF-8"
-                    + ("; the folder's files were skipped" if _is_dir(entry) else ""),
-                )
-                continue
-            target = self._follow(entry, name)
+            target = self._usable(entry, name)
             if target is None:
                 continue
             if not Path(target).is_dir():
@@ -81,6 +73,19 @@ class _ImageFolderScan:
             self._walk(target, name, name, ancestors=(self.root, target))
         self.result.labels = sorted(labels)
         return self.result
+
+    def _usable(self, entry: os.DirEntry[str], rel: str) -> str | None:
+        """The path to go on with for ``entry`` (named ``rel`` in reports), or None (reported)
+        when its name is not UTF-8 or it is a symlink that leads out of the root."""
+        if not is_valid_utf8(entry.name):
+            self._issue(
+                rel,
+                IssueReason.BAD_FILENAME,
+                "the name is not valid UTF-8"
+                + ("; the folder's files were skipped" if _is_dir(entry) else ""),
+            )
+            return None
+        return self._follow(entry, rel)
 
     def _follow(self, entry: os.DirEntry[str], rel: str) -> str | None:
         """The real path behind ``entry`` when it is a symlink; None (reported) when unusable."""
@@ -109,15 +114,7 @@ class _ImageFolderScan:
             if name.startswith("."):
                 continue
             child = f"{rel}/{name}"
-            if not is_valid_utf8(name):
-                self._issue(
-                    child,
-                    IssueReason.BAD_FILENAME,
-                    "the name is not valid UTF-8"
-                    + ("; the folder's files were skipped" if _is_dir(entry) else ""),
-                )
-                continue
-            target = self._follow(entry, child)
+            target = self._usable(entry, child)
             if target is None:
                 continue
             if entry.is_symlink() and not Path(target).exists():
