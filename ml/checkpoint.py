@@ -40,9 +40,12 @@ __all__ = [
     "InferenceAdjustment",
     "TrainState",
     "TrainedModel",
+    "adjustment_config",
     "latest_checkpoint",
+    "load_adjustment",
     "load_train_state",
     "load_trained_model",
+    "load_weights",
     "resolve_checkpoint",
     "save_checkpoint",
 ]
@@ -56,6 +59,34 @@ InferenceAdjustment = Literal["none", "remove_prior", "posthoc"]
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete, or does not fit the run that tries to resume it."""
+
+
+def adjustment_config(
+    log_prior: Tensor | None, adjustment: InferenceAdjustment, tau: float
+) -> dict[str, Any]:
+    """The ``model_config.json`` entries of a model's logit adjustment (``log_prior`` ``[C]``)."""
+    return {
+        "logit_adjustment": {"inference": adjustment, "tau": tau},
+        "log_prior": None if log_prior is None else log_prior.tolist(),
+    }
+
+
+def load_adjustment(config: dict[str, Any]) -> dict[str, Any]:
+    """The ``log_prior``, ``adjustment`` and ``tau`` arguments of a trained model or head, from
+    the entries :func:`adjustment_config` wrote."""
+    prior = config.get("log_prior")
+    adjustment = config["logit_adjustment"]
+    return {
+        "log_prior": None if prior is None else torch.tensor(prior, dtype=torch.float32),
+        "adjustment": adjustment["inference"],
+        "tau": float(adjustment["tau"]),
+    }
+
+
+def load_weights(model: nn.Module, directory: Path, device: str | torch.device) -> None:
+    """Loads ``directory/model.safetensors`` into ``model``, on ``device`` in eval mode."""
+    model.load_state_dict(load_file(str(directory / "model.safetensors")))
+    model.to(device).eval()
 
 
 @dataclass
@@ -102,8 +133,7 @@ class TrainedModel:
             "input_size": [3, self.image_size, self.image_size],
             "mean": list(self.mean),
             "std": list(self.std),
-            "logit_adjustment": {"inference": self.adjustment, "tau": self.tau},
-            "log_prior": None if self.log_prior is None else self.log_prior.tolist(),
+            **adjustment_config(self.log_prior, self.adjustment, self.tau),
             "tta_flip": self.tta_flip,
         }
 
@@ -272,10 +302,7 @@ def load_trained_model(path: str | Path, *, device: str | torch.device = "cpu") 
         raise CheckpointError(f"{directory} holds a head on embeddings: load it with load_model")
     model_kwargs = checked_model_kwargs(config.get("model_kwargs"), directory)
     model = create_model(config["architecture"], num_classes=config["num_classes"], **model_kwargs)
-    model.load_state_dict(load_file(str(directory / "model.safetensors")))
-    model.to(device).eval()
-    prior = config.get("log_prior")
-    adjustment = config["logit_adjustment"]
+    load_weights(model, directory, device)
     return TrainedModel(
         model=model,
         model_name=config["architecture"],
@@ -284,9 +311,7 @@ def load_trained_model(path: str | Path, *, device: str | torch.device = "cpu") 
         mean=_triple(config["mean"]),
         std=_triple(config["std"]),
         class_names=config.get("class_names"),
-        log_prior=None if prior is None else torch.tensor(prior, dtype=torch.float32),
-        adjustment=adjustment["inference"],
-        tau=float(adjustment["tau"]),
+        **load_adjustment(config),
         tta_flip=bool(config.get("tta_flip", False)),
         model_kwargs=model_kwargs,
     )

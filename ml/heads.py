@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ml.checkpoint import (
@@ -41,7 +41,10 @@ from ml.checkpoint import (
     CheckpointError,
     InferenceAdjustment,
     TrainedModel,
+    adjustment_config,
+    load_adjustment,
     load_trained_model,
+    load_weights,
     resolve_checkpoint,
 )
 from ml.embeddings import EmbeddingSpace
@@ -194,8 +197,7 @@ class TrainedHead:
             "input_size": [3, self.space.image_size, self.space.image_size],
             "mean": list(self.space.mean),
             "std": list(self.space.std),
-            "logit_adjustment": {"inference": self.adjustment, "tau": self.tau},
-            "log_prior": None if self.log_prior is None else self.log_prior.tolist(),
+            **adjustment_config(self.log_prior, self.adjustment, self.tau),
         }
 
 
@@ -230,10 +232,7 @@ def _load_head(directory: Path, config: dict[str, Any], device: torch.device | s
     head = HeadConfig.model_validate(config["head"])
     dim = int(config["feature_dim"])
     model = HeadNet(dim, int(config["num_classes"]), head)
-    model.load_state_dict(load_file(str(directory / "model.safetensors")))
-    model.to(device).eval()
-    prior = config.get("log_prior")
-    adjustment = config["logit_adjustment"]
+    load_weights(model, directory, device)
     return TrainedHead(
         model=model,
         space=EmbeddingSpace.from_dict(config["embedding"]),
@@ -241,9 +240,7 @@ def _load_head(directory: Path, config: dict[str, Any], device: torch.device | s
         dim=dim,
         num_classes=int(config["num_classes"]),
         class_names=config.get("class_names"),
-        log_prior=None if prior is None else torch.tensor(prior, dtype=torch.float32),
-        adjustment=adjustment["inference"],
-        tau=float(adjustment["tau"]),
+        **load_adjustment(config),
     )
 
 
