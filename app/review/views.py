@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from app.models import Dataset, TaskKind
 from app.review.records import LeasedTask, QueueCount, QueueProgress, ReviewBatch
-from app.web.formatting import number
+from app.web.formatting import number, plural
 
 KIND_TITLES = {
     TaskKind.JUNK_CHECK: "Junk check",
@@ -346,7 +346,7 @@ def _class_item(task: LeasedTask, data: ReviewBatch, sizes: Sequence[int]) -> Cl
         lease_version=task.lease_version,
         class_id=class_id,
         name=data.class_names.get(class_id, f"class {class_id}"),
-        size=f"{size:,} image" + ("" if size == 1 else "s"),
+        size=plural(size, "image"),
         thumbs=[_thumb(sample_id, thumb) for sample_id in shown],
         more=f"and {size - len(shown):,} more" if size > len(shown) else None,
         note=note(task),
