@@ -106,6 +106,17 @@ def _training_task(
     return task, recipe, task.train
 
 
+def _prediction_task(
+    context: JobContext, inputs: Inputs, spec: ScoreJunkSpec | PredictSpec
+) -> Task:
+    """A job that predicts with a trained model: its checkpoint fetched, then the predict set
+    as that model reads it."""
+    model_dir = inputs.model(spec.model)
+    task = Task(spec, _out_dir(context), model_dir=model_dir)
+    task.predict = model_set(context, inputs, spec.predict, model_dir)
+    return task
+
+
 # --- the handlers -------------------------------------------------------------------------------
 
 
@@ -118,11 +129,7 @@ def run_train_junk(context: JobContext, inputs: Inputs) -> Outcome:
 
 
 def run_score_junk(context: JobContext, inputs: Inputs) -> Outcome:
-    spec = _spec(context, ScoreJunkSpec)
-    model_dir = inputs.model(spec.model)
-    task = Task(spec, _out_dir(context), model_dir=model_dir)
-    task.predict = model_set(context, inputs, spec.predict, model_dir)
-    return execute(context, task)
+    return execute(context, _prediction_task(context, inputs, _spec(context, ScoreJunkSpec)))
 
 
 def run_train_fold(context: JobContext, inputs: Inputs) -> Outcome:
@@ -139,11 +146,7 @@ def run_train_predict(context: JobContext, inputs: Inputs) -> Outcome:
 
 
 def run_predict(context: JobContext, inputs: Inputs) -> Outcome:
-    spec = _spec(context, PredictSpec)
-    model_dir = inputs.model(spec.model)
-    task = Task(spec, _out_dir(context), model_dir=model_dir)
-    task.predict = model_set(context, inputs, spec.predict, model_dir)
-    return execute(context, task)
+    return execute(context, _prediction_task(context, inputs, _spec(context, PredictSpec)))
 
 
 def run_train_final(context: JobContext, inputs: Inputs) -> Outcome:
