@@ -3,7 +3,7 @@ what auto mode does next. No database here (the folds are :mod:`ml.core.folds`).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from app.models import ClassState, RoundKind, RoundState, SampleStatus, Stage, Verdict
@@ -147,7 +147,8 @@ class NextStep:
     reason: str
 
 
-def _int(stats: dict[str, object], key: str) -> int:
+def stats_int(stats: Mapping[str, object], key: str) -> int:
+    """A count from a round's ``stats``: 0 when it is absent or not a number."""
     value = stats.get(key, 0)
     return int(value) if isinstance(value, int | float) else 0
 
@@ -225,7 +226,7 @@ def _next_junk(
     if can_iterate and iterations < max_iterations:
         if last is None:
             return NextStep(Stage.JUNK, RoundKind.JUNK_ITERATION, "the seed is reviewed")
-        found = _int(last.stats, "junk")
+        found = stats_int(last.stats, "junk")
         if found >= min_found:
             return NextStep(
                 Stage.JUNK,
@@ -243,7 +244,7 @@ def _next_label(done: list[RoundView], *, max_pullbacks: int, fraction: float) -
     samples = [i for i, r in enumerate(since) if r.kind is RoundKind.HUMAN_SAMPLE]
     tail = since[samples[-1] + 1 :] if samples else since
     pullbacks = [r for r in tail if r.kind is RoundKind.PULL_BACK]
-    exhausted = bool(pullbacks) and _int(pullbacks[-1].stats, "pulled_back") == 0
+    exhausted = bool(pullbacks) and stats_int(pullbacks[-1].stats, "pulled_back") == 0
     if not exhausted and len(pullbacks) < max_pullbacks:
         return NextStep(Stage.LABEL, RoundKind.PULL_BACK, "pull back what the models now confirm")
     if not samples and fraction > 0:

@@ -316,10 +316,5 @@ def round_verdicts(ctx: RoundContext, kind: TaskKind) -> tuple[list[int], dict[i
     return samples, verdicts
 
 
-def stats_int(stats: dict[str, Any], key: str) -> int:
-    value = stats.get(key, 0)
-    return int(value) if isinstance(value, int | float) else 0
-
-
 def classes_of(states: Sequence[SampleState]) -> list[int]:
     return sorted({s.label_class_id for s in states})

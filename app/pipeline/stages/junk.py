@@ -24,6 +24,7 @@ from app.pipeline.config import (
     recipe_label,
 )
 from app.pipeline.estimates import estimate
+from app.pipeline.rules import stats_int
 from app.pipeline.stages.context import (
     JUNK_KINDS,
     NOT_JUNK,
@@ -38,7 +39,6 @@ from app.pipeline.stages.context import (
     review_or_done,
     round_verdicts,
     set_phase,
-    stats_int,
 )
 from app.pipeline.stages.round_jobs import (
     build_manifest,

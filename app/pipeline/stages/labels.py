@@ -26,7 +26,7 @@ from app.pipeline.config import (
     sample_count,
 )
 from app.pipeline.estimates import estimate
-from app.pipeline.rules import HumanVerdict
+from app.pipeline.rules import HumanVerdict, stats_int
 from app.pipeline.stages.context import (
     LABEL_POOL,
     ModelChange,
@@ -40,7 +40,6 @@ from app.pipeline.stages.context import (
     review_or_done,
     round_verdicts,
     set_phase,
-    stats_int,
 )
 from app.pipeline.stages.detectors import detectors_done, queue_detectors
 from app.pipeline.stages.round_jobs import (
