@@ -1,4 +1,5 @@
-"""What the review services take and return: frozen dataclasses, free of HTTP and of the ORM.
+"""What the review services take and return: frozen dataclasses (DecisionRecord: a NamedTuple),
+free of HTTP and of the ORM.
 
 The API's request and response bodies are in :mod:`app.review.schemas`.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from app.models import TaskKind, Verdict
 
@@ -88,8 +90,11 @@ class LeaseRenewal:
     lease_expires_at: datetime
 
 
-@dataclass(frozen=True)
-class DecisionRecord:
+class DecisionRecord(NamedTuple):
+    """A stored decision. A NamedTuple: the queries build it straight from a row of
+    ``DECISION_COLUMNS`` (:mod:`app.review.repository.tables`), which lists these fields in this
+    order."""
+
     id: int
     task_id: int
     kind: TaskKind

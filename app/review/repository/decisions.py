@@ -16,12 +16,12 @@ from sqlalchemy.orm import Session
 
 from app.db import chunks
 from app.models import ReviewDecision, TaskState
+from app.review.records import DecisionRecord
 from app.review.repository.tables import (
     DECISION_COLUMNS,
     DECISIONS,
     SAMPLE_ROWS,
     TASKS,
-    DecisionRow,
     LockedTask,
     current_decision_ids,
 )
@@ -78,7 +78,7 @@ _MARK_DONE = (
 
 def lock_tasks(
     session: Session, task_ids: Collection[int], *, user_id: int, keys: Collection[str]
-) -> tuple[dict[int, LockedTask], dict[str, DecisionRow]]:
+) -> tuple[dict[int, LockedTask], dict[str, DecisionRecord]]:
     """The tasks, each with its sample's given class, row-locked (in id order) until commit;
     and, in the same statement, this user's decisions on them made with any of ``keys``.
 
@@ -87,41 +87,41 @@ def lock_tasks(
     finds it).
     """
     tasks: dict[int, LockedTask] = {}
-    stored: dict[str, DecisionRow] = {}
+    stored: dict[str, DecisionRecord] = {}
     for part in chunks(sorted(task_ids)):
         params = {"p_ids": list(part), "p_user": user_id, "p_keys": list(keys)}
         for row in session.execute(_LOCK, params):
             tasks[row[0]] = LockedTask._make(row[:_LOCKED_WIDTH])
             if row[_LOCKED_WIDTH] is not None:
-                prior = DecisionRow._make(row[_LOCKED_WIDTH:])
+                prior = DecisionRecord._make(row[_LOCKED_WIDTH:])
                 stored[prior.idempotency_key] = prior
     return tasks, stored
 
 
 def decisions_by_key(
     session: Session, user_id: int, keys: Collection[str]
-) -> dict[str, DecisionRow]:
+) -> dict[str, DecisionRecord]:
     if not keys:
         return {}
     rows = session.execute(_BY_KEY, {"p_user": user_id, "p_keys": list(keys)})
-    return {row.idempotency_key: DecisionRow._make(row) for row in rows}
+    return {row.idempotency_key: DecisionRecord._make(row) for row in rows}
 
 
-def insert_decisions(session: Session, rows: Sequence[Mapping[str, Any]]) -> list[DecisionRow]:
+def insert_decisions(session: Session, rows: Sequence[Mapping[str, Any]]) -> list[DecisionRecord]:
     """Inserts decisions in one statement; returns them in the order given."""
     if not rows:
         return []
     result = session.execute(_INSERT_DECISIONS, list(rows))
-    return [DecisionRow._make(row) for row in result]
+    return [DecisionRecord._make(row) for row in result]
 
 
 def mark_done(session: Session, task_ids: Collection[int], now: datetime) -> None:
     session.execute(_MARK_DONE, {"p_ids": list(task_ids), "p_now": now})
 
 
-def get_decision(session: Session, decision_id: int) -> DecisionRow | None:
+def get_decision(session: Session, decision_id: int) -> DecisionRecord | None:
     row = session.execute(select(*DECISION_COLUMNS).where(_D.id == decision_id)).first()
-    return DecisionRow._make(row) if row else None
+    return DecisionRecord._make(row) if row else None
 
 
 def superseding_decision(session: Session, decision_id: int) -> int | None:

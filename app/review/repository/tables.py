@@ -72,20 +72,6 @@ class LockedTask(NamedTuple):
     given_class_id: int | None
 
 
-class DecisionRow(NamedTuple):
-    id: int
-    task_id: int
-    kind: TaskKind
-    sample_id: int | None
-    class_id: int | None
-    user_id: int
-    verdict: Verdict
-    seconds: float
-    idempotency_key: str
-    supersedes_id: int | None
-    created_at: datetime
-
-
 def dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 

@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session, aliased
 from app.db import chunks
 from app.models import ReviewDecision, ReviewTask, TaskKind, User
 from app.pipeline.rules import ClassVote
+from app.review.records import DecisionRecord
 from app.review.repository.tables import (
     DECISION_COLUMNS,
-    DecisionRow,
     current_decision_ids,
     not_withdrawn,
 )
@@ -31,13 +31,13 @@ def current_decisions(
     dataset_id: int | None = None,
     sample_ids: Collection[int] | None = None,
     kinds: Collection[TaskKind] | None = None,
-) -> list[DecisionRow]:
+) -> list[DecisionRecord]:
     """Per sample, its latest standing decision (among ``kinds`` when given)."""
 
-    def query(extra: list[ColumnElement[bool]]) -> list[DecisionRow]:
+    def query(extra: list[ColumnElement[bool]]) -> list[DecisionRecord]:
         latest = current_decision_ids(by=_D.sample_id).where(_D.sample_id.is_not(None), *extra)
         rows = session.execute(select(*DECISION_COLUMNS).where(_D.id.in_(latest.scalar_subquery())))
-        return [DecisionRow._make(row) for row in rows]
+        return [DecisionRecord._make(row) for row in rows]
 
     conditions: list[ColumnElement[bool]] = []
     if dataset_id is not None:
@@ -46,7 +46,7 @@ def current_decisions(
         conditions.append(_D.kind.in_(list(kinds)))
     if sample_ids is None:
         return query(conditions)
-    result: list[DecisionRow] = []
+    result: list[DecisionRecord] = []
     for part in chunks(sorted(sample_ids)):
         result.extend(query([*conditions, _D.sample_id.in_(part)]))
     return result
@@ -54,17 +54,17 @@ def current_decisions(
 
 def current_decisions_of_tasks(
     session: Session, task_ids: Collection[int]
-) -> dict[int, DecisionRow]:
-    result: dict[int, DecisionRow] = {}
+) -> dict[int, DecisionRecord]:
+    result: dict[int, DecisionRecord] = {}
     for part in chunks(sorted(task_ids)):
         latest = current_decision_ids(by=_D.task_id).where(_D.task_id.in_(part))
         rows = session.execute(select(*DECISION_COLUMNS).where(_D.id.in_(latest.scalar_subquery())))
-        result.update({row.task_id: DecisionRow._make(row) for row in rows})
+        result.update({row.task_id: DecisionRecord._make(row) for row in rows})
     return result
 
 
 class HistoryRow(NamedTuple):
-    decision: DecisionRow
+    decision: DecisionRecord
     username: str
     source: str
     reason: str
@@ -87,7 +87,7 @@ def sample_history(session: Session, sample_id: int) -> list[HistoryRow]:
     width = len(DECISION_COLUMNS)
     return [
         HistoryRow(
-            decision=DecisionRow._make(row[:width]),
+            decision=DecisionRecord._make(row[:width]),
             username=row.username,
             source=row.source,
             reason=row.reason,

@@ -23,7 +23,7 @@ from app.review.records import DecisionInput, DecisionRecord, UndoResult
 from app.review.repository import decisions as decision_repository
 from app.review.repository import leases as lease_repository
 from app.review.repository import tasks as task_repository
-from app.review.repository.tables import DecisionRow, LockedTask
+from app.review.repository.tables import LockedTask
 from app.review.service.leases import DEFAULT_LEASE, leased_tasks
 from app.review.service.tasks import some_ids
 
@@ -115,7 +115,7 @@ def decide(
     if inserted:
         log.info("review.decisions.recorded", user=user.username, n=len(inserted))
     by_key = {**stored, **{row.idempotency_key: row for row in inserted}}
-    return [_record(by_key[d.idempotency_key]) for d in decisions]
+    return [by_key[d.idempotency_key] for d in decisions]
 
 
 def _check_batch(decisions: Sequence[DecisionInput]) -> None:
@@ -212,7 +212,7 @@ def _check_leases(
         )
 
 
-def _same(previous: DecisionRow, decision: DecisionInput, task: LockedTask) -> bool:
+def _same(previous: DecisionRecord, decision: DecisionInput, task: LockedTask) -> bool:
     """Whether a stored decision is the one being sent again."""
     if previous.task_id != decision.task_id or previous.verdict is not decision.verdict:
         return False
@@ -271,7 +271,7 @@ def _row(
     }
 
 
-def _insert_decisions(session: Session, rows: Sequence[dict[str, Any]]) -> list[DecisionRow]:
+def _insert_decisions(session: Session, rows: Sequence[dict[str, Any]]) -> list[DecisionRecord]:
     """Inserts decisions. The one unique key a new decision can break is (user, idempotency
     key): the key was already used on another task."""
     try:
@@ -281,11 +281,6 @@ def _insert_decisions(session: Session, rows: Sequence[dict[str, Any]]) -> list[
             "an idempotency key of this request was already used for another decision; "
             "send a new key for a new decision"
         ) from exc
-
-
-def _record(row: DecisionRow) -> DecisionRecord:
-    """The stored decision as the service returns it (the same fields, in the same order)."""
-    return DecisionRecord(**row._asdict())
 
 
 # --- undo ---------------------------------------------------------------------------------------
@@ -338,10 +333,12 @@ def undo(
         session, task_id=task.id, user_id=user.id, expires_at=now + lease_for
     )
     log.info("review.decision.undone", user=user.username, decision_id=decision_id)
-    return UndoResult(decision=_record(row), task=leased_tasks([reopened])[0])
+    return UndoResult(decision=row, task=leased_tasks([reopened])[0])
 
 
-def _undo_sent_again(session: Session, previous: DecisionRow, *, target: DecisionRow) -> UndoResult:
+def _undo_sent_again(
+    session: Session, previous: DecisionRecord, *, target: DecisionRecord
+) -> UndoResult:
     """The stored undo made with the same key, and the task as it is now; or KeyReused when
     the key went to another decision."""
     if previous.verdict is not Verdict.UNDO or previous.supersedes_id != target.id:
@@ -349,10 +346,10 @@ def _undo_sent_again(session: Session, previous: DecisionRow, *, target: Decisio
             f"idempotency key {previous.idempotency_key!r} was already used for another decision"
         )
     task = leased_tasks([lease_repository.task_row(session, target.task_id)])[0]
-    return UndoResult(decision=_record(previous), task=task)
+    return UndoResult(decision=previous, task=task)
 
 
-def _check_undoable(session: Session, target: DecisionRow, task: LockedTask, user: User) -> None:
+def _check_undoable(session: Session, target: DecisionRecord, task: LockedTask, user: User) -> None:
     """Only the user's own standing decision on the task can be undone, and not an undo."""
     if target.user_id != user.id:
         raise Forbidden("you can only undo your own decisions")
