@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import and_, func, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.models import (
     Dataset,
@@ -151,10 +151,21 @@ def list_classes(session: Session, dataset_id: int) -> Sequence[LabelClass]:
 
 def classes_by_id(session: Session, dataset_id: int) -> list[tuple[int, str]]:
     """(class id, name) of the dataset's classes, by id."""
+    return _class_pairs(session, dataset_id, LabelClass.id)
+
+
+def classes_by_name(session: Session, dataset_id: int) -> list[tuple[int, str]]:
+    """(class id, name) of the dataset's classes, by name."""
+    return _class_pairs(session, dataset_id, LabelClass.name)
+
+
+def _class_pairs(
+    session: Session, dataset_id: int, order: InstrumentedAttribute[Any]
+) -> list[tuple[int, str]]:
     rows = session.execute(
         select(LabelClass.id, LabelClass.name)
         .where(LabelClass.dataset_id == dataset_id)
-        .order_by(LabelClass.id)
+        .order_by(order)
     )
     return [(class_id, name) for class_id, name in rows]
 

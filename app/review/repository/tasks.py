@@ -46,15 +46,6 @@ def existing_class_ids(session: Session, dataset_id: int, ids: Collection[int]) 
     return found
 
 
-def dataset_classes(session: Session, dataset_id: int) -> list[tuple[int, str]]:
-    rows = session.execute(
-        select(LabelClass.id, LabelClass.name)
-        .where(LabelClass.dataset_id == dataset_id)
-        .order_by(LabelClass.name)
-    )
-    return [(class_id, name) for class_id, name in rows]
-
-
 def usable_sample_ids(session: Session, dataset_id: int) -> list[int]:
     """Every decodable, present sample of the dataset, in id order."""
     return list(

@@ -38,7 +38,7 @@ def get_dataset(session: Session, dataset_id: int) -> Dataset:
 
 def dataset_classes(session: Session, dataset: Dataset) -> list[tuple[int, str]]:
     """Every class of the dataset as (id, name), by name."""
-    return task_repository.dataset_classes(session, dataset.id)
+    return datasets_repository.classes_by_name(session, dataset.id)
 
 
 def create_tasks(
