@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.types import TypeEngine
 
 from app.datasets.probe import ProbeResult
+from app.datasets.repository import usable_sample
 from app.models import Base, ImportIssue, IssueReason, Sample, utcnow
 
 #: The sample columns a probe fills, in the order of ``ProbeResult``'s fields (its ``detail`` is
@@ -206,19 +207,13 @@ def link_duplicates(session: Session, dataset_id: int) -> None:
     Set-based: one statement clears links that no longer hold, one sets the missing or wrong
     ones; rows already right are not touched.
     """
-    usable = and_(
-        Sample.dataset_id == dataset_id,
-        Sample.error.is_(None),
-        Sample.missing.is_(False),
-        Sample.sha256.is_not(None),
-    )
+    usable = and_(Sample.dataset_id == dataset_id, usable_sample(), Sample.sha256.is_not(None))
     earlier = aliased(Sample)
     has_earlier_copy = exists().where(
         earlier.dataset_id == dataset_id,
         earlier.sha256 == Sample.sha256,
         earlier.id < Sample.id,
-        earlier.error.is_(None),
-        earlier.missing.is_(False),
+        usable_sample(earlier),
     )
     session.execute(
         update(Sample)

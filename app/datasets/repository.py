@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.models import (
@@ -43,9 +43,7 @@ def list_datasets(session: Session) -> Sequence[Dataset]:
 
 def usable_counts_by_dataset(session: Session) -> dict[int, int]:
     rows = session.execute(
-        select(Sample.dataset_id, func.count())
-        .where(Sample.error.is_(None), Sample.missing.is_(False))
-        .group_by(Sample.dataset_id)
+        select(Sample.dataset_id, func.count()).where(usable_sample()).group_by(Sample.dataset_id)
     )
     return {dataset_id: count for dataset_id, count in rows}
 
@@ -175,7 +173,7 @@ def refresh_class_counts(session: Session, dataset_id: int) -> None:
     count = (
         select(func.count())
         .select_from(Sample)
-        .where(Sample.class_id == LabelClass.id, Sample.error.is_(None), Sample.missing.is_(False))
+        .where(Sample.class_id == LabelClass.id, usable_sample())
         .scalar_subquery()
     )
     session.execute(
@@ -189,13 +187,19 @@ def refresh_class_counts(session: Session, dataset_id: int) -> None:
 # --- samples ------------------------------------------------------------------------------------
 
 
+def usable_sample(sample: type[Sample] = Sample) -> ColumnElement[bool]:
+    """The condition a usable sample meets: decodable (no error) and present (not missing).
+    ``sample``: an alias of :class:`Sample` to test instead."""
+    return and_(sample.error.is_(None), sample.missing.is_(False))
+
+
 def _usable(dataset_id: int) -> Any:
-    return and_(Sample.dataset_id == dataset_id, Sample.error.is_(None), Sample.missing.is_(False))
+    return and_(Sample.dataset_id == dataset_id, usable_sample())
 
 
 def sample_counts(session: Session, dataset_id: int) -> tuple[int, int, int, int, int]:
     """(total, usable, unusable, missing, duplicates) over the dataset's samples."""
-    usable = and_(Sample.error.is_(None), Sample.missing.is_(False))
+    usable = usable_sample()
     row = session.execute(
         select(
             func.count(),
@@ -277,10 +281,7 @@ def usable_samples(
     """(id, class id, path, sha256) of the dataset's usable samples (decodable, present), by id;
     only those in ``sample_ids`` when given."""
     query = select(Sample.id, Sample.class_id, Sample.path, Sample.sha256).where(
-        Sample.dataset_id == dataset_id,
-        Sample.error.is_(None),
-        Sample.missing.is_(False),
-        Sample.sha256.is_not(None),
+        Sample.dataset_id == dataset_id, usable_sample(), Sample.sha256.is_not(None)
     )
     rows: list[Any] = []
     if sample_ids is None:

@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from app.datasets.repository import usable_sample
 from app.db import chunks
 from app.models import (
     ClassState,
@@ -39,7 +40,7 @@ from app.models import (
 
 
 def _usable() -> ColumnElement[bool]:
-    return and_(Sample.error.is_(None), Sample.missing.is_(False), Sample.sha256.is_not(None))
+    return and_(usable_sample(), Sample.sha256.is_not(None))
 
 
 def init_samples(session: Session, dataset_id: int, now: datetime) -> int:

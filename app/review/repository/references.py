@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import literal_column, select, union_all
 from sqlalchemy.orm import Session
 
+from app.datasets.repository import usable_sample
 from app.models import LabelClass, ReviewDecision, Sample
 from app.review.repository.tables import not_withdrawn
 
@@ -72,7 +73,7 @@ def class_samples(
     parts = []
     for class_id in class_ids:
         query = select(Sample.class_id.label("class_id"), Sample.id.label("sample_id")).where(
-            Sample.class_id == class_id, Sample.error.is_(None), Sample.missing.is_(False)
+            Sample.class_id == class_id, usable_sample()
         )
         if exclude:
             query = query.where(Sample.id.not_in(list(exclude)))

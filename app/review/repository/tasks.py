@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
+from app.datasets.repository import usable_sample
 from app.db import chunks
 from app.models import LabelClass, ReviewDecision, ReviewTask, Sample, TaskKind, TaskState
 from app.review.repository.tables import current_decision_ids, dialect
@@ -51,9 +52,7 @@ def usable_sample_ids(session: Session, dataset_id: int) -> list[int]:
     return list(
         session.scalars(
             select(Sample.id)
-            .where(
-                Sample.dataset_id == dataset_id, Sample.error.is_(None), Sample.missing.is_(False)
-            )
+            .where(Sample.dataset_id == dataset_id, usable_sample())
             .order_by(Sample.id)
         )
     )
