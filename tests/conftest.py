@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner
 
 from app.auth import service as auth_service
 from app.datasets import grants
@@ -27,7 +28,7 @@ from app.db import create_db_engine, create_session_factory, transaction
 from app.main import create_app
 from app.migrate import upgrade
 from app.models import Role, TokenScope, User
-from app.settings import Settings
+from app.settings import Settings, get_settings
 from bench.harness.databases import (
     postgres_admin,
     postgres_reachable,
@@ -101,6 +102,21 @@ def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
     with session_factory() as session:
         yield session
         session.rollback()
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def runner(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    """A CLI runner whose ``thresher`` commands use this test's database and a data folder in
+    ``tmp_path`` (the environment they read, with the cached settings cleared around the test)."""
+    monkeypatch.setenv("THRESHER_DATABASE_URL", db_url)
+    monkeypatch.setenv("THRESHER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("THRESHER_SECRET_KEY", TEST_SECRET)
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
 
 
 # --- the app --------------------------------------------------------------------------------

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from sqlalchemy import Engine
 from typer.testing import CliRunner
@@ -13,18 +10,6 @@ from app.auth import service as auth_service
 from app.cli import cli
 from app.db import create_session_factory, transaction
 from app.errors import NotAuthenticated
-from app.settings import get_settings
-from tests.conftest import TEST_SECRET
-
-
-@pytest.fixture
-def runner(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
-    monkeypatch.setenv("THRESHER_DATABASE_URL", db_url)
-    monkeypatch.setenv("THRESHER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("THRESHER_SECRET_KEY", TEST_SECRET)
-    get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
 
 
 def test_users_create_prints_a_generated_password_that_works(

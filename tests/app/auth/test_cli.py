@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from app.cli import cli
 from app.models import Role
-from app.settings import get_settings
-from tests.conftest import TEST_SECRET, Account, MakeAccount, browser_login
+from tests.conftest import Account, MakeAccount, browser_login
 
 LEASE = {"worker": "w1", "kinds": ["train_predict"], "device": "cpu"}
-
-
-@pytest.fixture
-def runner(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
-    monkeypatch.setenv("THRESHER_DATABASE_URL", db_url)
-    monkeypatch.setenv("THRESHER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("THRESHER_SECRET_KEY", TEST_SECRET)
-    get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
 
 
 def run(runner: CliRunner, *args: str, code: int = 0) -> str:

@@ -17,10 +17,9 @@ from app.datasets import grants
 from app.db import transaction
 from app.jobs.config import JobSettings
 from app.models import Role, TaskKind, TokenScope
-from app.settings import get_settings
 from tests.app.datasets.files import image_bytes, write
 from tests.app.review.factories import Pets, make_pets, queue
-from tests.conftest import TEST_SECRET, Account, MakeAccount, browser_login
+from tests.conftest import Account, MakeAccount, browser_login
 
 
 @pytest.fixture
@@ -210,28 +209,18 @@ def test_the_grants_command_adds_lists_and_removes_grants(
     client: TestClient,  # its lifespan closes the app's engine after the test
     make_account: MakeAccount,
     two_sets: tuple[Pets, Pets],
-    db_url: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    runner: CliRunner,
 ) -> None:
-    monkeypatch.setenv("THRESHER_DATABASE_URL", db_url)
-    monkeypatch.setenv("THRESHER_DATA_DIR", str(tmp_path / "cli-data"))
-    monkeypatch.setenv("THRESHER_SECRET_KEY", TEST_SECRET)
-    get_settings.cache_clear()
-    try:
-        dave = make_account(Role.ANNOTATOR, every_dataset=False).user.username
-        runner = CliRunner()
-        added = runner.invoke(cli, ["grants", "add", dave, "--dataset", "set-b"])
-        assert added.exit_code == 0, added.output
-        assert runner.invoke(cli, ["grants", "add", dave, "--all"]).exit_code == 0
-        listed = runner.invoke(cli, ["grants", "list", dave])
-        assert listed.output.split("\n")[:2] == [f"{dave}\tset-b", f"{dave}\tevery dataset"]
-        both = runner.invoke(cli, ["grants", "add", dave, "--all", "--dataset", "set-a"])
-        assert both.exit_code == 1 and "--dataset NAME or --all" in both.output
-        removed = runner.invoke(cli, ["grants", "remove", dave, "--all"])
-        assert removed.exit_code == 0, removed.output
-        with transaction(app.state.session_factory, read_only=True) as session:
-            user = auth_service.user_by_username(session, dave)
-            assert grants.granted_dataset_ids(session, user.id) == {two_sets[1].dataset_id}
-    finally:
-        get_settings.cache_clear()
+    dave = make_account(Role.ANNOTATOR, every_dataset=False).user.username
+    added = runner.invoke(cli, ["grants", "add", dave, "--dataset", "set-b"])
+    assert added.exit_code == 0, added.output
+    assert runner.invoke(cli, ["grants", "add", dave, "--all"]).exit_code == 0
+    listed = runner.invoke(cli, ["grants", "list", dave])
+    assert listed.output.split("\n")[:2] == [f"{dave}\tset-b", f"{dave}\tevery dataset"]
+    both = runner.invoke(cli, ["grants", "add", dave, "--all", "--dataset", "set-a"])
+    assert both.exit_code == 1 and "--dataset NAME or --all" in both.output
+    removed = runner.invoke(cli, ["grants", "remove", dave, "--all"])
+    assert removed.exit_code == 0, removed.output
+    with transaction(app.state.session_factory, read_only=True) as session:
+        user = auth_service.user_by_username(session, dave)
+        assert grants.granted_dataset_ids(session, user.id) == {two_sets[1].dataset_id}

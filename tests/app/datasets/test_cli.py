@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from app.datasets.cli import import_command
 from app.models import ImportRun, Sample
 from app.settings import get_settings
 from tests.app.datasets.files import image_bytes, write, write_csv
-from tests.conftest import TEST_SECRET
 
 cli = typer.Typer()
 cli.command("import")(import_command)
@@ -27,14 +25,11 @@ def _group() -> None:
 
 
 @pytest.fixture
-def runner(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
-    monkeypatch.setenv("THRESHER_DATABASE_URL", db_url)
-    monkeypatch.setenv("THRESHER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("THRESHER_SECRET_KEY", TEST_SECRET)
+def runner(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """The shared runner (tests/conftest.py), importing with two processes."""
     monkeypatch.setenv("THRESHER_IMPORT_PROCESSES", "2")
     get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
+    return runner
 
 
 @pytest.fixture

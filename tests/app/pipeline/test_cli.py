@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from app.cli import cli
-from app.settings import get_settings
 from tests.app.pipeline.factories import Toy
-from tests.conftest import TEST_SECRET
-
-
-@pytest.fixture
-def runner(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
-    monkeypatch.setenv("THRESHER_DATABASE_URL", db_url)
-    monkeypatch.setenv("THRESHER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("THRESHER_SECRET_KEY", TEST_SECRET)
-    get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
 
 
 def test_the_cli_drives_a_pipeline_and_exports_it(

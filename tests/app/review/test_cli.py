@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,7 @@ from typer.testing import CliRunner
 from app.db import transaction
 from app.models import ReviewTask, TaskKind
 from app.review.cli import queue_cli
-from app.settings import get_settings
 from tests.app.review.factories import Pets
-from tests.conftest import TEST_SECRET
 
 cli = typer.Typer()
 cli.add_typer(queue_cli, name="queue")
@@ -25,16 +22,6 @@ cli.add_typer(queue_cli, name="queue")
 @cli.callback()
 def _group() -> None:
     """Keeps ``queue`` a command group, as in the real ``thresher`` command."""
-
-
-@pytest.fixture
-def runner(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
-    monkeypatch.setenv("THRESHER_DATABASE_URL", db_url)
-    monkeypatch.setenv("THRESHER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("THRESHER_SECRET_KEY", TEST_SECRET)
-    get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
 
 
 def tasks(factory: sessionmaker[Session]) -> list[ReviewTask]:
