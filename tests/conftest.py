@@ -144,6 +144,31 @@ def client(app: FastAPI) -> Iterator[TestClient]:
         yield client
 
 
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def add_user(session: Session, *, username: str, role: Role, every_dataset: bool = True) -> User:
+    """A user signing in with :data:`TEST_PASSWORD`; annotators and engineers may see every
+    dataset unless ``every_dataset`` is false."""
+    user, _ = auth_service.create_user(
+        session, username=username, role=role, password=TEST_PASSWORD
+    )
+    if every_dataset and role is not Role.ADMIN:
+        grants.grant(session, user=user, dataset=None, by=None)
+    return user
+
+
+def worker_headers(app: FastAPI, owner: User, name: str = "gpu") -> dict[str, str]:
+    """The headers of a new worker token owned by ``owner``, made directly in the database."""
+    with transaction(app.state.session_factory) as session:
+        user = session.merge(owner)
+        _, secret = auth_service.create_token(
+            session, user=user, name=name, scope=TokenScope.WORKER
+        )
+    return bearer(secret)
+
+
 @dataclass
 class Account:
     user: User
@@ -153,7 +178,7 @@ class Account:
     @property
     def headers(self) -> dict[str, str]:
         assert self.token, "this account has no API token"
-        return {"Authorization": f"Bearer {self.token}"}
+        return bearer(self.token)
 
 
 MakeAccount = Callable[..., Account]
@@ -174,11 +199,7 @@ def make_account(app: FastAPI) -> MakeAccount:
     ) -> Account:
         username = username or f"{role.value}{next(counter)}"
         with transaction(app.state.session_factory) as session:
-            user, _ = auth_service.create_user(
-                session, username=username, role=role, password=TEST_PASSWORD
-            )
-            if every_dataset and role is not Role.ADMIN:
-                grants.grant(session, user=user, dataset=None, by=None)
+            user = add_user(session, username=username, role=role, every_dataset=every_dataset)
             secret = None
             if token and role.includes(Role.ENGINEER):
                 _, secret = auth_service.create_token(

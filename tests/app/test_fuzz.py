@@ -40,15 +40,13 @@ from fastapi.testclient import TestClient
 from hypothesis import strategies as st
 from schemathesis.python import asgi
 
-from app.auth import service as auth_service
-from app.db import transaction
-from app.models import Role, TokenScope
+from app.models import Role
 from app.security_headers import SECURITY_HEADERS
 from ml.core.protocol.bundles import encode_manifest
 from ml.core.protocol.messages import FENCE_HEADER, SHA256_HEADER
 from tests.app.datasets.files import image_bytes, write
 from tests.app.jobs.factories import synthetic_manifest
-from tests.conftest import MakeAccount
+from tests.conftest import MakeAccount, worker_headers
 
 Operation: TypeAlias = schemathesis.APIOperation[Any, Any, Any, Any]
 Case: TypeAlias = schemathesis.Case[Any]
@@ -107,11 +105,7 @@ class Seed:
 
     def new_worker(self) -> None:
         owner = self.make_account(Role.ENGINEER, token=False)
-        with transaction(self.app.state.session_factory) as session:
-            _, secret = auth_service.create_token(
-                session, user=owner.user, name="gpu", scope=TokenScope.WORKER
-            )
-        self.headers["worker"] = {"Authorization": f"Bearer {secret}"}
+        self.headers["worker"] = worker_headers(self.app, owner.user)
 
     def restore(self, api: schemathesis.BaseSchema) -> None:
         me = api["/api/me"]["GET"].Case().call(headers=self.headers["admin"])

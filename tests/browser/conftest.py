@@ -24,14 +24,12 @@ from fastapi import FastAPI
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.auth import service as auth_service
-from app.datasets import grants
 from app.datasets import service as dataset_service
 from app.db import transaction
 from app.main import create_app
 from app.models import Role
 from app.settings import Settings
-from tests.conftest import TEST_PASSWORD, TEST_SECRET
+from tests.conftest import TEST_PASSWORD, TEST_SECRET, add_user
 
 if TYPE_CHECKING:
     from playwright.sync_api import ConsoleMessage, Page, Request, Response
@@ -96,10 +94,7 @@ def live_server(
     )
     app = create_app(settings)
     with transaction(app.state.session_factory) as session:
-        engineer, _ = auth_service.create_user(
-            session, username=ENGINEER, role=Role.ENGINEER, password=TEST_PASSWORD
-        )
-        grants.grant(session, user=engineer, dataset=None, by=None)
+        add_user(session, username=ENGINEER, role=Role.ENGINEER)
         started = dataset_service.start_import(session, name="pets", path=str(images))
     dataset_service.run_started_import(app.state.session_factory, started, settings=settings)
 

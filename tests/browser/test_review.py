@@ -21,14 +21,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth import service as auth_service
-from app.datasets import grants
 from app.db import transaction
 from app.main import create_app
 from app.models import ReviewDecision, ReviewTask, Role, TaskKind, TaskState, Verdict, utcnow
 from app.settings import Settings
 from tests.app.review.factories import Pets, make_pets, queue
 from tests.browser.conftest import Browser, serve_in_thread
-from tests.conftest import TEST_PASSWORD, TEST_SECRET
+from tests.conftest import TEST_PASSWORD, TEST_SECRET, add_user
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -99,10 +98,7 @@ def prepare(
             session, server.root / f"set{number}", name=f"set{number}", class_sizes=class_sizes
         )
         username = f"annotator{number}"
-        annotator, _ = auth_service.create_user(
-            session, username=username, role=Role.ANNOTATOR, password=TEST_PASSWORD
-        )
-        grants.grant(session, user=annotator, dataset=None, by=None)
+        add_user(session, username=username, role=Role.ANNOTATOR)
         ids = list(pets.classes.values()) if kind is TaskKind.CLASS_CHECK else pets.all_samples
         suggestions = None
         if with_suggestions:

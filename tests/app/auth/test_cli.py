@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from app.cli import cli
 from app.models import Role
-from tests.conftest import Account, MakeAccount, browser_login
+from tests.conftest import Account, MakeAccount, bearer, browser_login
 
 LEASE = {"worker": "w1", "kinds": ["train_predict"], "device": "cpu"}
 
@@ -21,10 +21,6 @@ def run(runner: CliRunner, *args: str, code: int = 0) -> str:
 def new_token(runner: CliRunner, user: str, scope: str = "api") -> str:
     output = run(runner, "tokens", "create", "--user", user, "--name", scope, "--scope", scope)
     return output.strip().splitlines()[-1]
-
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
 
 
 def test_deactivate_signs_out_and_refuses_tokens_then_reactivate_allows_sign_in(

@@ -13,11 +13,7 @@ from app.auth import service as auth_service
 from app.auth.service import LastAdmin
 from app.db import transaction
 from app.models import Role
-from tests.conftest import Account, MakeAccount, browser_login
-
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
+from tests.conftest import Account, MakeAccount, bearer, browser_login
 
 
 def new_token(client: TestClient, owner: Account, scope: str = "api") -> dict[str, str]:

@@ -16,10 +16,10 @@ from app.cli import cli
 from app.datasets import grants
 from app.db import transaction
 from app.jobs.config import JobSettings
-from app.models import Role, TaskKind, TokenScope
+from app.models import Role, TaskKind
 from tests.app.datasets.files import image_bytes, write
 from tests.app.review.factories import Pets, make_pets, queue
-from tests.conftest import Account, MakeAccount, browser_login
+from tests.conftest import Account, MakeAccount, browser_login, worker_headers
 
 
 @pytest.fixture
@@ -162,12 +162,7 @@ def worker_job(
     """A worker token (owned by the admin) and its lease of a job on set A."""
     app.state.job_settings = JobSettings(lease_seconds=30, retry_backoff_seconds=0)
     a, _ = two_sets
-    with transaction(app.state.session_factory) as session:
-        owner = session.merge(admin.user)
-        _, secret = auth_service.create_token(
-            session, user=owner, name="box", scope=TokenScope.WORKER
-        )
-    worker = {"Authorization": f"Bearer {secret}"}
+    worker = worker_headers(app, admin.user, "box")
     body = {
         "kind": "train_fold",
         "recipe": "cifar-small",

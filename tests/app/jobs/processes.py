@@ -20,11 +20,10 @@ from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth import service as auth_service
-from app.datasets import grants
 from app.db import transaction
 from app.models import Dataset, ImportFormat, LabelClass, Role, Sample, TokenScope
 from bench.harness.processes import ServerProcess, WorkerProcess, wait_for
-from tests.conftest import TEST_PASSWORD, TEST_SECRET
+from tests.conftest import TEST_SECRET, add_user
 
 LEASE_SECONDS = 3.0
 
@@ -99,10 +98,7 @@ def add_dataset(
 def make_tokens(factory: sessionmaker[Session]) -> tuple[str, str]:
     """(engineer API token, worker token)."""
     with transaction(factory) as session:
-        engineer, _ = auth_service.create_user(
-            session, username="eng", role=Role.ENGINEER, password=TEST_PASSWORD
-        )
-        grants.grant(session, user=engineer, dataset=None, by=None)
+        engineer = add_user(session, username="eng", role=Role.ENGINEER)
         _, api = auth_service.create_token(session, user=engineer, name="test")
         _, worker = auth_service.create_token(
             session, user=engineer, name="workers", scope=TokenScope.WORKER

@@ -10,10 +10,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app.auth import service as auth_service
 from app.db import transaction
 from app.jobs.config import JobSettings
-from app.models import Role, TokenScope
+from app.models import Role
 from ml.core.protocol.bundles import JobManifest, decode_manifest, decode_results, encode_manifest
 from ml.core.protocol.messages import (
     FENCE_HEADER,
@@ -24,7 +23,7 @@ from ml.core.protocol.messages import (
     SHA256_HEADER,
 )
 from tests.app.jobs.factories import chunk_bytes, synthetic_manifest, tiny_dataset
-from tests.conftest import MakeAccount
+from tests.conftest import MakeAccount, worker_headers
 
 # The rules behind these routes run on both engines in test_service.py; here, the HTTP layer.
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -44,11 +43,7 @@ def engineer(make_account: MakeAccount) -> dict[str, str]:
 @pytest.fixture
 def worker(app: FastAPI, make_account: MakeAccount) -> dict[str, str]:
     account = make_account(Role.ENGINEER, username="gpu-box", token=False)
-    with transaction(app.state.session_factory) as session:
-        _, secret = auth_service.create_token(
-            session, user=account.user, name="gpu", scope=TokenScope.WORKER
-        )
-    return {"Authorization": f"Bearer {secret}"}
+    return worker_headers(app, account.user)
 
 
 def upload_manifest(client: TestClient, headers: dict[str, str], manifest: JobManifest) -> str:

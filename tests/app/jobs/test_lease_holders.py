@@ -13,16 +13,15 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app.auth import service as auth_service
-from app.db import create_db_engine, create_session_factory, transaction
+from app.db import create_db_engine, create_session_factory
 from app.jobs.config import JobSettings
-from app.models import Role, TokenScope, User
+from app.models import Role
 from ml.core.protocol.bundles import encode_manifest
 from ml.core.protocol.messages import FENCE_HEADER, SHA256_HEADER
 from tests.app.jobs.factories import chunk_bytes, synthetic_manifest
 from tests.app.jobs.processes import Server, make_tokens
 from tests.app.jobs.test_api import create_predict_job, lease, put_results
-from tests.conftest import Account, MakeAccount
+from tests.conftest import Account, MakeAccount, worker_headers
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
@@ -35,15 +34,6 @@ def app(app: FastAPI) -> FastAPI:
         lease_seconds=30, retry_backoff_seconds=0, artifact_quota_bytes=QUOTA
     )
     return app
-
-
-def worker_token(app: FastAPI, owner: User, name: str) -> dict[str, str]:
-    with transaction(app.state.session_factory) as session:
-        user = session.merge(owner)
-        _, secret = auth_service.create_token(
-            session, user=user, name=name, scope=TokenScope.WORKER
-        )
-    return {"Authorization": f"Bearer {secret}"}
 
 
 @pytest.fixture
@@ -69,8 +59,8 @@ def test_another_worker_token_cannot_write_to_a_leased_job_even_with_its_fence(
     app: FastAPI, client: TestClient, engineer: Account
 ) -> None:
     headers = engineer.headers
-    holder = worker_token(app, engineer.user, "holder")
-    intruder = worker_token(app, engineer.user, "intruder")
+    holder = worker_headers(app, engineer.user, "holder")
+    intruder = worker_headers(app, engineer.user, "intruder")
     job_id = create_predict_job(client, headers)
     fence = lease(client, holder)["fence"]
     base = f"/api/worker/jobs/{job_id}"
@@ -101,7 +91,7 @@ def test_artifacts_beyond_the_jobs_quota_are_refused(
     app: FastAPI, client: TestClient, engineer: Account
 ) -> None:
     headers = engineer.headers
-    holder = worker_token(app, engineer.user, "holder")
+    holder = worker_headers(app, engineer.user, "holder")
     job_id = create_predict_job(client, headers)
     fence = lease(client, holder)["fence"]
 
