@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -210,7 +211,7 @@ def make_account(app: FastAPI) -> MakeAccount:
     return make
 
 
-def post_login(client: TestClient, username: str, password: str) -> httpx.Response:
+def post_login(client: httpx.Client, username: str, password: str) -> httpx.Response:
     """Opens the login form and posts it, as a browser does; the answer, not followed."""
     page = client.get("/login")
     assert page.status_code == 200, page.text
@@ -220,6 +221,16 @@ def post_login(client: TestClient, username: str, password: str) -> httpx.Respon
         data={"username": username, "password": password, "csrf_token": login_csrf, "next": "/"},
         follow_redirects=False,
     )
+
+
+def new_api_token(
+    client: TestClient, headers: dict[str, str], *, name: str, scope: str = "api"
+) -> dict[str, Any]:
+    """Creates a token through ``POST /api/tokens`` as the caller of ``headers``; the answer's
+    body (its ``id``, and the ``token`` shown this once)."""
+    created = client.post("/api/tokens", json={"name": name, "scope": scope}, headers=headers)
+    assert created.status_code == 201, created.text
+    return dict(created.json())
 
 
 def browser_login(client: TestClient, username: str, password: str = TEST_PASSWORD) -> str:

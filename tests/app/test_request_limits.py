@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from app.db import ReadOnlyTransaction, create_db_engine, create_session_factory, transaction
 from app.models import ApiToken, User
 from tests.app.jobs.processes import Server, make_tokens
-from tests.conftest import TEST_PASSWORD, MakeAccount
+from tests.conftest import TEST_PASSWORD, MakeAccount, post_login
 
 MAX_BODY = 64 * 1024
 
@@ -103,15 +103,7 @@ def test_a_trickled_body_holds_up_no_one_and_times_out(server: Server, api_token
     """The finding: a logout whose form body trickled in over 8 s held every other request for
     8 s. Now the body is read before any transaction, and a body slower than the limit ends."""
     with httpx.Client(base_url=server.url, timeout=10) as browser:
-        browser.get("/login")
-        browser.post(
-            "/login",
-            data={
-                "username": "eng",
-                "password": TEST_PASSWORD,
-                "csrf_token": browser.cookies["thresher_login_csrf"],
-            },
-        )
+        post_login(browser, "eng", TEST_PASSWORD)
         cookie = browser.cookies["thresher_session"]
     head = [
         "POST /logout HTTP/1.1",
@@ -156,15 +148,7 @@ def test_reads_and_wrong_passwords_take_no_write_lock(
     writer.execute("BEGIN IMMEDIATE")  # someone else holds the write lock throughout
     try:
         assert client.get("/api/me", headers=engineer.headers).status_code == 200
-        client.get("/login")
-        wrong = client.post(
-            "/login",
-            data={
-                "username": engineer.user.username,
-                "password": "not the password",
-                "csrf_token": client.cookies["thresher_login_csrf"],
-            },
-        )
+        wrong = post_login(client, engineer.user.username, "not the password")
         assert wrong.status_code == 401
     finally:
         writer.execute("ROLLBACK")

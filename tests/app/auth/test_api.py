@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from app.models import Role
-from tests.conftest import MakeAccount, browser_login
+from tests.conftest import MakeAccount, bearer, browser_login, new_api_token, post_login
 
 
 def test_anonymous_api_call_gets_401(client: TestClient) -> None:
@@ -70,8 +70,8 @@ def test_token_is_shown_once_and_stored_hashed(
 
 def test_revoked_token_stops_working(client: TestClient, make_account: MakeAccount) -> None:
     engineer = make_account(Role.ENGINEER)
-    created = client.post("/api/tokens", json={"name": "ci"}, headers=engineer.headers).json()
-    headers = {"Authorization": f"Bearer {created['token']}"}
+    created = new_api_token(client, engineer.headers, name="ci")
+    headers = bearer(created["token"])
     assert (
         client.delete(f"/api/tokens/{created['id']}", headers=engineer.headers).status_code == 200
     )
@@ -84,10 +84,8 @@ def test_worker_token_cannot_use_engineer_api(
     client: TestClient, make_account: MakeAccount
 ) -> None:
     engineer = make_account(Role.ENGINEER)
-    created = client.post(
-        "/api/tokens", json={"name": "gpu-1", "scope": "worker"}, headers=engineer.headers
-    ).json()
-    response = client.get("/api/tokens", headers={"Authorization": f"Bearer {created['token']}"})
+    created = new_api_token(client, engineer.headers, name="gpu-1", scope="worker")
+    response = client.get("/api/tokens", headers=bearer(created["token"]))
     assert response.status_code == 403
     assert "worker" in response.json()["error"]["message"]
 
@@ -124,15 +122,7 @@ def test_invalid_username_gets_422_naming_the_field(
 
 def test_wrong_password_shows_login_error(client: TestClient, make_account: MakeAccount) -> None:
     annotator = make_account(Role.ANNOTATOR, token=False)
-    client.get("/login")
-    response = client.post(
-        "/login",
-        data={
-            "username": annotator.user.username,
-            "password": "wrong password",
-            "csrf_token": client.cookies.get("thresher_login_csrf"),
-        },
-    )
+    response = post_login(client, annotator.user.username, "wrong password")
     assert response.status_code == 401
     assert "wrong username or password" in response.text
     assert "thresher_session" not in client.cookies

@@ -13,15 +13,18 @@ from app.auth import service as auth_service
 from app.auth.service import LastAdmin
 from app.db import transaction
 from app.models import Role
-from tests.conftest import Account, MakeAccount, bearer, browser_login
+from tests.conftest import (
+    Account,
+    MakeAccount,
+    bearer,
+    browser_login,
+    new_api_token,
+    post_login,
+)
 
 
 def new_token(client: TestClient, owner: Account, scope: str = "api") -> dict[str, str]:
-    created = client.post(
-        "/api/tokens", json={"name": f"{scope}-token", "scope": scope}, headers=owner.headers
-    )
-    assert created.status_code == 201, created.text
-    return bearer(created.json()["token"])
+    return bearer(new_api_token(client, owner.headers, name=f"{scope}-token", scope=scope)["token"])
 
 
 def patch_user(
@@ -49,15 +52,7 @@ def test_deactivating_a_user_refuses_their_session_and_every_token_at_once(
     lease = {"worker": "w1", "kinds": ["train_predict"], "device": "cpu"}
     assert client.post("/api/worker/lease", json=lease, headers=worker).status_code == 401
     client.cookies.clear()
-    client.get("/login")
-    refused = client.post(
-        "/login",
-        data={
-            "username": engineer.user.username,
-            "password": engineer.password,
-            "csrf_token": client.cookies.get("thresher_login_csrf"),
-        },
-    )
+    refused = post_login(client, engineer.user.username, engineer.password)
     assert refused.status_code == 401
 
 

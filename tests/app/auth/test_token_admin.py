@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from app.models import Role
-from tests.conftest import Account, MakeAccount
+from tests.conftest import Account, MakeAccount, bearer, new_api_token
 
 
 def token_ids(client: TestClient, caller: Account, query: str = "") -> set[int]:
@@ -15,11 +15,8 @@ def token_ids(client: TestClient, caller: Account, query: str = "") -> set[int]:
 
 
 def worker_token(client: TestClient, owner: Account) -> tuple[int, dict[str, str]]:
-    created = client.post(
-        "/api/tokens", json={"name": "gpu", "scope": "worker"}, headers=owner.headers
-    )
-    assert created.status_code == 201, created.text
-    return created.json()["id"], {"Authorization": f"Bearer {created.json()['token']}"}
+    created = new_api_token(client, owner.headers, name="gpu", scope="worker")
+    return created["id"], bearer(created["token"])
 
 
 def test_an_admin_lists_another_users_tokens_and_everyones(

@@ -12,7 +12,7 @@ from app.db import transaction
 from app.errors import Forbidden
 from app.jobs.local_workers import LOCAL_WORKER_USER, create_local_worker_token
 from app.models import Role, TokenScope, User
-from tests.conftest import MakeAccount, browser_login
+from tests.conftest import MakeAccount, browser_login, new_api_token
 
 LEASE = {"worker": "w1", "kinds": ["train_predict"], "device": "cpu"}
 
@@ -25,9 +25,7 @@ def lease(client: TestClient, secret: str) -> int:
 
 
 def worker_token(client: TestClient, headers: dict[str, str]) -> str:
-    created = client.post("/api/tokens", json={"name": "gpu", "scope": "worker"}, headers=headers)
-    assert created.status_code == 201, created.text
-    return str(created.json()["token"])
+    return str(new_api_token(client, headers, name="gpu", scope="worker")["token"])
 
 
 def set_role_behind_the_apps_back(app: FastAPI, user_id: int, role: Role) -> None:
