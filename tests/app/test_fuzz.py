@@ -42,10 +42,9 @@ from schemathesis.python import asgi
 
 from app.models import Role
 from app.security_headers import SECURITY_HEADERS
-from ml.core.protocol.bundles import encode_manifest
 from ml.core.protocol.messages import FENCE_HEADER, SHA256_HEADER
 from tests.app.datasets.files import image_bytes, write
-from tests.app.jobs.factories import synthetic_manifest
+from tests.app.jobs.factories import create_predict_job, synthetic_manifest, upload_manifest
 from tests.conftest import MakeAccount, worker_headers
 
 Operation: TypeAlias = schemathesis.APIOperation[Any, Any, Any, Any]
@@ -144,19 +143,8 @@ def seed(app: FastAPI, make_account: MakeAccount, root: Path) -> Seed:
     samples = client.get(f"/api/datasets/{dataset_id}/samples", headers=admin).json()
     classes = client.get(f"/api/datasets/{dataset_id}/classes", headers=admin).json()
 
-    manifest = client.post(
-        "/api/jobs/manifests", content=encode_manifest(synthetic_manifest(4)), headers=admin
-    )
-    assert manifest.status_code == 201, manifest.text
-    sha = manifest.json()["manifest"]["sha256"]
-    job = {
-        "kind": "train_predict",
-        "recipe": "cifar-small",
-        "train": {"manifest": sha},
-        "predict": {"manifest": sha},
-        "top_k": 2,
-    }
-    assert client.post("/api/jobs", json=job, headers=admin).status_code == 201
+    sha = upload_manifest(client, admin, synthetic_manifest(4))
+    create_predict_job(client, admin, sha=sha)
     lease = {"worker": "w1", "kinds": ["train_predict"], "device": "cpu"}
     grant = client.post("/api/worker/lease", json=lease, headers=worker)
     assert grant.status_code == 200, grant.text

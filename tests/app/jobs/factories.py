@@ -1,4 +1,5 @@
-"""Plain factories for job tests: manifests, jobs, leases, heartbeats and result chunks."""
+"""Plain factories for job tests: manifests, jobs, result chunks, and the worker's calls (lease,
+heartbeat, upload, complete, fail, release), each committed as its request would be."""
 
 from __future__ import annotations
 
@@ -6,15 +7,23 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import httpx
 import numpy as np
 from sqlalchemy.orm import Session
 
 from app.jobs import manifests, service, uploads, worker_service
 from app.jobs.config import JobSettings
 from app.models import Dataset, ImportFormat, Job, LabelClass, Sample, utcnow
-from ml.core.protocol.bundles import JobManifest, ResultChunk, encode_results
+from ml.core.protocol.bundles import JobManifest, ResultChunk, encode_manifest, encode_results
 from ml.core.protocol.jobs import JobKind, ManifestRef, TrainPredictSpec
-from ml.core.protocol.messages import Heartbeat, LeaseGrant, LeaseRequest
+from ml.core.protocol.messages import (
+    Complete,
+    Fail,
+    Heartbeat,
+    LeaseGrant,
+    LeaseRequest,
+    Release,
+)
 
 CONFIG = JobSettings(
     lease_seconds=30,
@@ -125,6 +134,53 @@ def heartbeat(session: Session, job: Job, fence: int, **fields: object) -> bool:
     )
     session.commit()
     return reply.cancel
+
+
+def upload_manifest(client: httpx.Client, headers: dict[str, str], manifest: JobManifest) -> str:
+    response = client.post(
+        "/api/jobs/manifests", content=encode_manifest(manifest), headers=headers
+    )
+    assert response.status_code == 201, response.text
+    sha: str = response.json()["manifest"]["sha256"]
+    return sha
+
+
+def create_predict_job(
+    client: httpx.Client, headers: dict[str, str], n: int = 6, *, sha: str | None = None
+) -> int:
+    """A train_predict job through the API over ``sha``, a stored manifest, or else over a
+    synthetic manifest of ``n`` samples uploaded first."""
+    sha = sha or upload_manifest(client, headers, synthetic_manifest(n))
+    body = {
+        "kind": "train_predict",
+        "recipe": "cifar-small",
+        "train": {"manifest": sha},
+        "predict": {"manifest": sha},
+        "top_k": 2,
+    }
+    response = client.post("/api/jobs", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    job_id: int = response.json()["id"]
+    return job_id
+
+
+def complete(session: Session, job: Job, message: Complete) -> None:
+    worker_service.complete_job(session, token_id=None, job_id=job.id, message=message)
+    session.commit()
+
+
+def fail(session: Session, job: Job, message: Fail, *, now: datetime | None = None) -> None:
+    worker_service.fail_job(
+        session, token_id=None, job_id=job.id, message=message, config=CONFIG, now=now
+    )
+    session.commit()
+
+
+def release(session: Session, job: Job, message: Release) -> None:
+    worker_service.release_job(
+        session, token_id=None, job_id=job.id, message=message, config=CONFIG
+    )
+    session.commit()
 
 
 def upload(session: Session, job: Job, fence: int, index: int, data: bytes, data_dir: Path) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,38 +154,43 @@ class Api:
     def wait_state(
         self, job_id: int, states: set[str], *, timeout: float, workers: list[WorkerProcess]
     ) -> dict[str, Any]:
-        def reached() -> dict[str, Any] | None:
-            job = self.job(job_id)
-            return job if job["state"] in states else None
-
-        try:
-            found: dict[str, Any] = wait_for(
-                reached, timeout=timeout, what=f"job {job_id} to be {states}"
-            )
-        except AssertionError as error:
-            logs = "\n\n".join(worker.log() for worker in workers)
-            raise AssertionError(
-                f"{error}; job: {self.job(job_id)}\nworker logs:\n{logs}"
-            ) from None
-        return found
+        return self._wait(
+            job_id,
+            lambda job: job["state"] in states,
+            what=f"job {job_id} to be {states}",
+            timeout=timeout,
+            workers=workers,
+        )
 
     def wait_running(
         self, job_id: int, *, timeout: float, workers: list[WorkerProcess]
     ) -> dict[str, Any]:
         """Until the job is training (a step reported)."""
+        return self._wait(
+            job_id,
+            lambda job: job["state"] == "running" and job["phase"] == "train" and job["step"] > 0,
+            what=f"job {job_id} to train",
+            timeout=timeout,
+            workers=workers,
+        )
 
-        def training() -> dict[str, Any] | None:
+    def _wait(
+        self,
+        job_id: int,
+        done: Callable[[dict[str, Any]], bool],
+        *,
+        what: str,
+        timeout: float,
+        workers: list[WorkerProcess],
+    ) -> dict[str, Any]:
+        """The job once ``done`` holds; a timeout's error shows the job and the workers' logs."""
+
+        def reached() -> dict[str, Any] | None:
             job = self.job(job_id)
-            return (
-                job
-                if job["state"] == "running" and job["phase"] == "train" and job["step"] > 0
-                else None
-            )
+            return job if done(job) else None
 
         try:
-            found: dict[str, Any] = wait_for(
-                training, timeout=timeout, what=f"job {job_id} to train"
-            )
+            found: dict[str, Any] = wait_for(reached, timeout=timeout, what=what)
         except AssertionError as error:
             logs = "\n\n".join(worker.log() for worker in workers)
             raise AssertionError(

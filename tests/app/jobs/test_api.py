@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from app.db import transaction
 from app.jobs.config import JobSettings
 from app.models import Role
-from ml.core.protocol.bundles import JobManifest, decode_manifest, decode_results, encode_manifest
+from ml.core.protocol.bundles import decode_manifest, decode_results
 from ml.core.protocol.messages import (
     FENCE_HEADER,
     MAX_HEARTBEAT_EPOCHS,
@@ -22,7 +22,11 @@ from ml.core.protocol.messages import (
     MAX_SUMMARY_BYTES,
     SHA256_HEADER,
 )
-from tests.app.jobs.factories import chunk_bytes, synthetic_manifest, tiny_dataset
+from tests.app.jobs.factories import (
+    chunk_bytes,
+    create_predict_job,
+    tiny_dataset,
+)
 from tests.conftest import MakeAccount, worker_headers
 
 # The rules behind these routes run on both engines in test_service.py; here, the HTTP layer.
@@ -44,30 +48,6 @@ def engineer(make_account: MakeAccount) -> dict[str, str]:
 def worker(app: FastAPI, make_account: MakeAccount) -> dict[str, str]:
     account = make_account(Role.ENGINEER, username="gpu-box", token=False)
     return worker_headers(app, account.user)
-
-
-def upload_manifest(client: TestClient, headers: dict[str, str], manifest: JobManifest) -> str:
-    response = client.post(
-        "/api/jobs/manifests", content=encode_manifest(manifest), headers=headers
-    )
-    assert response.status_code == 201, response.text
-    sha: str = response.json()["manifest"]["sha256"]
-    return sha
-
-
-def create_predict_job(client: TestClient, headers: dict[str, str], n: int = 6) -> int:
-    sha = upload_manifest(client, headers, synthetic_manifest(n))
-    body = {
-        "kind": "train_predict",
-        "recipe": "cifar-small",
-        "train": {"manifest": sha},
-        "predict": {"manifest": sha},
-        "top_k": 2,
-    }
-    response = client.post("/api/jobs", json=body, headers=headers)
-    assert response.status_code == 201, response.text
-    job_id: int = response.json()["id"]
-    return job_id
 
 
 def lease(client: TestClient, headers: dict[str, str]) -> dict[str, object]:

@@ -16,11 +16,10 @@ from fastapi.testclient import TestClient
 from app.db import create_db_engine, create_session_factory
 from app.jobs.config import JobSettings
 from app.models import Role
-from ml.core.protocol.bundles import encode_manifest
 from ml.core.protocol.messages import FENCE_HEADER, SHA256_HEADER
-from tests.app.jobs.factories import chunk_bytes, synthetic_manifest
+from tests.app.jobs.factories import chunk_bytes, create_predict_job
 from tests.app.jobs.processes import Server, make_tokens
-from tests.app.jobs.test_api import create_predict_job, lease, put_results
+from tests.app.jobs.test_api import lease, put_results
 from tests.conftest import Account, MakeAccount, worker_headers
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -133,7 +132,7 @@ def test_an_upload_on_a_lost_lease_is_refused_before_its_body_is_read(
     server.start()
     try:
         with httpx.Client(base_url=server.url, timeout=10) as http:
-            job_id = _create_job(http, {"Authorization": f"Bearer {api}"})
+            job_id = create_predict_job(http, {"Authorization": f"Bearer {api}"})
             grant = http.post(
                 "/api/worker/lease",
                 json={"worker": "w", "kinds": ["train_predict"], "device": "cpu"},
@@ -154,20 +153,3 @@ def test_an_upload_on_a_lost_lease_is_refused_before_its_body_is_read(
         assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     finally:
         server.stop()
-
-
-def _create_job(http: httpx.Client, headers: dict[str, str]) -> int:
-    manifest = http.post(
-        "/api/jobs/manifests", content=encode_manifest(synthetic_manifest(6)), headers=headers
-    ).json()["manifest"]["sha256"]
-    body = {
-        "kind": "train_predict",
-        "recipe": "cifar-small",
-        "train": {"manifest": manifest},
-        "predict": {"manifest": manifest},
-        "top_k": 2,
-    }
-    response = http.post("/api/jobs", json=body, headers=headers)
-    assert response.status_code == 201, response.text
-    job_id: int = response.json()["id"]
-    return job_id

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from app.jobs import service, worker_service
+from app.jobs import service
 from app.jobs.lifecycle import IllegalTransition
 from app.models import JobState, utcnow
 from ml.core.protocol.messages import Complete, Fail, Release
-from tests.app.jobs.factories import CONFIG, heartbeat, lease, new_job, reload
+from tests.app.jobs.factories import complete, fail, heartbeat, lease, new_job, release, reload
 
 
 def test_cancelling_a_queued_job_is_immediate(session: Session, data_dir: Path) -> None:
@@ -35,14 +35,7 @@ def test_cancelling_a_running_job_tells_its_worker_then_ends_on_hand_back(
     session.commit()
     assert reload(session, job).state is JobState.RUNNING
     assert heartbeat(session, job, grant.fence)
-    worker_service.release_job(
-        session,
-        token_id=None,
-        job_id=job.id,
-        message=Release(fence=grant.fence, reason="cancelled"),
-        config=CONFIG,
-    )
-    session.commit()
+    release(session, job, Release(fence=grant.fence, reason="cancelled"))
     assert reload(session, job).state is JobState.CANCELLED
 
 
@@ -61,13 +54,7 @@ def test_retry_requeues_a_failed_job_with_fresh_attempts(session: Session, data_
     job = new_job(session, data_dir, max_attempts=1)
     grant = lease(session)
     assert grant is not None
-    worker_service.fail_job(
-        session,
-        token_id=None,
-        job_id=job.id,
-        message=Fail(fence=grant.fence, error="boom"),
-        config=CONFIG,
-    )
+    fail(session, job, Fail(fence=grant.fence, error="boom"))
     service.retry_job(session, job_id=job.id)
     session.commit()
     job = reload(session, job)
@@ -79,10 +66,7 @@ def test_finished_jobs_refuse_illegal_transitions(session: Session, data_dir: Pa
     job = new_job(session, data_dir)
     grant = lease(session)
     assert grant is not None
-    worker_service.complete_job(
-        session, token_id=None, job_id=job.id, message=Complete(fence=grant.fence)
-    )
-    session.commit()
+    complete(session, job, Complete(fence=grant.fence))
     with pytest.raises(IllegalTransition):
         service.retry_job(session, job_id=job.id)
     with pytest.raises(IllegalTransition):

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import transaction
-from app.jobs import service, worker_service
+from app.jobs import service
 from app.jobs.worker_service import JobLeaseLost, ResultsIncomplete
 from app.models import JobState, utcnow
 from ml.core.protocol.jobs import DeviceKind, JobKind
@@ -19,9 +19,12 @@ from ml.core.protocol.messages import Complete, EpochMetrics, Fail, Progress, Re
 from tests.app.jobs.factories import (
     CONFIG,
     chunk_bytes,
+    complete,
+    fail,
     heartbeat,
     lease,
     new_job,
+    release,
     reload,
     take_over,
     upload,
@@ -147,15 +150,7 @@ def test_retriable_failures_requeue_until_the_attempts_run_out(
     for attempt, expected in ((1, JobState.QUEUED), (2, JobState.FAILED)):
         grant = lease(session, now=now)
         assert grant is not None and grant.attempt == attempt
-        worker_service.fail_job(
-            session,
-            token_id=None,
-            job_id=job.id,
-            message=Fail(fence=grant.fence, error="CUDA OOM"),
-            config=CONFIG,
-            now=now,
-        )
-        session.commit()
+        fail(session, job, Fail(fence=grant.fence, error="CUDA OOM"), now=now)
         assert reload(session, job).state is expected
         now += timedelta(hours=1)
     assert reload(session, job).error == "CUDA OOM"
@@ -165,9 +160,7 @@ def test_permanent_failure_fails_at_once(session: Session, data_dir: Path) -> No
     job = new_job(session, data_dir)
     grant = lease(session)
     assert grant is not None
-    message = Fail(fence=grant.fence, error="bad recipe", retriable=False)
-    worker_service.fail_job(session, token_id=None, job_id=job.id, message=message, config=CONFIG)
-    session.commit()
+    fail(session, job, Fail(fence=grant.fence, error="bad recipe", retriable=False))
     assert reload(session, job).state is JobState.FAILED
 
 
@@ -175,14 +168,7 @@ def test_release_requeues_without_using_an_attempt(session: Session, data_dir: P
     job = new_job(session, data_dir)
     grant = lease(session)
     assert grant is not None
-    worker_service.release_job(
-        session,
-        token_id=None,
-        job_id=job.id,
-        message=Release(fence=grant.fence, reason="SIGTERM"),
-        config=CONFIG,
-    )
-    session.commit()
+    release(session, job, Release(fence=grant.fence, reason="SIGTERM"))
     job = reload(session, job)
     assert (job.state, job.attempts, job.not_before_at) == (JobState.QUEUED, 0, None)
     again = lease(session, worker="w2")
@@ -202,19 +188,9 @@ def test_stale_fence_is_refused_and_writes_nothing(session: Session, data_dir: P
     writes = [
         lambda: heartbeat(session, job, old.fence, log=["late line"]),
         lambda: upload(session, job, old.fence, 1, chunk_bytes([3, 4]), data_dir),
-        lambda: worker_service.complete_job(
-            session, token_id=None, job_id=job.id, message=Complete(fence=old.fence)
-        ),
-        lambda: worker_service.fail_job(
-            session,
-            token_id=None,
-            job_id=job.id,
-            message=Fail(fence=old.fence, error="x"),
-            config=CONFIG,
-        ),
-        lambda: worker_service.release_job(
-            session, token_id=None, job_id=job.id, message=Release(fence=old.fence), config=CONFIG
-        ),
+        lambda: complete(session, job, Complete(fence=old.fence)),
+        lambda: fail(session, job, Fail(fence=old.fence, error="x")),
+        lambda: release(session, job, Release(fence=old.fence)),
     ]
     for write in writes:
         with pytest.raises(JobLeaseLost):
@@ -234,10 +210,7 @@ def test_complete_sent_twice_is_a_no_op(session: Session, data_dir: Path) -> Non
     grant = lease(session)
     assert grant is not None
     for _ in range(2):
-        worker_service.complete_job(
-            session, token_id=None, job_id=job.id, message=Complete(fence=grant.fence)
-        )
-        session.commit()
+        complete(session, job, Complete(fence=grant.fence))
     assert reload(session, job).state is JobState.SUCCEEDED
 
 
@@ -247,18 +220,10 @@ def test_complete_checks_every_chunk_arrived(session: Session, data_dir: Path) -
     assert grant is not None
     upload(session, job, grant.fence, 0, chunk_bytes([1, 2]), data_dir)
     with pytest.raises(ResultsIncomplete, match="2 result chunks"):
-        worker_service.complete_job(
-            session,
-            token_id=None,
-            job_id=job.id,
-            message=Complete(fence=grant.fence, chunks=2, rows=4),
-        )
+        complete(session, job, Complete(fence=grant.fence, chunks=2, rows=4))
     session.rollback()
     upload(session, job, grant.fence, 1, chunk_bytes([3, 4]), data_dir)
-    worker_service.complete_job(
-        session, token_id=None, job_id=job.id, message=Complete(fence=grant.fence, chunks=2, rows=4)
-    )
-    session.commit()
+    complete(session, job, Complete(fence=grant.fence, chunks=2, rows=4))
     assert reload(session, job).state is JobState.SUCCEEDED
 
 
