@@ -60,3 +60,17 @@ def loop(
 ) -> Loop:
     """The toy's pipeline, driven by the engineer (test files with other needs define theirs)."""
     return Loop(session_factory, env, toy, engineer)
+
+
+@pytest.fixture
+def finished(
+    session_factory: sessionmaker[Session],
+    env: PipelineEnv,
+    toy: Toy,
+    worker: FakeWorker,
+    annotator: FakeAnnotator,
+) -> Loop:
+    """A toy pipeline run through cross-validation, a human sample and final training."""
+    loop = Loop(session_factory, env, toy)
+    loop.run_through_final(worker, annotator)
+    return loop

@@ -9,27 +9,11 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy.orm import Session, sessionmaker
 
 from app.errors import Invalid
 from app.models import SampleStatus
-from app.pipeline.config import PipelineEnv
-from tests.app.pipeline.factories import FakeAnnotator, FakeWorker, Toy
+from tests.app.pipeline.factories import Toy
 from tests.app.pipeline.loop import Loop
-
-
-@pytest.fixture
-def finished(
-    session_factory: sessionmaker[Session],
-    env: PipelineEnv,
-    toy: Toy,
-    worker: FakeWorker,
-    annotator: FakeAnnotator,
-) -> Loop:
-    """A toy pipeline run through cross-validation, a human sample and final training."""
-    loop = Loop(session_factory, env, toy)
-    loop.run_through_final(worker, annotator)
-    return loop
 
 
 def _files(root: Path) -> dict[str, bytes | str]:

@@ -9,28 +9,10 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import pytest
-from sqlalchemy.orm import Session, sessionmaker
-
 from app.models import TRAINABLE, SampleStatus
 from app.pipeline import export
-from app.pipeline.config import PipelineEnv
-from tests.app.pipeline.factories import FakeAnnotator, FakeWorker, Toy
+from tests.app.pipeline.factories import Toy
 from tests.app.pipeline.loop import Loop
-
-
-@pytest.fixture
-def finished(
-    session_factory: sessionmaker[Session],
-    env: PipelineEnv,
-    toy: Toy,
-    worker: FakeWorker,
-    annotator: FakeAnnotator,
-) -> Loop:
-    """A toy pipeline run through cross-validation, a human sample and final training."""
-    loop = Loop(session_factory, env, toy)
-    loop.run_through_final(worker, annotator)
-    return loop
 
 
 def test_export_writes_report_html_beside_report_json(finished: Loop, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from app.pipeline.truth import load_truth
 from app.review.service import leases as lease_service
 from tests.app.pipeline.factories import Toy
 from tests.app.review.factories import make_user
-from tests.conftest import MakeAccount
+from tests.conftest import Account, MakeAccount
 
 
 def _truth_file(toy: Toy, path: Path) -> Path:
@@ -29,10 +29,15 @@ def _truth_file(toy: Toy, path: Path) -> Path:
     return path
 
 
-def _simulator(app: FastAPI, token: str, truth: Path, **options: object) -> Simulator:
+def _simulator(
+    app: FastAPI, admin: Account, toy: Toy, tmp_path: Path, **options: object
+) -> Simulator:
+    """Simulated annotators working with the admin's token, answering from the toy's truth."""
+    truth = _truth_file(toy, tmp_path / "truth.csv")
+    assert admin.token
     return Simulator(
         client_factory=lambda: TestClient(app),
-        token=token,
+        token=admin.token,
         dataset="toy",
         truth=load_truth(truth, column="clean"),
         **options,  # type: ignore[arg-type]
@@ -52,13 +57,7 @@ def test_simulated_annotators_answer_the_junk_queue_from_the_truth(
     base = f"/api/pipelines/{toy.dataset_id}"
     client.post(base, json={"config": {"seed_random_samples": 0}}, headers=admin.headers)
     client.post(f"{base}/steps", json={"kind": "junk_seed"}, headers=admin.headers)
-    simulator = _simulator(
-        app,
-        admin.token or "",
-        _truth_file(toy, tmp_path / "truth.csv"),
-        annotators=2,
-        error_rate=error_rate,
-    )
+    simulator = _simulator(app, admin, toy, tmp_path, annotators=2, error_rate=error_rate)
     stats = simulator.run()
     simulator.close()
     assert stats.total == len(toy.non_rgb) and stats.unmatched == 0
@@ -84,7 +83,7 @@ def test_simulated_annotators_relabel_to_the_true_class(
         },
         headers=admin.headers,
     )
-    simulator = _simulator(app, admin.token or "", _truth_file(toy, tmp_path / "truth.csv"))
+    simulator = _simulator(app, admin, toy, tmp_path)
     stats = simulator.run()
     simulator.close()
     assert stats.decisions == {"relabel": 3}
@@ -105,11 +104,7 @@ def test_class_decisions_have_their_own_error_rate(
 ) -> None:
     admin = make_account(Role.ADMIN)
     simulator = _simulator(
-        app,
-        admin.token or "",
-        _truth_file(toy, tmp_path / "truth.csv"),
-        error_rate=1.0,
-        class_error_rate=class_error_rate,
+        app, admin, toy, tmp_path, error_rate=1.0, class_error_rate=class_error_rate
     )
     real_class = next(iter(toy.classes.values()))
     try:
@@ -130,8 +125,9 @@ def test_a_lone_simulated_annotator_brings_a_second_voter_for_a_class_drop(
     assert started.status_code == 201, started.text
     simulator = _simulator(
         app,
-        admin.token or "",
-        _truth_file(toy, tmp_path / "truth.csv"),
+        admin,
+        toy,
+        tmp_path,
         annotators=1,
         class_error_rate=1.0,  # every class looks wrong: drop them all
     )
@@ -158,7 +154,7 @@ def test_following_the_pipeline_says_what_it_waits_for(
     with transaction(app.state.session_factory) as session:
         alice = make_user(session, "alice")
         held = lease_service.lease_tasks(session, user=alice, kind=TaskKind.JUNK_CHECK, n=200)
-    simulator = _simulator(app, admin.token or "", _truth_file(toy, tmp_path / "truth.csv"))
+    simulator = _simulator(app, admin, toy, tmp_path)
     said: list[str] = []
     try:
         stats = simulator.run(follow=True, timeout=0.5, poll=0.1, on_wait=WaitLog(said.append))
