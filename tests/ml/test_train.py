@@ -13,8 +13,15 @@ from numpy.typing import NDArray
 
 from ml.checkpoint import CheckpointError, load_trained_model
 from ml.predict import predict, predict_logits
+from ml.recipes import Recipe
 from ml.train import train_model
-from ml.training.interface import Control, EvalSet, TrainingError, TrainingProgress
+from ml.training.interface import (
+    Control,
+    EvalSet,
+    TrainingError,
+    TrainingProgress,
+    TrainResult,
+)
 from tests.ml.factories import balanced_labels, colour_images, tiny_recipe
 
 Data = tuple[NDArray[np.uint8], NDArray[np.int64]]
@@ -51,6 +58,20 @@ def _stop_after(epoch: int, step: int | None = None) -> Any:
     return callback
 
 
+def _stopped_then_resumed(
+    recipe: Recipe, data: Data, run_dir: Path, stop: Any
+) -> tuple[TrainResult, TrainResult]:
+    """A run that ``stop`` stops, checkpointing into ``run_dir``, and the run resumed from there."""
+    images, labels = data
+    first = train_model(
+        recipe, images, labels, num_classes=3, device="cpu", checkpoint_dir=run_dir, callback=stop
+    )
+    resumed = train_model(
+        recipe, images, labels, num_classes=3, device="cpu", checkpoint_dir=run_dir
+    )
+    return first, resumed
+
+
 def test_cpu_training_is_deterministic_under_a_seed(data: Data) -> None:
     images, labels = data
     recipe = tiny_recipe(augment={"hflip": {"p": 0.5}, "mixup": {"alpha": 0.4, "p": 0.5}})
@@ -80,18 +101,7 @@ def test_resume_after_an_epoch_matches_an_uninterrupted_run(data: Data, tmp_path
     )
     straight = train_model(recipe, images, labels, num_classes=3, device="cpu")
 
-    first = train_model(
-        recipe,
-        images,
-        labels,
-        num_classes=3,
-        device="cpu",
-        checkpoint_dir=tmp_path / "run",
-        callback=_stop_after(epoch=0),
-    )
-    resumed = train_model(
-        recipe, images, labels, num_classes=3, device="cpu", checkpoint_dir=tmp_path / "run"
-    )
+    first, resumed = _stopped_then_resumed(recipe, data, tmp_path / "run", _stop_after(epoch=0))
 
     assert first.stopped and len(first.history) == 1
     assert not resumed.stopped and len(resumed.history) == 2
@@ -103,17 +113,8 @@ def test_resume_mid_epoch_matches_an_uninterrupted_run(data: Data, tmp_path: Pat
     recipe = tiny_recipe(optimizer={"name": "adamw", "lr": 0.01})
     straight = train_model(recipe, images, labels, num_classes=3, device="cpu")
 
-    first = train_model(
-        recipe,
-        images,
-        labels,
-        num_classes=3,
-        device="cpu",
-        checkpoint_dir=tmp_path / "run",
-        callback=_stop_after(epoch=1, step=2),
-    )
-    resumed = train_model(
-        recipe, images, labels, num_classes=3, device="cpu", checkpoint_dir=tmp_path / "run"
+    first, resumed = _stopped_then_resumed(
+        recipe, data, tmp_path / "run", _stop_after(epoch=1, step=2)
     )
 
     assert first.stopped and first.checkpoint is not None

@@ -14,7 +14,7 @@ from app.errors import AppError
 from app.models import ReviewDecision, ReviewTask, TaskKind, User, Verdict
 from app.review.records import DecisionInput, DecisionRecord, LeasedTask, UndoResult
 from app.review.service import decisions as decision_service
-from tests.app.review.factories import Pets, queue
+from tests.app.review.factories import Pets, lease, queue
 
 JUNK = TaskKind.JUNK_CHECK
 LABEL = TaskKind.LABEL_CHECK
@@ -29,6 +29,19 @@ def create(
 ) -> list[int]:
     with transaction(factory) as session:
         return queue(session, pets, kind, subjects, **options)  # type: ignore[arg-type]
+
+
+def cats_leased(
+    factory: sessionmaker[Session],
+    pets: Pets,
+    user: User,
+    kind: TaskKind,
+    n: int = 1,
+    **options: object,
+) -> list[LeasedTask]:
+    """Queues ``kind`` tasks for the first ``n`` cats and leases them all to ``user``."""
+    create(factory, pets, kind, pets.samples["cat"][:n])
+    return lease(factory, user, kind, n=n, **options)
 
 
 def decide(

@@ -1,5 +1,5 @@
-"""Deciding review tasks: batches all or none, idempotency keys, lost leases, and undo (SQLite
-and PostgreSQL)."""
+"""Deciding review tasks: batches all or none, idempotency keys, lost leases, the checks a
+decision must pass (SQLite and PostgreSQL). Undo is in test_undo.py."""
 
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ from tests.app.review.factories import Pets, lease, make_pets
 from tests.app.review.service.helpers import (
     JUNK,
     LABEL,
+    cats_leased,
     create,
     decide,
     decision_count,
     refused,
     task_state,
-    undo,
     verdict,
 )
 
@@ -34,8 +34,7 @@ from tests.app.review.service.helpers import (
 def test_decision_marks_task_done(
     session_factory: sessionmaker[Session], pets: Pets, people: People
 ) -> None:
-    create(session_factory, pets, JUNK, pets.samples["cat"][:1])
-    [task] = lease(session_factory, people.ann, JUNK)
+    [task] = cats_leased(session_factory, pets, people.ann, JUNK)
     [record] = decide(session_factory, people.ann, verdict(task, Verdict.JUNK, seconds=1.5))
     assert (record.verdict, record.sample_id, record.seconds) == (
         Verdict.JUNK,
@@ -65,8 +64,7 @@ def test_grid_page_is_recorded_in_one_batch(
 def test_same_idempotency_key_is_recorded_once_and_answered_the_same(
     session_factory: sessionmaker[Session], pets: Pets, people: People
 ) -> None:
-    create(session_factory, pets, JUNK, pets.samples["cat"][:2])
-    tasks = lease(session_factory, people.ann, JUNK, n=2)
+    tasks = cats_leased(session_factory, pets, people.ann, JUNK, n=2)
     first = decide(session_factory, people.ann, verdict(tasks[0], Verdict.JUNK, key="a"))
     again = decide(
         session_factory,
@@ -81,8 +79,7 @@ def test_same_idempotency_key_is_recorded_once_and_answered_the_same(
 def test_idempotency_key_reused_for_another_decision_is_refused(
     session_factory: sessionmaker[Session], pets: Pets, people: People
 ) -> None:
-    create(session_factory, pets, JUNK, pets.samples["cat"][:2])
-    tasks = lease(session_factory, people.ann, JUNK, n=2)
+    tasks = cats_leased(session_factory, pets, people.ann, JUNK, n=2)
     decide(session_factory, people.ann, verdict(tasks[0], Verdict.JUNK, key="a"))
     error = refused(
         decision_service.KeyReused,
@@ -116,8 +113,9 @@ def test_keys_are_per_user(
 def test_decision_after_lease_was_lost_to_another_annotator_gets_409(
     session_factory: sessionmaker[Session], pets: Pets, people: People
 ) -> None:
-    create(session_factory, pets, JUNK, pets.samples["cat"][:2])
-    [mine, kept] = lease(session_factory, people.ann, JUNK, n=2, lease_for=timedelta(seconds=30))
+    [mine, kept] = cats_leased(
+        session_factory, pets, people.ann, JUNK, n=2, lease_for=timedelta(seconds=30)
+    )
     later = utcnow() + timedelta(minutes=1)
     with transaction(session_factory) as session:  # ann renews only one of the two
         lease_service.lease_tasks(session, user=people.ann, kind=JUNK, n=1, now=utcnow())
@@ -180,8 +178,7 @@ def test_decision_on_another_users_lease_is_forbidden(
 def test_decided_task_cannot_be_decided_again(
     session_factory: sessionmaker[Session], pets: Pets, people: People
 ) -> None:
-    create(session_factory, pets, JUNK, pets.samples["cat"][:1])
-    [task] = lease(session_factory, people.ann, JUNK)
+    [task] = cats_leased(session_factory, pets, people.ann, JUNK)
     decide(session_factory, people.ann, verdict(task, Verdict.JUNK, key="a"))
     error = refused(
         decision_service.AlreadyDecided,
@@ -196,8 +193,7 @@ def test_decided_task_cannot_be_decided_again(
 def test_unknown_task_ids_get_404_and_nothing_is_written(
     session_factory: sessionmaker[Session], pets: Pets, people: People
 ) -> None:
-    create(session_factory, pets, JUNK, pets.samples["cat"][:1])
-    [task] = lease(session_factory, people.ann, JUNK)
+    [task] = cats_leased(session_factory, pets, people.ann, JUNK)
     error = refused(
         NotFound,
         decide,
@@ -238,8 +234,7 @@ def test_verdict_must_fit_the_task_kind(
 def test_undo_is_not_a_verdict_of_the_decisions_batch(
     session_factory: sessionmaker[Session], pets: Pets, people: People
 ) -> None:
-    create(session_factory, pets, JUNK, pets.samples["cat"][:1])
-    [task] = lease(session_factory, people.ann, JUNK)
+    [task] = cats_leased(session_factory, pets, people.ann, JUNK)
     assert (
         "undo"
         in refused(
@@ -253,8 +248,7 @@ def test_relabel_needs_a_class_of_the_tasks_dataset(
 ) -> None:
     with transaction(session_factory) as session:
         other = make_pets(session, pets.root.parent / "other", name="other", files=False)
-    create(session_factory, pets, LABEL, pets.samples["cat"][:1])
-    [task] = lease(session_factory, people.ann, LABEL)
+    [task] = cats_leased(session_factory, pets, people.ann, LABEL)
     cases = {
         "needs the new class_id": verdict(task, Verdict.RELABEL),
         "class_id goes only with a relabel": verdict(
@@ -275,8 +269,7 @@ def test_relabel_needs_a_class_of_the_tasks_dataset(
 def test_relabel_and_accept_record_the_confirmed_class(
     session_factory: sessionmaker[Session], pets: Pets, people: People
 ) -> None:
-    create(session_factory, pets, LABEL, pets.samples["cat"][:2])
-    first, second = lease(session_factory, people.ann, LABEL, n=2)
+    first, second = cats_leased(session_factory, pets, people.ann, LABEL, n=2)
     records = decide(
         session_factory,
         people.ann,
@@ -314,8 +307,7 @@ def test_bad_seconds_and_keys_are_refused(
     change: dict[str, object],
     message: str,
 ) -> None:
-    create(session_factory, pets, JUNK, pets.samples["cat"][:1])
-    [task] = lease(session_factory, people.ann, JUNK)
+    [task] = cats_leased(session_factory, pets, people.ann, JUNK)
     fields = {"idempotency_key": "k", "seconds": 1.0, **change}
     decision = DecisionInput(task.id, task.lease_version, Verdict.JUNK, **fields)  # type: ignore[arg-type]
     assert message in refused(Invalid, decide, session_factory, people.ann, decision).message
@@ -324,8 +316,7 @@ def test_bad_seconds_and_keys_are_refused(
 def test_a_task_twice_in_one_batch_is_refused(
     session_factory: sessionmaker[Session], pets: Pets, people: People
 ) -> None:
-    create(session_factory, pets, JUNK, pets.samples["cat"][:1])
-    [task] = lease(session_factory, people.ann, JUNK)
+    [task] = cats_leased(session_factory, pets, people.ann, JUNK)
     error = refused(
         Invalid,
         decide,
@@ -337,56 +328,10 @@ def test_a_task_twice_in_one_batch_is_refused(
     assert "twice" in error.message
 
 
-def test_undo_appends_a_superseding_decision_and_reopens_the_task_for_the_same_annotator(
-    session_factory: sessionmaker[Session], pets: Pets, people: People
-) -> None:
-    create(session_factory, pets, LABEL, pets.samples["cat"][:1])
-    [task] = lease(session_factory, people.ann, LABEL)
-    [record] = decide(session_factory, people.ann, verdict(task, Verdict.JUNK))
-    result = undo(session_factory, people.ann, record.id)
-    assert result.decision.verdict is Verdict.UNDO
-    assert result.decision.supersedes_id == record.id
-    assert result.task.id == task.id
-    assert result.task.lease_version == task.lease_version + 1
-    reopened = task_state(session_factory, task.id)
-    assert (reopened.state, reopened.lease_owner_id) == (TaskState.LEASED, people.ann.id)
-    assert lease(session_factory, people.bob, LABEL) == []
-    assert decision_count(session_factory) == 2
-    [again] = decide(session_factory, people.ann, verdict(result.task, Verdict.ACCEPT))
-    assert again.verdict is Verdict.ACCEPT
-
-
-def test_undo_sent_twice_with_the_same_key_is_recorded_once(
-    session_factory: sessionmaker[Session], pets: Pets, people: People
-) -> None:
-    create(session_factory, pets, JUNK, pets.samples["cat"][:1])
-    [task] = lease(session_factory, people.ann, JUNK)
-    [record] = decide(session_factory, people.ann, verdict(task, Verdict.JUNK))
-    first = undo(session_factory, people.ann, record.id)
-    second = undo(session_factory, people.ann, record.id)
-    assert second.decision == first.decision
-    assert decision_count(session_factory) == 2
-
-
-def test_undo_refuses_other_users_decisions_undos_and_undone_decisions(
-    session_factory: sessionmaker[Session], pets: Pets, people: People
-) -> None:
-    create(session_factory, pets, JUNK, pets.samples["cat"][:1])
-    [task] = lease(session_factory, people.ann, JUNK)
-    [record] = decide(session_factory, people.ann, verdict(task, Verdict.JUNK))
-    refused(Forbidden, undo, session_factory, people.bob, record.id)
-    result = undo(session_factory, people.ann, record.id)
-    refused(decision_service.AlreadyUndone, undo, session_factory, people.ann, record.id, "undo-2")
-    refused(Invalid, undo, session_factory, people.ann, result.decision.id, "undo-3")
-    refused(NotFound, undo, session_factory, people.ann, 999_999, "undo-4")
-    assert decision_count(session_factory) == 2
-
-
 def test_a_double_submit_racing_itself_is_recorded_once(
     session_factory: sessionmaker[Session], pets: Pets, people: People
 ) -> None:
-    create(session_factory, pets, JUNK, pets.samples["cat"])
-    page = lease(session_factory, people.ann, JUNK, n=6)
+    page = cats_leased(session_factory, pets, people.ann, JUNK, n=6)
     batch = [verdict(task, Verdict.JUNK, key=f"twin-{task.id}") for task in page]
     start = threading.Barrier(2)
     answers: list[list[DecisionRecord]] = []

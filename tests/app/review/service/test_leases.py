@@ -16,6 +16,7 @@ from tests.app.review.factories import Pets, lease, make_pets, queue
 from tests.app.review.service.helpers import (
     JUNK,
     LABEL,
+    cats_leased,
     create,
     decide,
     decide_all,
@@ -84,8 +85,7 @@ def test_lease_refuses_bad_sizes_and_unknown_dataset(
 def test_expired_lease_returns_task_to_queue(
     session_factory: sessionmaker[Session], pets: Pets, people: People
 ) -> None:
-    create(session_factory, pets, JUNK, pets.samples["cat"][:1])
-    [mine] = lease(session_factory, people.ann, JUNK, lease_for=timedelta(minutes=1))
+    [mine] = cats_leased(session_factory, pets, people.ann, JUNK, lease_for=timedelta(minutes=1))
     assert lease(session_factory, people.bob, JUNK) == []
     later = utcnow() + timedelta(minutes=2)
     [theirs] = lease(session_factory, people.bob, JUNK, now=later)
@@ -96,8 +96,7 @@ def test_expired_lease_returns_task_to_queue(
 def test_released_lease_is_free_at_once_and_its_owner_may_still_decide(
     session_factory: sessionmaker[Session], pets: Pets, people: People
 ) -> None:
-    create(session_factory, pets, JUNK, pets.samples["cat"][:2])
-    mine = lease(session_factory, people.ann, JUNK, n=2)
+    mine = cats_leased(session_factory, pets, people.ann, JUNK, n=2)
     with transaction(session_factory) as session:
         released = lease_service.release_leases(session, user=people.ann, task_ids=[mine[0].id])
         # Another's task, or one released already, is not released (again).
@@ -112,8 +111,7 @@ def test_released_lease_is_free_at_once_and_its_owner_may_still_decide(
 def test_renewal_extends_live_leases_takes_back_lapsed_ones_and_reports_the_lost(
     session_factory: sessionmaker[Session], pets: Pets, people: People
 ) -> None:
-    create(session_factory, pets, JUNK, pets.samples["cat"][:3])
-    kept, lapsed, lost = lease(session_factory, people.ann, JUNK, n=3)
+    kept, lapsed, lost = cats_leased(session_factory, pets, people.ann, JUNK, n=3)
     with transaction(session_factory) as session:
         lease_service.release_leases(session, user=people.ann, task_ids=[lapsed.id, lost.id])
     [taken] = lease(session_factory, people.bob, JUNK, n=1)

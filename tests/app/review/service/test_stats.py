@@ -14,7 +14,7 @@ from app.review.service import tasks as task_service
 from app.review.service import verdicts as verdict_service
 from tests.app.review.conftest import People
 from tests.app.review.factories import Pets, lease
-from tests.app.review.service.helpers import JUNK, LABEL, create, decide_all
+from tests.app.review.service.helpers import JUNK, LABEL, cats_leased, create, decide_all
 
 NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -89,8 +89,7 @@ def test_stats_give_decisions_per_annotator_per_hour_and_median_seconds(
 def test_undo_rows_are_not_counted_as_decisions(
     session_factory: sessionmaker[Session], pets: Pets, people: People
 ) -> None:
-    create(session_factory, pets, JUNK, pets.samples["cat"][:1])
-    [task] = lease(session_factory, people.ann, JUNK)
+    [task] = cats_leased(session_factory, pets, people.ann, JUNK)
     decide_all(session_factory, people.ann, [task], [Verdict.JUNK])
     with transaction(session_factory) as session:
         [record] = verdict_service.sample_history(session, task.sample_id or 0)
@@ -108,8 +107,7 @@ def test_agreement_compares_the_standing_verdicts_of_both_opinions(
     session_factory: sessionmaker[Session], pets: Pets, people: People
 ) -> None:
     dog = pets.classes["dog"]
-    create(session_factory, pets, LABEL, pets.samples["cat"][:4])
-    first = lease(session_factory, people.ann, LABEL, n=4)
+    first = cats_leased(session_factory, pets, people.ann, LABEL, n=4)
     decide_all(
         session_factory,
         people.ann,

@@ -14,7 +14,15 @@ from app.review.records import Suggestion, TaskItem
 from app.review.service import tasks as task_service
 from tests.app.review.conftest import People
 from tests.app.review.factories import Pets, lease, make_pets
-from tests.app.review.service.helpers import JUNK, LABEL, create, decide_all, refused, task_state
+from tests.app.review.service.helpers import (
+    JUNK,
+    LABEL,
+    cats_leased,
+    create,
+    decide_all,
+    refused,
+    task_state,
+)
 
 
 def test_create_tasks_queues_one_pending_task_per_sample(
@@ -185,8 +193,7 @@ def test_create_tasks_refuses_samples_and_classes_of_another_dataset(
 def test_second_opinions_are_asked_once_and_never_of_the_first_decider(
     session_factory: sessionmaker[Session], pets: Pets, people: People
 ) -> None:
-    create(session_factory, pets, JUNK, pets.samples["cat"])
-    page = lease(session_factory, people.ann, JUNK, n=6)
+    page = cats_leased(session_factory, pets, people.ann, JUNK, n=6)
     decide_all(session_factory, people.ann, page, [Verdict.NOT_JUNK] * 6)
     with transaction(session_factory) as session:
         dataset = session.get_one(Dataset, pets.dataset_id)
@@ -206,8 +213,7 @@ def test_second_opinions_are_asked_once_and_never_of_the_first_decider(
 def test_audit_repeats_with_the_same_seed_and_skips_samples_judged_junk(
     session_factory: sessionmaker[Session], pets: Pets, people: People
 ) -> None:
-    create(session_factory, pets, JUNK, pets.samples["cat"])
-    page = lease(session_factory, people.ann, JUNK, n=6)
+    page = cats_leased(session_factory, pets, people.ann, JUNK, n=6)
     decide_all(session_factory, people.ann, page, [Verdict.JUNK] * 6)
     with transaction(session_factory) as session:
         dataset = session.get_one(Dataset, pets.dataset_id)

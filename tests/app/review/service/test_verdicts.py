@@ -8,16 +8,15 @@ from app.db import transaction
 from app.models import Verdict
 from app.review.service import verdicts as verdict_service
 from tests.app.review.conftest import People
-from tests.app.review.factories import Pets, lease
-from tests.app.review.service.helpers import JUNK, LABEL, create, decide, undo, verdict
+from tests.app.review.factories import Pets
+from tests.app.review.service.helpers import JUNK, LABEL, cats_leased, decide, undo, verdict
 
 
 def test_current_verdict_is_the_latest_decision_no_undo_withdrew(
     session_factory: sessionmaker[Session], pets: Pets, people: People
 ) -> None:
     sample = pets.samples["cat"][0]
-    create(session_factory, pets, LABEL, [sample])
-    [task] = lease(session_factory, people.ann, LABEL)
+    [task] = cats_leased(session_factory, pets, people.ann, LABEL)
     [first] = decide(session_factory, people.ann, verdict(task, Verdict.JUNK))
 
     def current() -> Verdict | None:
@@ -43,8 +42,7 @@ def test_sample_history_keeps_every_decision_in_order(
     session_factory: sessionmaker[Session], pets: Pets, people: People
 ) -> None:
     sample = pets.samples["cat"][0]
-    create(session_factory, pets, LABEL, [sample])
-    [task] = lease(session_factory, people.ann, LABEL)
+    [task] = cats_leased(session_factory, pets, people.ann, LABEL)
     [first] = decide(session_factory, people.ann, verdict(task, Verdict.JUNK))
     reopened = undo(session_factory, people.ann, first.id).task
     decide(session_factory, people.ann, verdict(reopened, Verdict.UNSURE))
