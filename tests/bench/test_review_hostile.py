@@ -8,45 +8,31 @@ this test's; here the annotators must simply get through without an error."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.scripts import run_bench
 
 pytestmark = pytest.mark.slow
 
 
 def test_the_hostile_scenario_reports_both_runs_on_sqlite(tmp_path: Path) -> None:
-    out = tmp_path / "review.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "bench/review_load.py",
-            "--scenario",
-            "hostile",
-            "--quick",
-            "--databases",
-            "sqlite",
-            "--annotators",
-            "10",
-            "--wrong-logins",
-            "4",
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    report, stdout = run_bench(
+        "review_load.py",
+        "--scenario",
+        "hostile",
+        "--quick",
+        "--databases",
+        "sqlite",
+        "--annotators",
+        "10",
+        "--wrong-logins",
+        "4",
+        out=tmp_path / "review.json",
         timeout=300,
-        check=False,
     )
 
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    report = json.loads(out.read_text())
     assert set(report) == {"hostile_neighbours"}, "a scenario writes only its own section"
     section = report["hostile_neighbours"]
     assert "postgresql" not in section
@@ -67,4 +53,4 @@ def test_the_hostile_scenario_reports_both_runs_on_sqlite(tmp_path: Path) -> Non
     assert sum(1 for name in answers if name.startswith("trickle")) >= 1
     assert set(sqlite["p99_ratio"]) >= {"lease 1 (label)", "decide 1 (label)"}
     assert sqlite["goals"]["no_annotator_errors"] is True
-    assert "hostile neighbours, SQLite" in done.stdout
+    assert "hostile neighbours, SQLite" in stdout

@@ -35,6 +35,12 @@ if TYPE_CHECKING:
     from playwright.sync_api import ConsoleMessage, Page, Request, Response
 
 CHROMIUM = Path("/usr/bin/chromium")
+NO_CHROMIUM = f"browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium)"
+#: ``pytestmark`` of a browser test module: marked, and skipped where there is no Chromium.
+NEEDS_CHROMIUM = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=NO_CHROMIUM),
+]
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -172,7 +178,7 @@ class Browser:
 def browser() -> Iterator[Browser]:
     """A fresh Chromium page (1280×800) whose problems are recorded."""
     if not CHROMIUM.exists():
-        pytest.skip(f"browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium)")
+        pytest.skip(NO_CHROMIUM)
     sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -189,3 +195,13 @@ def browser() -> Iterator[Browser]:
             context.close()
         finally:
             chromium.close()
+
+
+def sign_in_at(page: Page, url: str, username: str, password: str = TEST_PASSWORD) -> None:
+    """Opens ``url``, which sends us to the login form; signs in there and waits to be back."""
+    page.goto(url)
+    assert "/login" in page.url
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(url)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from app.auth import service as auth_service
@@ -19,15 +18,9 @@ from app.review.records import DecisionInput, TaskItem
 from app.review.service import decisions as decision_service
 from app.review.service import leases as lease_service
 from app.review.service import tasks as task_service
-from tests.browser.conftest import CHROMIUM, CLASS_SIZES, Browser, LiveServer
+from tests.browser.conftest import CLASS_SIZES, NEEDS_CHROMIUM, Browser, LiveServer, sign_in_at
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason=f"browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium)",
-    ),
-]
+pytestmark = NEEDS_CHROMIUM
 
 
 def test_the_dashboard_draws_its_charts_at_1280_by_800(
@@ -38,12 +31,7 @@ def test_the_dashboard_draws_its_charts_at_1280_by_800(
         service.create_pipeline(session, dataset=dataset, config={}, auto=False, user=None)
     page = browser.page
     url = f"{live_server.url}/datasets/{live_server.dataset_id}/cleaning"
-    page.goto(url)
-    assert "/login" in page.url
-    page.fill("input[name=username]", live_server.username)
-    page.fill("input[name=password]", live_server.password)
-    page.click("button[type=submit]")
-    page.wait_for_url(url)
+    sign_in_at(page, url, live_server.username, live_server.password)
 
     funnel = page.locator("#cleaning-funnel svg.funnel-bar")
     assert funnel.count() > 0
@@ -108,12 +96,7 @@ def test_an_engineer_restores_a_dropped_class_with_its_button(
 
     page = browser.page
     url = f"{live_server.url}/datasets/{live_server.dataset_id}/cleaning"
-    page.goto(url)
-    if "/login" in page.url:
-        page.fill("input[name=username]", live_server.username)
-        page.fill("input[name=password]", live_server.password)
-        page.click("button[type=submit]")
-        page.wait_for_url(url)
+    sign_in_at(page, url, live_server.username, live_server.password)
     row = page.locator(f'#cleaning-dropped tr[data-class-id="{bird}"]')
     assert "voter1, voter2" in row.inner_text()
     row.locator("button", has_text="Restore").click()

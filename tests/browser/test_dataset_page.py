@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-import pytest
-
 from app.db import transaction
 from app.models import Dataset, ImportFormat, ImportRun, ImportStatus, utcnow
-from tests.browser.conftest import BAD_FILES, CHROMIUM, CLASS_SIZES, Browser, LiveServer
+from tests.browser.conftest import (
+    BAD_FILES,
+    CLASS_SIZES,
+    NEEDS_CHROMIUM,
+    Browser,
+    LiveServer,
+    sign_in_at,
+)
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason=f"browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium)",
-    ),
-]
+pytestmark = NEEDS_CHROMIUM
 
 
 def open_dataset_page(browser: Browser, server: LiveServer, dataset_id: int | None = None) -> None:
     """Opens a dataset page, which sends us through the login form and back."""
-    page = browser.page
     url = f"{server.url}/datasets/{dataset_id or server.dataset_id}"
-    page.goto(url)
-    assert "/login" in page.url
-    page.fill("input[name=username]", server.username)
-    page.fill("input[name=password]", server.password)
-    page.click("button[type=submit]")
-    page.wait_for_url(url)
+    sign_in_at(browser.page, url, server.username, server.password)
 
 
 def test_dataset_page_shows_class_chart_modes_and_import_report(

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
+from tests.browser.conftest import NEEDS_CHROMIUM, Browser, LiveServer
 
-from tests.browser.conftest import CHROMIUM, Browser, LiveServer
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason=f"browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium)",
-    ),
-]
+pytestmark = NEEDS_CHROMIUM
 
 
 def test_docs_render_the_operations_from_local_files_only(

@@ -26,8 +26,8 @@ from app.main import create_app
 from app.models import ReviewDecision, ReviewTask, Role, TaskKind, TaskState, Verdict, utcnow
 from app.settings import Settings
 from tests.app.review.factories import Pets, make_pets, queue
-from tests.browser.conftest import Browser, serve_in_thread
-from tests.conftest import TEST_PASSWORD, TEST_SECRET, add_user
+from tests.browser.conftest import Browser, serve_in_thread, sign_in_at
+from tests.conftest import TEST_SECRET, add_user
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -118,13 +118,7 @@ def prepare(
 
 
 def sign_in(page: Page, server: ReviewServer, setup: Setup, kind: TaskKind) -> None:
-    target = f"/review/{setup.pets.dataset_id}/{kind.value}"
-    page.goto(f"{server.url}{target}")
-    assert "/login" in page.url
-    page.fill("input[name=username]", setup.username)
-    page.fill("input[name=password]", TEST_PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{server.url}{target}")
+    sign_in_at(page, f"{server.url}/review/{setup.pets.dataset_id}/{kind.value}", setup.username)
 
 
 def decisions(server: ReviewServer, username: str) -> list[ReviewDecision]:
