@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import transaction
 from app.models import Role, User
 from app.pipeline.config import PipelineEnv
-from tests.app.pipeline.factories import JOB_CONFIG, FakeAnnotator, FakeWorker, Toy, make_toy
+from tests.app.pipeline.factories import JOB_CONFIG, FakeAnnotator, Toy, make_toy
+from tests.app.pipeline.fake_worker import FakeWorker
 from tests.app.pipeline.loop import Loop
 from tests.app.review.factories import make_user
 

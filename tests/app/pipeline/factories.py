@@ -1,25 +1,20 @@
-"""Factories of the pipeline tests: a toy dataset whose truth is known, a worker that runs the
-queued jobs in this process with outputs computed from that truth (no model: results, artifacts
-and completion go through the jobs service as a worker's would), and annotators who answer the
-review queue from the truth through the review service."""
+"""Factories of the pipeline tests: a toy dataset whose truth is known, and annotators who
+answer the review queue from the truth through the review service. The worker that runs the
+queued jobs from that truth is in fake_worker.py."""
 
 from __future__ import annotations
 
 import hashlib
-import io
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import transaction
-from app.jobs import manifests, uploads, worker_service
 from app.jobs.config import JobSettings
-from app.jobs.schemas import UploadedFile
 from app.models import (
     Dataset,
     ImportFormat,
@@ -32,33 +27,9 @@ from app.models import (
     User,
     Verdict,
 )
-from app.pipeline.config import PipelineEnv
 from app.review.records import DecisionInput
 from app.review.service import decisions as decision_service
 from app.review.service import leases as lease_service
-from ml.core.protocol.bundles import (
-    EmbeddingRows,
-    JobManifest,
-    LabelIssues,
-    ResultChunk,
-    encode_embeddings,
-    encode_label_issues,
-    encode_results,
-)
-from ml.core.protocol.jobs import (
-    EMBEDDINGS_FILE,
-    KNN_ISSUES_FILE,
-    LABEL_ISSUES_FILE,
-    ConfidentLearningSpec,
-    EmbedSpec,
-    KnnSpec,
-    TrainFinalSpec,
-    TrainFoldSpec,
-    TrainJunkSpec,
-    TrainPredictSpec,
-    parse_spec,
-)
-from ml.core.protocol.messages import Complete, LeaseRequest
 
 JOB_CONFIG = JobSettings(lease_seconds=600, retry_backoff_seconds=0, max_attempts=2)
 #: Recipes that train the whole network, so a step queues its jobs at once: the stage tests are
@@ -124,7 +95,7 @@ def make_toy(
     toy = Toy(dataset_id=dataset.id, root=root, classes=class_ids)
     ids = list(class_ids.values())
     number = 0
-    first_shas: list[tuple[int, str]] = []
+    shas: list[tuple[int, str]] = []
     for position, class_name in enumerate(classes):
         for i in range(per_class):
             number += 1
@@ -137,43 +108,16 @@ def make_toy(
                 true = None
             mode = "L" if (junk and number % 3 == 0) or number % 17 == 0 else "RGB"
             sha = hashlib.sha256(f"{dataset.id}-{number}".encode()).hexdigest()
-            sample = Sample(
-                dataset_id=dataset.id,
-                class_id=given,
-                path=f"{class_name}/{i:03d}.png",
-                sha256=sha,
-                byte_size=100,
-                width=32,
-                height=32,
-                mode=mode,
-                channels=1 if mode == "L" else 3,
-                image_format="PNG",
-            )
-            session.add(sample)
-            session.flush()
+            sample = _sample(session, toy, given, f"{class_name}/{i:03d}.png", sha, mode=mode)
             toy.given[sample.id] = given
             toy.paths[sample.id] = sample.path
             toy.true[sample.id] = true
             if mode != "RGB":
                 toy.non_rgb.add(sample.id)
-            if len(first_shas) < duplicates:
-                first_shas.append((sample.id, sha))
-    for original, sha in first_shas:
-        copy = Sample(
-            dataset_id=dataset.id,
-            class_id=toy.given[original],
-            path=f"copies/{original}.png",
-            sha256=sha,
-            byte_size=100,
-            width=32,
-            height=32,
-            mode="RGB",
-            channels=3,
-            image_format="PNG",
-            duplicate_of_id=original,
-        )
-        session.add(copy)
-        session.flush()
+            shas.append((sample.id, sha))
+    for original, sha in shas[:duplicates]:
+        path = f"copies/{original}.png"
+        copy = _sample(session, toy, toy.given[original], path, sha, duplicate_of=original)
         toy.duplicates.add(copy.id)
     # An unusable file: it never enters the pipeline.
     session.add(
@@ -189,269 +133,33 @@ def make_toy(
     return toy
 
 
-# --- the fake worker ----------------------------------------------------------------------------
-
-
-Ranking = Callable[[int, list[int]], list[int]]
-
-
-def true_first(toy: Toy) -> Ranking:
-    """A perfect model: the true class first (junk: the given one), then the others by id."""
-
-    def ranking(sample_id: int, class_ids: list[int]) -> list[int]:
-        best = toy.true.get(sample_id) or toy.given[sample_id]
-        return (
-            [best, *sorted(c for c in class_ids if c != best)] if best in class_ids else class_ids
-        )
-
-    return ranking
-
-
-def missing_some(toy: Toy, unlucky: set[int]) -> Ranking:
-    """:func:`true_first`, except that the ``unlucky`` samples get another class than their
-    given one first: a model that rejects right labels."""
-
-    def ranking(sample_id: int, class_ids: list[int]) -> list[int]:
-        best = toy.true[sample_id] or toy.given[sample_id]
-        if sample_id in unlucky:
-            best = next(c for c in class_ids if c != toy.given[sample_id])
-        return [best, *sorted(c for c in class_ids if c != best)]
-
-    return ranking
-
-
-def _upload(data_dir: Path, data: bytes) -> UploadedFile:
-    directory = data_dir / uploads.UPLOAD_DIR
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{uuid.uuid4().hex}.part"
-    path.write_bytes(data)
-    return UploadedFile(path=path, sha256=hashlib.sha256(data).hexdigest(), byte_size=len(data))
-
-
-def _npy(array: np.ndarray) -> bytes:  # type: ignore[type-arg]
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
-@dataclass
-class FakeWorker:
-    """Runs queued jobs here: outputs from ``ranking`` (classifiers) and the truth (junk)."""
-
-    factory: sessionmaker[Session]
-    env: PipelineEnv
-    toy: Toy
-    ranking: Ranking | None = None
-    junk_score: Callable[[int], float] | None = None
-    fail_kinds: set[str] = field(default_factory=set)
-    done: list[int] = field(default_factory=list)
-
-    def run_all(self, limit: int = 50) -> list[int]:
-        """Runs jobs until none is queued; returns their ids."""
-        ran = []
-        for _ in range(limit):
-            job_id = self.run_one()
-            if job_id is None:
-                break
-            ran.append(job_id)
-        return ran
-
-    def run_one(self) -> int | None:
-        with transaction(self.factory) as session:
-            grant = worker_service.lease_job(
-                session,
-                token_id=None,
-                request=LeaseRequest(worker="fake", kinds=list(_KINDS), device="cpu"),
-                config=JOB_CONFIG,
-            )
-        if grant is None:
-            return None
-        spec = parse_spec(grant.spec)
-        with transaction(self.factory) as session:
-            if spec.kind.value in self.fail_kinds:
-                from ml.core.protocol.messages import Fail
-
-                worker_service.fail_job(
-                    session,
-                    token_id=None,
-                    job_id=grant.job_id,
-                    message=Fail(fence=grant.fence, error="boom", retriable=False),
-                    config=JOB_CONFIG,
-                )
-                return grant.job_id
-            chunk, files, summary = self._outputs(spec)
-            chunks = rows = 0
-            if chunk is not None and len(chunk):
-                uploads.store_result_chunk(
-                    session,
-                    token_id=None,
-                    job_id=grant.job_id,
-                    fence=grant.fence,
-                    index=0,
-                    data=encode_results(chunk),
-                    data_dir=self.env.data_dir,
-                )
-                chunks, rows = 1, len(chunk)
-            for name, data in files.items():
-                uploads.store_artifact(
-                    session,
-                    token_id=None,
-                    job_id=grant.job_id,
-                    fence=grant.fence,
-                    name=name,
-                    upload=_upload(self.env.data_dir, data),
-                    claimed_sha256=None,
-                    data_dir=self.env.data_dir,
-                    config=JOB_CONFIG,
-                )
-            worker_service.complete_job(
-                session,
-                token_id=None,
-                job_id=grant.job_id,
-                message=Complete(fence=grant.fence, chunks=chunks, rows=rows, summary=summary),
-            )
-        self.done.append(grant.job_id)
-        return grant.job_id
-
-    def _manifest(self, sha256: str) -> JobManifest:
-        return manifests.load_manifest(self.env.data_dir, sha256)
-
-    def _model_files(self) -> dict[str, bytes]:
-        return {
-            "model.safetensors": b"weights",
-            "model_config.json": b'{"input_size": [3, 32, 32]}',
-        }
-
-    def _predict(
-        self,
-        manifest: JobManifest,
-        rows: np.ndarray,
-        top_k: int,  # type: ignore[type-arg]
-    ) -> tuple[ResultChunk, np.ndarray]:  # type: ignore[type-arg]
-        class_ids = [int(c) for c in manifest.class_ids]
-        ranking = self.ranking or true_first(self.toy)
-        n = rows.shape[0]
-        k = min(top_k, len(class_ids))
-        probs = np.full((n, len(class_ids)), 0.1 / max(len(class_ids) - 1, 1), np.float32)
-        topk = np.zeros((n, k), np.int32)
-        topk_probs = np.zeros((n, k), np.float32)
-        label_prob = np.zeros(n, np.float32)
-        column = {cid: i for i, cid in enumerate(class_ids)}
-        for i, row in enumerate(rows.tolist()):
-            order = ranking(int(manifest.sample_ids[row]), class_ids)
-            probs[i, column[order[0]]] = 0.9
-            topk[i] = order[:k]
-            topk_probs[i] = [probs[i, column[c]] for c in order[:k]]
-            label = int(manifest.labels[row])
-            label_prob[i] = probs[i, label] if label >= 0 else np.nan
-        chunk = ResultChunk(
-            sample_id=manifest.sample_ids[rows].astype(np.int64),
-            topk_class_id=topk,
-            topk_prob=topk_probs,
-            label_prob=label_prob,
-        )
-        return chunk, probs
-
-    def _outputs(
-        self, spec: object
-    ) -> tuple[ResultChunk | None, dict[str, bytes], dict[str, object]]:
-        if isinstance(spec, TrainJunkSpec):
-            assert spec.predict is not None
-            manifest = self._manifest(spec.predict.sha256)
-            score = self.junk_score or (lambda sid: 0.97 if sid in self.toy.junk else 0.02)
-            scores = np.asarray([score(int(s)) for s in manifest.sample_ids], np.float32)
-            return (
-                ResultChunk(manifest.sample_ids.astype(np.int64), junk_score=scores),
-                self._model_files(),
-                {"history": []},
-            )
-        if isinstance(spec, TrainFoldSpec):
-            manifest = self._manifest(spec.train.sha256)
-            rows = np.flatnonzero(manifest.folds == spec.fold)
-            chunk, probs = self._predict(manifest, rows, spec.top_k)
-            files = {
-                **self._model_files(),
-                "probs.npy": _npy(probs.astype(np.float16)),
-                "probs_sample_ids.npy": _npy(chunk.sample_id),
-            }
-            return chunk, files, {"heldout_accuracy": 0.9, "heldout_samples": int(rows.size)}
-        if isinstance(spec, TrainPredictSpec):
-            manifest = self._manifest(spec.predict.sha256)
-            chunk, _ = self._predict(manifest, np.arange(len(manifest)), spec.top_k)
-            return chunk, self._model_files(), {}
-        if isinstance(spec, ConfidentLearningSpec):
-            manifest = self._manifest(spec.train.sha256)
-            ids = manifest.sample_ids.astype(np.int64)
-            wrong = np.asarray(
-                [self.toy.true.get(int(s)) not in (None, self.toy.given[int(s)]) for s in ids],
-                dtype=bool,
-            )
-            issues = LabelIssues(ids, wrong, np.where(wrong, 0.1, 0.9).astype(np.float32))
-            return (
-                None,
-                {LABEL_ISSUES_FILE: encode_label_issues(issues)},
-                {"issues": int(wrong.sum())},
-            )
-        if isinstance(spec, EmbedSpec):
-            manifest = self._manifest(spec.samples.sha256)
-            rows = EmbeddingRows(
-                space=FAKE_SPACE,
-                sha256=np.asarray(manifest.sha256, np.uint8),
-                features=np.random.default_rng(0)
-                .normal(size=(len(manifest), 8))
-                .astype(np.float16),
-            )
-            summary = {"computed": len(manifest), "reused": 0}
-            return None, {EMBEDDINGS_FILE: encode_embeddings(rows)}, summary
-        if isinstance(spec, KnnSpec):
-            manifest = self._manifest(spec.train.sha256)
-            ids = manifest.sample_ids[manifest.labels >= 0].astype(np.int64)
-            wrong = np.asarray(
-                [self.toy.true.get(int(s)) not in (None, self.toy.given[int(s)]) for s in ids],
-                dtype=bool,
-            )
-            issues = LabelIssues(ids, wrong, np.where(wrong, 0.2, 0.8).astype(np.float32))
-            return (
-                None,
-                {KNN_ISSUES_FILE: encode_label_issues(issues)},
-                {"issues": int(wrong.sum())},
-            )
-        if isinstance(spec, TrainFinalSpec):
-            evaluation = {
-                "top1": 0.8,
-                "top5": 1.0,
-                "balanced_accuracy": 0.75,
-                "many_shot": None,
-                "medium_shot": None,
-                "few_shot": 0.75,
-                "per_class_accuracy": [0.7, 0.8],
-                "num_samples": spec.eval.count if spec.eval else 0,
-                "num_classes": spec.train.num_classes,
-            }
-            return (
-                None,
-                self._model_files(),
-                {"eval": evaluation, "train_samples": spec.train.count},
-            )
-        raise AssertionError(f"no fake outputs for {spec!r}")
-
-
-_KINDS = (
-    "train_junk",
-    "train_fold",
-    "train_predict",
-    "confident_learning",
-    "train_final",
-    "embed",
-    "knn",
-)
-#: The embedding space the fake worker's embed jobs report.
-FAKE_SPACE = {
-    "backbone": "efficientnet_lite0",
-    "weights_sha256": "0" * 64,
-    "image_size": 160,
-    "flip": True,
-}
+def _sample(
+    session: Session,
+    toy: Toy,
+    class_id: int,
+    path: str,
+    sha256: str,
+    *,
+    mode: str = "RGB",
+    duplicate_of: int | None = None,
+) -> Sample:
+    """A usable 32×32 PNG sample of the toy's dataset, flushed."""
+    sample = Sample(
+        dataset_id=toy.dataset_id,
+        class_id=class_id,
+        path=path,
+        sha256=sha256,
+        byte_size=100,
+        width=32,
+        height=32,
+        mode=mode,
+        channels=1 if mode == "L" else 3,
+        image_format="PNG",
+        duplicate_of_id=duplicate_of,
+    )
+    session.add(sample)
+    session.flush()
+    return sample
 
 
 # --- fake annotators ----------------------------------------------------------------------------

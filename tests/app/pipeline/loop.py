@@ -29,7 +29,8 @@ from app.pipeline import export, service
 from app.pipeline.config import PipelineEnv, RecipeChoice
 from app.pipeline.reconcile import ReconcileResult
 from app.pipeline.stages.context import StepParams
-from tests.app.pipeline.factories import WHOLE_NETWORK_RECIPES, FakeAnnotator, FakeWorker, Toy
+from tests.app.pipeline.factories import WHOLE_NETWORK_RECIPES, FakeAnnotator, Toy
+from tests.app.pipeline.fake_worker import FakeWorker
 
 
 @dataclass

@@ -16,13 +16,8 @@ from fastapi.testclient import TestClient
 from app.models import Role
 from app.pipeline.config import PipelineEnv
 from app.settings import Settings
-from tests.app.pipeline.factories import (
-    JOB_CONFIG,
-    WHOLE_NETWORK_RECIPES,
-    FakeAnnotator,
-    FakeWorker,
-    Toy,
-)
+from tests.app.pipeline.factories import JOB_CONFIG, WHOLE_NETWORK_RECIPES, FakeAnnotator, Toy
+from tests.app.pipeline.fake_worker import FakeWorker
 from tests.conftest import MakeAccount, browser_login
 
 

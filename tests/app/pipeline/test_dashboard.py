@@ -28,7 +28,8 @@ from app.models import (
 from app.pipeline.config import PipelineEnv
 from app.settings import Settings
 from app.web.formatting import rate_text
-from tests.app.pipeline.factories import JOB_CONFIG, FakeAnnotator, FakeWorker, Toy
+from tests.app.pipeline.factories import JOB_CONFIG, FakeAnnotator, Toy
+from tests.app.pipeline.fake_worker import FakeWorker
 from tests.app.pipeline.loop import Loop
 from tests.conftest import MakeAccount, browser_login
 

@@ -22,7 +22,8 @@ from ml.core.protocol.jobs import (
     TrainPredictSpec,
     parse_spec,
 )
-from tests.app.pipeline.factories import FakeAnnotator, FakeWorker, Toy
+from tests.app.pipeline.factories import FakeAnnotator, Toy
+from tests.app.pipeline.fake_worker import FakeWorker
 from tests.app.pipeline.loop import Loop
 
 #: Every step's recipe left to the defaults: heads on the bundled backbone's embeddings.

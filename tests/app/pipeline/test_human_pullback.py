@@ -22,7 +22,8 @@ from app.models import (
     User,
 )
 from app.pipeline.config import PipelineEnv
-from tests.app.pipeline.factories import FakeAnnotator, FakeWorker, Toy, make_toy, missing_some
+from tests.app.pipeline.factories import FakeAnnotator, Toy, make_toy
+from tests.app.pipeline.fake_worker import FakeWorker, missing_some
 from tests.app.pipeline.loop import Loop
 
 

@@ -18,11 +18,8 @@ from app.models import (
 )
 from app.pipeline import stages
 from app.pipeline.stages.context import RoundContext, StepRefused
-from tests.app.pipeline.factories import (
-    FakeAnnotator,
-    FakeWorker,
-    Toy,
-)
+from tests.app.pipeline.factories import FakeAnnotator, Toy
+from tests.app.pipeline.fake_worker import FakeWorker
 from tests.app.pipeline.loop import Loop
 
 

@@ -29,7 +29,8 @@ from app.pipeline import stages
 from app.pipeline.config import PipelineEnv
 from app.pipeline.reconcile import Reconciler
 from app.settings import Settings
-from tests.app.pipeline.factories import JOB_CONFIG, FakeAnnotator, FakeWorker, Toy
+from tests.app.pipeline.factories import JOB_CONFIG, FakeAnnotator, Toy
+from tests.app.pipeline.fake_worker import FakeWorker
 from tests.app.pipeline.loop import Loop
 
 

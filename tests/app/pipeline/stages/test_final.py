@@ -19,11 +19,8 @@ from app.models import (
 )
 from app.review.service import decisions as decision_service
 from ml.core.protocol.jobs import TrainFinalSpec, parse_spec
-from tests.app.pipeline.factories import (
-    FakeAnnotator,
-    FakeWorker,
-    Toy,
-)
+from tests.app.pipeline.factories import FakeAnnotator, Toy
+from tests.app.pipeline.fake_worker import FakeWorker
 from tests.app.pipeline.loop import Loop
 from tests.app.review.factories import make_user
 

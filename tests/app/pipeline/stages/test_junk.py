@@ -20,13 +20,8 @@ from app.pipeline.stages.context import StepRefused
 from app.review.service import decisions as decision_service
 from app.review.service import verdicts as verdict_service
 from ml.core.protocol.jobs import parse_spec
-from tests.app.pipeline.factories import (
-    FakeAnnotator,
-    FakeWorker,
-    Toy,
-    count_events,
-    count_tasks,
-)
+from tests.app.pipeline.factories import FakeAnnotator, Toy, count_events, count_tasks
+from tests.app.pipeline.fake_worker import FakeWorker
 from tests.app.pipeline.loop import Loop
 
 

@@ -15,13 +15,8 @@ from app.models import (
 )
 from app.pipeline.estimates import clopper_pearson
 from ml.core.protocol.jobs import parse_spec
-from tests.app.pipeline.factories import (
-    FakeAnnotator,
-    FakeWorker,
-    Toy,
-    count_events,
-    missing_some,
-)
+from tests.app.pipeline.factories import FakeAnnotator, Toy, count_events
+from tests.app.pipeline.fake_worker import FakeWorker, missing_some
 from tests.app.pipeline.loop import Loop
 
 

@@ -10,10 +10,8 @@ from app.models import (
     Stage,
 )
 from app.pipeline import service
-from tests.app.pipeline.factories import (
-    FakeWorker,
-    Toy,
-)
+from tests.app.pipeline.factories import Toy
+from tests.app.pipeline.fake_worker import FakeWorker
 from tests.app.pipeline.loop import Loop
 
 
