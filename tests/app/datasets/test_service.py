@@ -1,28 +1,18 @@
-"""Importing through the service on both engines: bad files, re-imports, duplicates, summaries."""
+"""Importing through the service on both engines: bad files, duplicates, summaries, refusals
+and failures. Importing again is in test_reimport.py."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
 
 from app.datasets import service
 from app.db import transaction
 from app.errors import Conflict, Invalid, NotFound
-from app.models import (
-    ImportFormat,
-    ImportIssue,
-    ImportRun,
-    ImportStatus,
-    IssueReason,
-    LabelClass,
-    Sample,
-)
+from app.models import ImportFormat, ImportIssue, ImportStatus, IssueReason, LabelClass
 from app.settings import Settings
 from tests.app.datasets.files import (
     hostile_folder,
@@ -32,51 +22,7 @@ from tests.app.datasets.files import (
     write_csv,
     write_jsonl,
 )
-
-Factory = sessionmaker[Session]
-
-
-def do_import(
-    factory: Factory, settings: Settings, name: str, path: Path, **options: Any
-) -> ImportRun:
-    with transaction(factory) as session:
-        started = service.start_import(session, name=name, path=str(path), **options)
-    return service.run_started_import(factory, started, settings=settings)
-
-
-def reimport(factory: Factory, settings: Settings, dataset_id: int) -> ImportRun:
-    with transaction(factory) as session:
-        dataset = service.get_dataset(session, dataset_id)
-        started = service.restart_import(session, dataset=dataset)
-    return service.run_started_import(factory, started, settings=settings)
-
-
-def samples_by_path(factory: Factory, dataset_id: int) -> dict[str, Sample]:
-    with factory() as session:
-        rows = session.scalars(select(Sample).where(Sample.dataset_id == dataset_id))
-        return {sample.path: sample for sample in rows}
-
-
-def issues_of(factory: Factory, run: ImportRun) -> dict[str, IssueReason]:
-    with factory() as session:
-        report = service.import_report(session, run, limit=1000)
-    assert report.total_issues == len(report.issues) == run.issues
-    return {issue.path: issue.reason for issue in report.issues}
-
-
-def counts(run: ImportRun) -> tuple[int, int, int, int, int]:
-    return run.added, run.changed, run.unchanged, run.missing, run.issues
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    """A small clean ImageFolder: cat (3 images), dog (2 images)."""
-    root = tmp_path / "images"
-    for index, rel in enumerate(["cat/a.jpg", "cat/b.jpg", "cat/c.png", "dog/d.jpg", "dog/e.jpg"]):
-        fmt = "PNG" if rel.endswith(".png") else "JPEG"
-        write(root / rel, image_bytes(fmt, seed=100 + index))
-    return root
-
+from tests.app.datasets.imports import Factory, do_import, issues_of, reimport, samples_by_path
 
 # --- hostile input ----------------------------------------------------------------------------
 
@@ -179,144 +125,6 @@ def test_jsonl_manifest_imports_with_line_numbers_in_the_report(
         (IssueReason.PATH_OUTSIDE_ROOT, "line 3"),
     ]
     assert run.added == 1
-
-
-# --- re-imports -------------------------------------------------------------------------------
-
-
-def test_reimport_of_an_unchanged_source_changes_nothing(
-    session_factory: Factory, settings: Settings, folder: Path
-) -> None:
-    first = do_import(session_factory, settings, "pets", folder)
-    before = samples_by_path(session_factory, first.dataset_id)
-    second = reimport(session_factory, settings, first.dataset_id)
-    assert counts(first) == (5, 0, 0, 0, 0)
-    assert counts(second) == (0, 0, 5, 0, 0)
-    after = samples_by_path(session_factory, first.dataset_id)
-    assert {p: (s.id, s.updated_at) for p, s in after.items()} == {
-        p: (s.id, s.updated_at) for p, s in before.items()
-    }
-
-
-def test_same_name_and_source_again_is_a_reimport(
-    session_factory: Factory, settings: Settings, folder: Path
-) -> None:
-    first = do_import(session_factory, settings, "pets", folder)
-    second = do_import(session_factory, settings, "pets", folder)
-    assert second.dataset_id == first.dataset_id
-    with session_factory() as session:
-        assert session.scalar(select(func.count()).select_from(Sample)) == 5
-
-
-def test_bad_files_are_reported_again_by_every_run(
-    session_factory: Factory, settings: Settings, folder: Path
-) -> None:
-    write(folder / "cat" / "empty.jpg", b"")
-    first = do_import(session_factory, settings, "pets", folder)
-    second = reimport(session_factory, settings, first.dataset_id)
-    assert issues_of(session_factory, second) == {"cat/empty.jpg": IssueReason.EMPTY_FILE}
-    assert counts(second) == (0, 0, 6, 0, 1)
-
-
-def test_new_changed_and_deleted_files_are_counted(
-    session_factory: Factory, settings: Settings, folder: Path
-) -> None:
-    first = do_import(session_factory, settings, "pets", folder)
-    old = samples_by_path(session_factory, first.dataset_id)
-    write(folder / "cat" / "a.jpg", image_bytes("JPEG", size=(64, 64), seed=999))
-    (folder / "dog" / "e.jpg").unlink()
-    write(folder / "dog" / "f.jpg", image_bytes("JPEG", seed=7))
-    run = reimport(session_factory, settings, first.dataset_id)
-    assert counts(run) == (1, 1, 3, 1, 0)
-    new = samples_by_path(session_factory, first.dataset_id)
-    assert new["cat/a.jpg"].id == old["cat/a.jpg"].id
-    assert new["cat/a.jpg"].width == 64 and new["cat/a.jpg"].sha256 != old["cat/a.jpg"].sha256
-    assert new["dog/e.jpg"].missing is True
-    assert len(new) == 6
-
-
-def test_touched_file_with_the_same_bytes_is_unchanged(
-    session_factory: Factory, settings: Settings, folder: Path
-) -> None:
-    first = do_import(session_factory, settings, "pets", folder)
-    stat = (folder / "cat" / "a.jpg").stat()
-    os.utime(folder / "cat" / "a.jpg", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    second = reimport(session_factory, settings, first.dataset_id)
-    third = reimport(session_factory, settings, first.dataset_id)
-    assert counts(second) == counts(third) == (0, 0, 5, 0, 0)
-    sample = samples_by_path(session_factory, first.dataset_id)["cat/a.jpg"]
-    assert sample.mtime_ns == stat.st_mtime_ns + 10**9
-
-
-def test_missing_file_that_reappears_is_present_again(
-    session_factory: Factory, settings: Settings, folder: Path
-) -> None:
-    first = do_import(session_factory, settings, "pets", folder)
-    shutil.move(folder / "dog" / "d.jpg", folder.parent / "d.jpg")
-    gone = reimport(session_factory, settings, first.dataset_id)
-    still_gone = reimport(session_factory, settings, first.dataset_id)
-    shutil.move(folder.parent / "d.jpg", folder / "dog" / "d.jpg")
-    back = reimport(session_factory, settings, first.dataset_id)
-    assert counts(gone) == (0, 0, 4, 1, 0)
-    assert counts(still_gone) == (0, 0, 4, 1, 0)
-    assert counts(back) == (0, 1, 4, 0, 0)
-    sample = samples_by_path(session_factory, first.dataset_id)["dog/d.jpg"]
-    assert sample.missing is False
-    with session_factory() as session:
-        dog = session.scalars(select(LabelClass).where(LabelClass.name == "dog")).one()
-    assert dog.sample_count == 2
-
-
-def test_fixed_bad_file_becomes_usable(
-    session_factory: Factory, settings: Settings, folder: Path
-) -> None:
-    write(folder / "cat" / "cut.jpg", truncated(image_bytes("JPEG", size=(96, 96))))
-    first = do_import(session_factory, settings, "pets", folder)
-    write(folder / "cat" / "cut.jpg", image_bytes("JPEG", size=(96, 96)))
-    second = reimport(session_factory, settings, first.dataset_id)
-    assert counts(second) == (0, 1, 5, 0, 0)
-    sample = samples_by_path(session_factory, first.dataset_id)["cat/cut.jpg"]
-    assert (sample.error, sample.error_detail, sample.width) == (None, None, 96)
-
-
-def test_unreadable_file_fixed_without_a_new_mtime_is_noticed(
-    session_factory: Factory, settings: Settings, folder: Path
-) -> None:
-    """A file with an error is always probed again: a chmod does not change size or mtime."""
-    stat = (folder / "dog" / "d.jpg").stat()
-    good = (folder / "dog" / "d.jpg").read_bytes()
-    write(folder / "dog" / "d.jpg", b"")
-    first = do_import(session_factory, settings, "pets", folder)
-    write(folder / "dog" / "d.jpg", good)
-    os.utime(folder / "dog" / "d.jpg", ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    second = reimport(session_factory, settings, first.dataset_id)
-    assert first.issues == 1 and counts(second) == (0, 1, 4, 0, 0)
-
-
-def test_relabelled_csv_row_moves_the_sample_and_is_counted_changed(
-    session_factory: Factory, settings: Settings, folder: Path
-) -> None:
-    rows = [["cat/a.jpg", "cat"], ["cat/b.jpg", "cat"], ["dog/d.jpg", "dog"]]
-    manifest = write_csv(folder / "labels.csv", rows)
-    first = do_import(session_factory, settings, "csv", manifest)
-    rows[1][1] = "dog"
-    write_csv(manifest, rows)
-    second = reimport(session_factory, settings, first.dataset_id)
-    assert counts(second) == (0, 1, 2, 0, 0)
-    with session_factory() as session:
-        overview = service.dataset_overview(session, service.get_dataset(session, first.dataset_id))
-    assert [(c.name, c.count) for c in overview.classes] == [("dog", 2), ("cat", 1)]
-
-
-def test_row_that_becomes_invalid_leaves_its_sample_missing(
-    session_factory: Factory, settings: Settings, folder: Path
-) -> None:
-    manifest = write_csv(folder / "labels.csv", [["cat/a.jpg", "cat"], ["cat/b.jpg", "cat"]])
-    first = do_import(session_factory, settings, "csv", manifest)
-    write_csv(manifest, [["cat/a.jpg", "cat"], ["cat/b.jpg", ""]])
-    second = reimport(session_factory, settings, first.dataset_id)
-    assert counts(second) == (0, 0, 1, 1, 1)
-    assert samples_by_path(session_factory, first.dataset_id)["cat/b.jpg"].missing is True
 
 
 # --- duplicates, conflicts and summaries ------------------------------------------------------
