@@ -211,7 +211,7 @@ def make_account(app: FastAPI) -> MakeAccount:
     return make
 
 
-def post_login(client: httpx.Client, username: str, password: str) -> httpx.Response:
+def post_login(client: TestClient | httpx.Client, username: str, password: str) -> httpx.Response:
     """Opens the login form and posts it, as a browser does; the answer, not followed."""
     page = client.get("/login")
     assert page.status_code == 200, page.text

@@ -30,6 +30,21 @@ SQLITE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 POSTGRES = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
 
+def _annotated_and_exported(
+    stack: Stack, dataset_id: int, name: str, truth: Path, out: Path
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Simulated annotators (2% wrong) answer while the loop runs until it is done; then it is
+    exported into ``out`` and the export checked. The loop's final status, the exported rows."""
+    join = stack.simulate(name, truth, error_rate=0.02)
+    try:
+        status = stack.wait_done(dataset_id, timeout=400)
+    finally:
+        join()
+    rows = stack.export(dataset_id, out, require_model=True)
+    _check_export(out, rows, status)
+    return status, rows
+
+
 def _check_export(out: Path, rows: list[dict[str, str]], status: dict[str, Any]) -> None:
     final = [row for row in rows if row["final"] == "1"]
     assert len(list((out / "images").rglob("*"))) >= len(final)
@@ -62,14 +77,9 @@ def test_cifar10n_loses_label_noise_through_the_loop(
     created = stack.http.post(f"/api/pipelines/{dataset_id}", json={"config": config})
     assert created.status_code == 201, created.text
     stack.http.patch(f"/api/pipelines/{dataset_id}", json={"stage": "label", "auto": True})
-    join = stack.simulate("cifar10n", cifar_noisy.truth, error_rate=0.02)
-    try:
-        status = stack.wait_done(dataset_id, timeout=400)
-    finally:
-        join()
-    out = tmp_path / "export"
-    rows = stack.export(dataset_id, out, require_model=True)
-    _check_export(out, rows, status)
+    status, rows = _annotated_and_exported(
+        stack, dataset_id, "cifar10n", cifar_noisy.truth, tmp_path / "export"
+    )
     truth = cifar_noisy.rows()
     given = cifar_noisy.given()
     input_noise = sum(given[p] != truth[p]["clean"] for p in given) / len(given)
@@ -112,14 +122,9 @@ def test_caltech101_loses_its_junk_through_the_loop(
     }
     created = stack.http.post(f"/api/pipelines/{dataset_id}", json={"config": config, "auto": True})
     assert created.status_code == 201, created.text
-    join = stack.simulate("caltech-junk", caltech_with_junk.truth, error_rate=0.02)
-    try:
-        status = stack.wait_done(dataset_id, timeout=400)
-    finally:
-        join()
-    out = tmp_path / "export"
-    rows = stack.export(dataset_id, out, require_model=True)
-    _check_export(out, rows, status)
+    status, rows = _annotated_and_exported(
+        stack, dataset_id, "caltech-junk", caltech_with_junk.truth, tmp_path / "export"
+    )
     truth = caltech_with_junk.rows()
     junk = {path for path, row in truth.items() if row["junk"] == "1"}
     input_junk = len(junk) / len(truth)

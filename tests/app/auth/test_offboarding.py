@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from structlog.testing import capture_logs
@@ -27,6 +28,16 @@ def new_token(client: TestClient, owner: Account, scope: str = "api") -> dict[st
     return bearer(new_api_token(client, owner.headers, name=f"{scope}-token", scope=scope)["token"])
 
 
+@pytest.fixture
+def admin(make_account: MakeAccount) -> Account:
+    return make_account(Role.ADMIN)
+
+
+@pytest.fixture
+def engineer(make_account: MakeAccount) -> Account:
+    return make_account(Role.ENGINEER)
+
+
 def patch_user(
     client: TestClient, admin: Account, user: Account, **changes: object
 ) -> dict[str, Any]:
@@ -36,10 +47,8 @@ def patch_user(
 
 
 def test_deactivating_a_user_refuses_their_session_and_every_token_at_once(
-    client: TestClient, make_account: MakeAccount
+    client: TestClient, admin: Account, engineer: Account
 ) -> None:
-    admin = make_account(Role.ADMIN)
-    engineer = make_account(Role.ENGINEER)
     worker = new_token(client, engineer, "worker")
     browser_login(client, engineer.user.username)
     assert client.get("/api/me").json()["username"] == engineer.user.username
@@ -57,10 +66,8 @@ def test_deactivating_a_user_refuses_their_session_and_every_token_at_once(
 
 
 def test_a_reactivated_user_signs_in_again_but_old_tokens_stay_revoked(
-    client: TestClient, make_account: MakeAccount
+    client: TestClient, admin: Account, engineer: Account
 ) -> None:
-    admin = make_account(Role.ADMIN)
-    engineer = make_account(Role.ENGINEER)
     patch_user(client, admin, engineer, is_active=False)
 
     assert patch_user(client, admin, engineer, is_active=True)["is_active"] is True
@@ -73,9 +80,8 @@ def test_a_reactivated_user_signs_in_again_but_old_tokens_stay_revoked(
 
 
 def test_a_role_change_takes_effect_on_the_next_request(
-    client: TestClient, make_account: MakeAccount
+    client: TestClient, make_account: MakeAccount, admin: Account
 ) -> None:
-    admin = make_account(Role.ADMIN)
     annotator = make_account(Role.ANNOTATOR, token=False)
     csrf = browser_login(client, annotator.user.username)
     assert client.get("/api/tokens").status_code == 403
@@ -89,10 +95,8 @@ def test_a_role_change_takes_effect_on_the_next_request(
 
 
 def test_demoting_an_engineer_to_annotator_revokes_their_tokens_and_keeps_their_session(
-    client: TestClient, make_account: MakeAccount
+    client: TestClient, admin: Account, engineer: Account
 ) -> None:
-    admin = make_account(Role.ADMIN)
-    engineer = make_account(Role.ENGINEER)
     browser_login(client, engineer.user.username)
 
     patch_user(client, admin, engineer, role="annotator")
@@ -103,9 +107,8 @@ def test_demoting_an_engineer_to_annotator_revokes_their_tokens_and_keeps_their_
 
 
 def test_the_last_active_admin_cannot_be_deactivated_or_demoted(
-    client: TestClient, make_account: MakeAccount
+    client: TestClient, admin: Account
 ) -> None:
-    admin = make_account(Role.ADMIN)
     for change in ({"is_active": False}, {"role": "engineer"}, {"role": "annotator"}):
         refused = client.patch(f"/api/users/{admin.user.id}", json=change, headers=admin.headers)
         assert refused.status_code == 409, change
@@ -133,10 +136,8 @@ def test_an_admin_may_step_down_only_while_another_admin_is_active(
 
 
 def test_user_changes_need_an_admin_and_valid_input(
-    client: TestClient, make_account: MakeAccount
+    client: TestClient, admin: Account, engineer: Account
 ) -> None:
-    admin = make_account(Role.ADMIN)
-    engineer = make_account(Role.ENGINEER)
     path = f"/api/users/{engineer.user.id}"
     not_admin = client.patch(path, json={"is_active": False}, headers=engineer.headers)
     assert not_admin.status_code == 403
@@ -154,10 +155,8 @@ def test_user_changes_need_an_admin_and_valid_input(
 
 
 def test_a_new_password_revokes_every_token_by_default(
-    client: TestClient, make_account: MakeAccount
+    client: TestClient, admin: Account, engineer: Account
 ) -> None:
-    admin = make_account(Role.ADMIN)
-    engineer = make_account(Role.ENGINEER)
     worker = new_token(client, engineer, "worker")
 
     response = client.post(
@@ -176,10 +175,8 @@ def test_a_new_password_revokes_every_token_by_default(
 
 
 def test_a_new_password_keeps_tokens_when_asked(
-    client: TestClient, make_account: MakeAccount
+    client: TestClient, admin: Account, engineer: Account
 ) -> None:
-    admin = make_account(Role.ADMIN)
-    engineer = make_account(Role.ENGINEER)
     worker = new_token(client, engineer, "worker")
     browser_login(client, engineer.user.username)
     path = f"/api/users/{engineer.user.id}/password"
@@ -205,10 +202,8 @@ def test_a_new_password_keeps_tokens_when_asked(
 
 
 def test_setting_a_password_needs_an_admin_and_a_long_enough_password(
-    client: TestClient, make_account: MakeAccount
+    client: TestClient, admin: Account, engineer: Account
 ) -> None:
-    admin = make_account(Role.ADMIN)
-    engineer = make_account(Role.ENGINEER)
     path = f"/api/users/{engineer.user.id}/password"
     assert client.post(path, json={}, headers=engineer.headers).status_code == 403
     assert client.post(path, json={"password": "short"}, headers=admin.headers).status_code == 422
@@ -248,10 +243,8 @@ def test_two_admins_deactivating_each_other_at_once_leave_one_active(
 
 
 def test_each_change_is_logged_with_who_made_it_and_to_whom(
-    client: TestClient, make_account: MakeAccount
+    client: TestClient, admin: Account, engineer: Account
 ) -> None:
-    admin = make_account(Role.ADMIN)
-    engineer = make_account(Role.ENGINEER)
     (token_id,) = [t["id"] for t in client.get("/api/tokens", headers=engineer.headers).json()]
     path = f"/api/users/{engineer.user.id}"
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.jobs import manifests, service, uploads, worker_service
@@ -136,7 +137,9 @@ def heartbeat(session: Session, job: Job, fence: int, **fields: object) -> bool:
     return reply.cancel
 
 
-def upload_manifest(client: httpx.Client, headers: dict[str, str], manifest: JobManifest) -> str:
+def upload_manifest(
+    client: TestClient | httpx.Client, headers: dict[str, str], manifest: JobManifest
+) -> str:
     response = client.post(
         "/api/jobs/manifests", content=encode_manifest(manifest), headers=headers
     )
@@ -146,7 +149,11 @@ def upload_manifest(client: httpx.Client, headers: dict[str, str], manifest: Job
 
 
 def create_predict_job(
-    client: httpx.Client, headers: dict[str, str], n: int = 6, *, sha: str | None = None
+    client: TestClient | httpx.Client,
+    headers: dict[str, str],
+    n: int = 6,
+    *,
+    sha: str | None = None,
 ) -> int:
     """A train_predict job through the API over ``sha``, a stored manifest, or else over a
     synthetic manifest of ``n`` samples uploaded first."""

@@ -242,9 +242,9 @@ class FakeWorker:
 
     def _label_issues(
         self,
-        ids: np.ndarray,
+        ids: np.ndarray,  # type: ignore[type-arg]
         name: str,
-        scores: tuple[float, float],  # type: ignore[type-arg]
+        scores: tuple[float, float],
     ) -> Outputs:
         """The samples of ``ids`` whose given label is wrong by the truth, as a detector's
         issues file ``name``; ``scores`` are the (wrong, right) label qualities."""
@@ -273,7 +273,7 @@ class FakeWorker:
             sha256=np.asarray(manifest.sha256, np.uint8),
             features=np.random.default_rng(0).normal(size=(len(manifest), 8)).astype(np.float16),
         )
-        summary = {"computed": len(manifest), "reused": 0}
+        summary: dict[str, object] = {"computed": len(manifest), "reused": 0}
         return None, {EMBEDDINGS_FILE: encode_embeddings(rows)}, summary
 
     def _final(self, spec: TrainFinalSpec) -> Outputs:
