@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import transaction
 from app.models import Role, User
 from app.pipeline.config import PipelineEnv
+from app.settings import Settings
 from tests.app.pipeline.factories import JOB_CONFIG, FakeAnnotator, Toy, make_toy
 from tests.app.pipeline.fake_worker import FakeWorker
 from tests.app.pipeline.loop import Loop
@@ -31,10 +32,10 @@ def toy(session_factory: sessionmaker[Session], tmp_path: Path) -> Toy:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> PipelineEnv:
-    data_dir = tmp_path / "data"
-    data_dir.mkdir(exist_ok=True)
-    return PipelineEnv(data_dir=data_dir, jobs=JOB_CONFIG)
+def env(settings: Settings) -> PipelineEnv:
+    """The pipeline's environment in the app's data folder: the fake worker stores manifests
+    and artifacts where the app reads them."""
+    return PipelineEnv(data_dir=settings.ensure_data_dir(), jobs=JOB_CONFIG)
 
 
 @pytest.fixture

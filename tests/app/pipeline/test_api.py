@@ -15,17 +15,9 @@ from fastapi.testclient import TestClient
 
 from app.models import Role
 from app.pipeline.config import PipelineEnv
-from app.settings import Settings
-from tests.app.pipeline.factories import JOB_CONFIG, WHOLE_NETWORK_RECIPES, FakeAnnotator, Toy
+from tests.app.pipeline.factories import WHOLE_NETWORK_RECIPES, FakeAnnotator, Toy
 from tests.app.pipeline.fake_worker import FakeWorker
 from tests.conftest import MakeAccount, browser_login
-
-
-@pytest.fixture
-def env(settings: Settings) -> PipelineEnv:
-    # The fake worker must store manifests and artifacts where the app reads them.
-    settings.ensure_data_dir()
-    return PipelineEnv(data_dir=settings.data_dir, jobs=JOB_CONFIG)
 
 
 @pytest.fixture

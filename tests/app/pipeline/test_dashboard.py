@@ -26,19 +26,11 @@ from app.models import (
     SampleStatus,
 )
 from app.pipeline.config import PipelineEnv
-from app.settings import Settings
 from app.web.formatting import rate_text
-from tests.app.pipeline.factories import JOB_CONFIG, FakeAnnotator, Toy
+from tests.app.pipeline.factories import FakeAnnotator, Toy
 from tests.app.pipeline.fake_worker import FakeWorker
 from tests.app.pipeline.loop import Loop
 from tests.conftest import MakeAccount, browser_login
-
-
-@pytest.fixture
-def env(settings: Settings) -> PipelineEnv:
-    # The fake worker must store manifests and artifacts where the app reads them.
-    settings.ensure_data_dir()
-    return PipelineEnv(data_dir=settings.data_dir, jobs=JOB_CONFIG)
 
 
 @pytest.fixture

@@ -29,15 +29,9 @@ from app.pipeline import stages
 from app.pipeline.config import PipelineEnv
 from app.pipeline.reconcile import Reconciler
 from app.settings import Settings
-from tests.app.pipeline.factories import JOB_CONFIG, FakeAnnotator, Toy
+from tests.app.pipeline.factories import FakeAnnotator, Toy
 from tests.app.pipeline.fake_worker import FakeWorker
 from tests.app.pipeline.loop import Loop
-
-
-@pytest.fixture
-def env(settings: Settings) -> PipelineEnv:
-    settings.ensure_data_dir()
-    return PipelineEnv(data_dir=settings.data_dir, jobs=JOB_CONFIG)
 
 
 @pytest.fixture
