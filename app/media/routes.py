@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from app.auth.deps import optional_principal
@@ -35,12 +35,19 @@ SampleFileDep = Annotated[SampleFile, Depends(sample_file)]
 
 
 @router.get("/samples/{sample_id}/thumb/{size}", response_class=Response)
-def sample_thumbnail(request: Request, size: int, file: SampleFileDep) -> Response:
-    """A JPEG whose longest side is ``size`` px (one of the configured thumbnail sizes)."""
+def sample_thumbnail(
+    request: Request,
+    size: int,
+    file: SampleFileDep,
+    v: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    """A JPEG whose longest side is ``size`` px (one of the configured thumbnail sizes); kept
+    for good by the browser when ``v`` names the file's content (see
+    :func:`app.media.service.thumbnail_cache_control`)."""
     settings: Settings = request.app.state.settings
     service.check_thumbnail_size(size, allowed=settings.thumbnail_sizes)
     etag = file.thumbnail_etag(size)
-    headers = {"ETag": etag, "Cache-Control": service.THUMBNAIL_CACHE_CONTROL}
+    headers = {"ETag": etag, "Cache-Control": service.thumbnail_cache_control(file, v)}
     if service.etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     data = service.get_thumbnail(file, size=size, cache_dir=settings.thumbnail_dir)

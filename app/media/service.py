@@ -23,8 +23,14 @@ from app.media import repository
 log = get_logger(__name__)
 
 THUMBNAIL_QUALITY = 85
-#: Thumbnails are named by content, so a browser may keep them for good.
+#: A thumbnail URL that names its content (``?v=`` a prefix of the file's SHA-256, as
+#: :func:`app.web.urls.thumbnail_url` builds them) may be kept for good ...
 THUMBNAIL_CACHE_CONTROL = "private, max-age=31536000, immutable"
+#: ... one that does not (no ``v``, or another content's) is revalidated on every use, so a
+#: re-imported, changed file never shows its old image (the ETag answers 304 while it is same).
+UNVERSIONED_THUMBNAIL_CACHE_CONTROL = "private, no-cache"
+#: The shortest ``v`` that counts as naming the content.
+THUMBNAIL_VERSION_CHARS = 16
 #: Originals live at a path that a re-import may point at new content: revalidate after an hour.
 ORIGINAL_CACHE_CONTROL = "private, max-age=3600"
 
@@ -75,6 +81,16 @@ class SampleFile:
 
     def thumbnail_etag(self, size: int) -> str:
         return f'"{self.sha256}-{size}"'
+
+
+def thumbnail_cache_control(file: SampleFile, version: str | None) -> str:
+    """How long a browser may keep the thumbnail it asked for with ``?v=version``."""
+    names_content = (
+        version is not None
+        and len(version) >= THUMBNAIL_VERSION_CHARS
+        and file.sha256.startswith(version)
+    )
+    return THUMBNAIL_CACHE_CONTROL if names_content else UNVERSIONED_THUMBNAIL_CACHE_CONTROL
 
 
 def find_sample_file(session: Session, sample_id: int) -> SampleFile:

@@ -14,6 +14,7 @@ from PIL import Image
 from app.db import transaction
 from app.models import Dataset, ImportFormat, IssueReason, LabelClass, Role, Sample
 from app.settings import Settings
+from app.web.urls import thumbnail_url
 from tests.conftest import Account, MakeAccount, browser_login
 
 
@@ -87,19 +88,37 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
         return image.size
 
 
-def test_thumbnail_is_a_jpeg_of_the_requested_size_with_long_cache_headers(
+def test_thumbnail_is_a_jpeg_of_the_requested_size_kept_for_good_when_its_url_names_the_content(
     app: FastAPI, client: TestClient, images: Path, engineer: Account
 ) -> None:
     sample_id = add_sample(
         app, images, "cat/a.png", image=Image.new("L", (300, 200)), image_format="PNG"
     )
-    response = client.get(f"/media/samples/{sample_id}/thumb/128", headers=engineer.headers)
+    sha256 = hashlib.sha256((images / "cat/a.png").read_bytes()).hexdigest()
+    url = thumbnail_url(sample_id, sha256, 128)
+    response = client.get(url, headers=engineer.headers)
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/jpeg"
     assert jpeg_size(response.content) == (128, 85)
     assert response.headers["cache-control"] == "private, max-age=31536000, immutable"
     etag = response.headers["etag"]
     assert etag.startswith('"') and not etag.startswith("W/")
+
+
+@pytest.mark.parametrize("query", ["", "?v=0123456789abcdef", "?v=ab"])
+def test_a_thumbnail_url_that_does_not_name_the_content_is_revalidated(
+    app: FastAPI, client: TestClient, images: Path, engineer: Account, query: str
+) -> None:
+    """No version, another content's, or too short to name one: a re-imported, changed file
+    must not show its old image from the browser's cache."""
+    sample_id = add_sample(app, images, "cat/a.jpg", image=Image.new("RGB", (64, 48)))
+    if query == "?v=ab":
+        query = "?v=" + hashlib.sha256((images / "cat/a.jpg").read_bytes()).hexdigest()[:2]
+
+    response = client.get(f"/media/samples/{sample_id}/thumb/96{query}", headers=engineer.headers)
+
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "private, no-cache"
 
 
 def test_thumbnail_is_cached_on_disk_once_and_reused(
@@ -122,7 +141,8 @@ def test_matching_if_none_match_gets_304_without_a_body(
     app: FastAPI, client: TestClient, images: Path, engineer: Account
 ) -> None:
     sample_id = add_sample(app, images, "cat/a.jpg", image=Image.new("RGB", (64, 48)))
-    url = f"/media/samples/{sample_id}/thumb/96"
+    sha256 = hashlib.sha256((images / "cat/a.jpg").read_bytes()).hexdigest()
+    url = thumbnail_url(sample_id, sha256, 96)
     etag = client.get(url, headers=engineer.headers).headers["etag"]
     response = client.get(url, headers={**engineer.headers, "If-None-Match": etag})
     assert response.status_code == 304
