@@ -32,12 +32,7 @@ def _dataset(session: Session, dataset: str | None, every: bool) -> Dataset | No
         raise Invalid("give --dataset NAME or --all")
     if dataset is None:
         return None
-    found = service.find_dataset(session, dataset)
-    if found is None and dataset.isdigit():
-        return service.get_dataset(session, int(dataset))
-    if found is None:
-        raise NotFound(f"no dataset named {dataset!r}")
-    return found
+    return service.dataset_by_name_or_id(session, dataset)
 
 
 @grants_cli.command("add")

@@ -89,6 +89,17 @@ def get_dataset_by_name(session: Session, name: str) -> Dataset:
     return dataset
 
 
+def dataset_by_name_or_id(session: Session, name_or_id: str) -> Dataset:
+    """The dataset a command line names: by name, else by id when it is a number (a dataset
+    may be named ``2024``: its name wins)."""
+    found = repository.get_dataset_by_name(session, name_or_id)
+    if found is None and name_or_id.isdigit():
+        found = repository.get_dataset(session, int(name_or_id))
+    if found is None:
+        raise NotFound(f"no dataset named {name_or_id!r}")
+    return found
+
+
 def dataset_overview(session: Session, dataset: Dataset) -> DatasetOverview:
     total, usable, unusable, missing, duplicates = repository.sample_counts(session, dataset.id)
     return DatasetOverview(

@@ -18,11 +18,11 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from app.cli_support import console, database, reported_errors
-from app.datasets import repository as datasets_repository
+from app.datasets.service import dataset_by_name_or_id
 from app.db import transaction
 from app.errors import Invalid, NotFound
 from app.jobs.config import JobSettings
-from app.models import Dataset, RoundKind, Stage
+from app.models import RoundKind, Stage
 from app.pipeline import export, reports, sample_reports, service
 from app.pipeline.config import PipelineEnv, RecipeChoice
 from app.pipeline.schemas import RoundSummary
@@ -44,17 +44,6 @@ def _session() -> Iterator[tuple[Session, PipelineEnv]]:
     settings = get_settings()
     with database(settings) as factory, transaction(factory) as session:
         yield session, PipelineEnv(data_dir=settings.data_dir, jobs=JobSettings())
-
-
-def _dataset(session: Session, name_or_id: str) -> Dataset:
-    dataset = (
-        datasets_repository.get_dataset(session, int(name_or_id))
-        if name_or_id.isdigit()
-        else datasets_repository.get_dataset_by_name(session, name_or_id)
-    )
-    if dataset is None:
-        raise NotFound(f"no dataset {name_or_id!r}")
-    return dataset
 
 
 def _settings_from(pairs: list[str] | None) -> dict[str, Any]:
@@ -97,7 +86,7 @@ def create(
 ) -> None:
     """Creates the dataset's pipeline (every usable sample becomes a candidate)."""
     with reported_errors(), _session() as (session, _):
-        target = _dataset(session, dataset)
+        target = dataset_by_name_or_id(session, dataset)
         pipeline, created = service.create_pipeline(
             session, dataset=target, config=_settings_from(settings), auto=auto
         )
@@ -109,7 +98,7 @@ def create(
 def status(dataset: DatasetArg, as_json: JsonOption = False) -> None:
     """Stage, rounds, queues, the funnel and the estimates."""
     with reported_errors(), _session() as (session, _):
-        target = _dataset(session, dataset)
+        target = dataset_by_name_or_id(session, dataset)
         report = reports.status(session, service.get_pipeline(session, target), target)
     if as_json:
         _dump(report.model_dump(mode="json"))
@@ -148,7 +137,7 @@ def config(
 ) -> None:
     """Changes config keys, then prints the whole config."""
     with reported_errors(), _session() as (session, _):
-        target = _dataset(session, dataset)
+        target = dataset_by_name_or_id(session, dataset)
         if settings:
             service.update_pipeline(session, dataset=target, config=_settings_from(settings))
         report = reports.status(session, service.get_pipeline(session, target), target)
@@ -159,7 +148,7 @@ def config(
 def auto(dataset: DatasetArg, on: Annotated[bool, typer.Argument(help="on or off")]) -> None:
     """Turns auto mode on or off."""
     with reported_errors(), _session() as (session, _):
-        service.update_pipeline(session, dataset=_dataset(session, dataset), auto=on)
+        service.update_pipeline(session, dataset=dataset_by_name_or_id(session, dataset), auto=on)
     console.print(f"auto mode {'on' if on else 'off'}")
 
 
@@ -167,7 +156,7 @@ def auto(dataset: DatasetArg, on: Annotated[bool, typer.Argument(help="on or off
 def stage(dataset: DatasetArg, to: Annotated[Stage, typer.Argument(help="The stage.")]) -> None:
     """Moves to a stage (e.g. `label` to skip the junk stage)."""
     with reported_errors(), _session() as (session, _):
-        service.update_pipeline(session, dataset=_dataset(session, dataset), stage=to)
+        service.update_pipeline(session, dataset=dataset_by_name_or_id(session, dataset), stage=to)
     console.print(f"stage {to.value}")
 
 
@@ -187,7 +176,7 @@ def step(
     with reported_errors(), _session() as (session, env):
         round_, _ = service.start_step(
             session,
-            dataset=_dataset(session, dataset),
+            dataset=dataset_by_name_or_id(session, dataset),
             kind=kind,
             params=StepParams(
                 recipe=RecipeChoice(name=recipe) if recipe else None,
@@ -208,7 +197,9 @@ def step(
 def advance(dataset: DatasetArg) -> None:
     """Starts the step auto mode would start next."""
     with reported_errors(), _session() as (session, env):
-        round_, next_step = service.advance(session, dataset=_dataset(session, dataset), env=env)
+        round_, next_step = service.advance(
+            session, dataset=dataset_by_name_or_id(session, dataset), env=env
+        )
         summary = reports.round_summary(session, round_) if round_ else None
     if summary is not None:
         _print_round(summary)
@@ -223,7 +214,7 @@ def reconcile(
     """Applies new decisions and finished jobs now."""
     with reported_errors(), _session() as (session, env):
         result = service.reconcile_now(
-            session, dataset=_dataset(session, dataset), env=env, full=full
+            session, dataset=dataset_by_name_or_id(session, dataset), env=env, full=full
         )
     console.print(
         f"{result.decisions} decisions read, {result.samples_changed} samples changed; "
@@ -236,7 +227,7 @@ def reconcile(
 def rounds(dataset: DatasetArg, as_json: JsonOption = False) -> None:
     """Every round with its jobs, tasks and stats."""
     with reported_errors(), _session() as (session, _):
-        pipeline = service.get_pipeline(session, _dataset(session, dataset))
+        pipeline = service.get_pipeline(session, dataset_by_name_or_id(session, dataset))
         summaries = reports.rounds(session, pipeline)
     if as_json:
         _dump([r.model_dump(mode="json") for r in summaries])
@@ -250,7 +241,7 @@ def _round_command(action: str) -> Any:
         dataset: DatasetArg, round_id: Annotated[int, typer.Argument(help="The round's id.")]
     ) -> None:
         with reported_errors(), _session() as (session, env):
-            target = _dataset(session, dataset)
+            target = dataset_by_name_or_id(session, dataset)
             function = {
                 "finish": service.finish_round,
                 "cancel": service.cancel_round,
@@ -277,7 +268,7 @@ def sample(dataset: DatasetArg, sample_id: int) -> None:
     """One sample's state and history (JSON)."""
     settings = get_settings()
     with reported_errors(), _session() as (session, _):
-        target = _dataset(session, dataset)
+        target = dataset_by_name_or_id(session, dataset)
         history = sample_reports.sample_history(
             session,
             service.get_pipeline(session, target),
@@ -304,7 +295,7 @@ def export_command(
     model, report.json and report.html. Exporting twice gives identical files."""
     settings = get_settings()
     with reported_errors(), _session() as (session, _):
-        target = _dataset(session, dataset)
+        target = dataset_by_name_or_id(session, dataset)
         result = export.export_dataset(
             session,
             pipeline=service.get_pipeline(session, target),

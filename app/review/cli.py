@@ -16,10 +16,10 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from app.cli_support import database
-from app.datasets import service as datasets_service
+from app.datasets.service import dataset_by_name_or_id
 from app.db import transaction
 from app.errors import AppError, Invalid
-from app.models import Dataset, TaskKind
+from app.models import TaskKind
 from app.review.records import Suggestion, TaskItem
 from app.review.service import stats as stats_service
 from app.review.service import tasks as task_service
@@ -44,12 +44,6 @@ def _session() -> Iterator[Session]:
     """A transaction on the configured database, after checking its schema is current."""
     with database(get_settings()) as factory, transaction(factory) as session:
         yield session
-
-
-def _dataset(session: Session, name_or_id: str) -> Dataset:
-    if name_or_id.isdigit():
-        return task_service.get_dataset(session, int(name_or_id))
-    return datasets_service.get_dataset_by_name(session, name_or_id)
 
 
 def _fail(exc: AppError) -> typer.Exit:
@@ -80,7 +74,7 @@ def add(
     """Queues review tasks from a CSV. Running it again queues nothing twice."""
     try:
         with _session() as session:
-            target = _dataset(session, dataset)
+            target = dataset_by_name_or_id(session, dataset)
             classes = {
                 name: class_id for class_id, name in task_service.dataset_classes(session, target)
             }
@@ -112,7 +106,7 @@ def audit(
     """Queues junk_audit tasks for a random sample of the samples believed clean."""
     try:
         with _session() as session:
-            target = _dataset(session, dataset)
+            target = dataset_by_name_or_id(session, dataset)
             created, used_seed, used_source = task_service.create_audit(
                 session, dataset=target, n=n, seed=seed, source=source
             )
@@ -133,7 +127,7 @@ def stats(
     """Prints every queue's tasks by state."""
     try:
         with _session() as session:
-            dataset_id = _dataset(session, dataset).id if dataset else None
+            dataset_id = dataset_by_name_or_id(session, dataset).id if dataset else None
             counts = stats_service.queue_counts(session, dataset_id=dataset_id)
     except AppError as exc:
         raise _fail(exc) from exc

@@ -68,7 +68,7 @@ def lease_tasks(
         and dataset_id is not None
         and datasets_repository.get_dataset(session, dataset_id) is None
     ):
-        raise NotFound(f"no dataset with id {dataset_id}")
+        raise NotFound(f"no dataset {dataset_id}")
     return leased_tasks(rows)
 
 

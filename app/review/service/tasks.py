@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from sqlalchemy.orm import Session
 
 from app.datasets import repository as datasets_repository
-from app.errors import Invalid, NotFound
+from app.errors import Invalid
 from app.logging import get_logger
 from app.models import Dataset, TaskKind, TaskState, User, Verdict, utcnow
 from app.review.records import CreatedTasks, TaskItem
@@ -27,13 +27,6 @@ log = get_logger(__name__)
 MAX_API_ITEMS = 10_000
 MAX_SUGGESTIONS = 10
 MAX_SOURCE_LENGTH = 100
-
-
-def get_dataset(session: Session, dataset_id: int) -> Dataset:
-    dataset = datasets_repository.get_dataset(session, dataset_id)
-    if dataset is None:
-        raise NotFound(f"no dataset with id {dataset_id}")
-    return dataset
 
 
 def dataset_classes(session: Session, dataset: Dataset) -> list[tuple[int, str]]:

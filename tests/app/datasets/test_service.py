@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from app.datasets import service
 from app.db import transaction
 from app.errors import Conflict, Invalid, NotFound
-from app.models import ImportFormat, ImportIssue, ImportStatus, IssueReason, LabelClass
+from app.models import Dataset, ImportFormat, ImportIssue, ImportStatus, IssueReason, LabelClass
 from app.settings import Settings
 from tests.app.datasets.files import (
     hostile_folder,
@@ -291,6 +291,23 @@ def test_unknown_ids_are_not_found(session_factory: Factory) -> None:
             service.get_dataset(session, 404)
         with pytest.raises(NotFound):
             service.get_import(session, 404)
+
+
+def test_a_command_line_names_a_dataset_by_name_before_id(session_factory: Factory) -> None:
+    with session_factory() as session:
+        first, digits = (
+            Dataset(name=name, root="/d", source="/d", source_format=ImportFormat.IMAGEFOLDER)
+            for name in ("birds", "1")
+        )
+        session.add_all([first, digits])
+        session.flush()
+        assert first.id == 1 and digits.id == 2
+
+        assert service.dataset_by_name_or_id(session, "birds") is first
+        assert service.dataset_by_name_or_id(session, "2") is digits
+        assert service.dataset_by_name_or_id(session, "1") is digits  # its name wins over id 1
+        with pytest.raises(NotFound, match="no dataset named '404'"):
+            service.dataset_by_name_or_id(session, "404")
 
 
 def test_manifest_format_given_explicitly(

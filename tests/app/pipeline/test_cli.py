@@ -40,7 +40,7 @@ def test_the_cli_drives_a_pipeline_and_exports_it(
 
 def test_an_unknown_dataset_is_an_error_message(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["pipeline", "status", "nope"])
-    assert result.exit_code == 1 and "no dataset 'nope'" in result.output
+    assert result.exit_code == 1 and "no dataset named 'nope'" in result.output
 
 
 def test_simulate_needs_a_token(
