@@ -25,6 +25,8 @@ import torch
 from numpy.typing import NDArray
 from torch.utils.data import Sampler
 
+from ml.core.cleaning.arrays import non_negative_ints
+
 __all__ = ["ClassBalancedSampler", "balanced_class_draws", "expected_class_draws"]
 
 ArrayLike = Sequence[int] | NDArray[np.integer] | torch.Tensor
@@ -33,15 +35,7 @@ ArrayLike = Sequence[int] | NDArray[np.integer] | torch.Tensor
 def _as_int_array(values: ArrayLike, name: str) -> NDArray[np.int64]:
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
-    array = np.asarray(values)
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}")
-    if array.size and not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"{name} must be integers, got dtype {array.dtype}")
-    array = array.astype(np.int64)
-    if array.size and array.min() < 0:
-        raise ValueError(f"{name} must be non-negative")
-    return array
+    return non_negative_ints(values, name=name)
 
 
 def _check_fraction(min_fraction: float) -> None:

@@ -16,21 +16,28 @@ IntArray = NDArray[np.integer] | Sequence[int]
 FloatMatrix = NDArray[np.floating]
 
 
+def non_negative_ints(values: IntArray, *, name: str) -> NDArray[np.int64]:
+    """``values`` as int64 ``[N]`` non-negative integers (class ids, class sizes); a ValueError
+    naming ``name`` otherwise."""
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name} must be integers, got dtype {array.dtype}")
+    array = array.astype(np.int64)
+    if array.size and array.min() < 0:
+        raise ValueError(f"{name} must be non-negative")
+    return array
+
+
 def check_labels(
     labels: IntArray, *, rows: int | None = None, num_classes: int | None = None
 ) -> NDArray[np.int64]:
     """``labels`` as int64 ``[N]`` non-negative class ids, checked against ``rows`` and
     ``num_classes`` when given."""
-    array = np.asarray(labels)
-    if array.ndim != 1:
-        raise ValueError(f"labels must be [N], got shape {array.shape}")
-    if array.size and not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"labels must be integer class ids, got dtype {array.dtype}")
-    array = array.astype(np.int64)
+    array = non_negative_ints(labels, name="labels")
     if rows is not None and array.shape[0] != rows:
         raise ValueError(f"{array.shape[0]} labels for {rows} prediction rows")
-    if array.size and array.min() < 0:
-        raise ValueError("labels must be non-negative class ids")
     if num_classes is not None and array.size and array.max() >= num_classes:
         raise ValueError(f"label {int(array.max())} is outside the {num_classes} predicted classes")
     return array
