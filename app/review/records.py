@@ -69,6 +69,7 @@ class LeasedTask:
     dataset_id: int
     kind: TaskKind
     sample_id: int | None
+    sample_sha256: str | None  # its file's content, for the image URL (None: an import issue)
     class_id: int | None
     given_class_id: int | None
     priority: float
@@ -216,12 +217,24 @@ class QueueProgress:
     median_seconds: float | None
 
 
+class SampleImage(NamedTuple):
+    """A sample a review page shows: its id and its file's SHA-256, which its image URL names
+    (None: an import issue)."""
+
+    id: int
+    sha256: str | None
+
+
 @dataclass(frozen=True)
 class ReferenceSet:
-    """Sample ids showing a class, human-confirmed ones first."""
+    """Samples showing a class, human-confirmed ones first."""
 
     class_id: int
-    sample_ids: list[int]
+    samples: list[SampleImage]
+
+    @property
+    def sample_ids(self) -> list[int]:
+        return [sample.id for sample in self.samples]
 
 
 @dataclass(frozen=True)
@@ -233,4 +246,4 @@ class ReviewBatch:
     class_names: dict[int, str] = field(default_factory=dict)
     references: dict[int, ReferenceSet] = field(default_factory=dict)
     class_sizes: dict[int, int] = field(default_factory=dict)
-    class_samples: dict[int, list[int]] = field(default_factory=dict)
+    class_samples: dict[int, list[SampleImage]] = field(default_factory=dict)

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from app.models import Dataset, TaskKind
-from app.review.records import LeasedTask, QueueCount, QueueProgress, ReviewBatch
+from app.review.records import LeasedTask, QueueCount, QueueProgress, ReviewBatch, SampleImage
 from app.web.formatting import number, plural
+from app.web.urls import thumbnail_url
 
 KIND_TITLES = {
     TaskKind.JUNK_CHECK: "Junk check",
@@ -72,10 +73,6 @@ CLASS_KEYS: Keys = [
 def thumb_size(wanted: int, offered: Sequence[int]) -> int:
     """The offered thumbnail size closest to ``wanted`` (the larger one on a tie)."""
     return min(offered, key=lambda size: (abs(size - wanted), -size))
-
-
-def thumb_url(sample_id: int, size: int) -> str:
-    return f"/media/samples/{sample_id}/thumb/{size}"
 
 
 def queue_url(dataset_id: int, kind: TaskKind) -> str:
@@ -281,7 +278,7 @@ def batch(
             Tile(
                 task_id=task.id,
                 lease_version=task.lease_version,
-                thumb=_thumb(task.sample_id or 0, size),
+                thumb=_thumb(_subject(task), size),
                 note=note(task),
             )
             for task in data.tasks
@@ -300,8 +297,16 @@ def batch(
     )
 
 
-def _thumb(sample_id: int, size: int) -> Thumb:
-    return Thumb(sample_id=sample_id, url=thumb_url(sample_id, size), alt=f"sample {sample_id}")
+def _subject(task: LeasedTask) -> SampleImage:
+    return SampleImage(task.sample_id or 0, task.sample_sha256)
+
+
+def _thumb(sample: SampleImage, size: int) -> Thumb:
+    return Thumb(
+        sample_id=sample.id,
+        url=thumbnail_url(sample.id, sample.sha256, size),
+        alt=f"sample {sample.id}",
+    )
 
 
 def _label_item(task: LeasedTask, data: ReviewBatch, sizes: Sequence[int]) -> LabelItem:
@@ -310,14 +315,14 @@ def _label_item(task: LeasedTask, data: ReviewBatch, sizes: Sequence[int]) -> La
 
     def refs(class_id: int, limit: int) -> list[Thumb]:
         found = data.references.get(class_id)
-        ids = found.sample_ids[:limit] if found else []
-        return [_thumb(sample_id, reference) for sample_id in ids]
+        return [_thumb(sample, reference) for sample in found.samples[:limit]] if found else []
 
+    subject = _subject(task)
     return LabelItem(
         task_id=task.id,
         lease_version=task.lease_version,
-        sample_id=task.sample_id or 0,
-        image_url=thumb_url(task.sample_id or 0, thumb_size(SUBJECT_THUMB, sizes)),
+        sample_id=subject.id,
+        image_url=thumbnail_url(subject.id, subject.sha256, thumb_size(SUBJECT_THUMB, sizes)),
         given_class_id=given,
         given_name=data.class_names.get(given, f"class {given}"),
         given_references=refs(given, GIVEN_REFERENCES),
@@ -347,7 +352,7 @@ def _class_item(task: LeasedTask, data: ReviewBatch, sizes: Sequence[int]) -> Cl
         class_id=class_id,
         name=data.class_names.get(class_id, f"class {class_id}"),
         size=plural(size, "image"),
-        thumbs=[_thumb(sample_id, thumb) for sample_id in shown],
+        thumbs=[_thumb(sample, thumb) for sample in shown],
         more=f"and {size - len(shown):,} more" if size > len(shown) else None,
         note=note(task),
     )

@@ -40,10 +40,13 @@ def dataset_samples_url(dataset_id: int) -> str:
 # --- images -------------------------------------------------------------------------------------
 
 
-def thumbnail_url(sample_id: int, sha256: str, size: int) -> str:
+def thumbnail_url(sample_id: int, sha256: str | None, size: int) -> str:
+    """The sample's thumbnail; ``sha256`` None (an import issue): unversioned, which the server
+    revalidates on every use instead of letting the browser keep it."""
     # The query names the content, so a re-imported, changed file gets a new URL despite the
     # thumbnails' "immutable" caching.
-    return f"/media/samples/{sample_id}/thumb/{size}?v={sha256[:16]}"
+    base = f"/media/samples/{sample_id}/thumb/{size}"
+    return f"{base}?v={sha256[:16]}" if sha256 is not None else base
 
 
 def original_url(sample_id: int) -> str:

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import (
     ColumnElement,
     Executable,
+    Label,
     Select,
     Update,
     and_,
@@ -45,6 +46,13 @@ _IS_PENDING = _t.state == literal_column("'pending'")
 
 _IS_LEASED = _t.state == literal_column("'leased'")
 
+
+def _of_the_sample(column: ColumnElement[Any], name: str) -> Label[Any]:
+    """A column of the task's sample, as a scalar subquery, so that an UPDATE … RETURNING hands
+    it back too."""
+    return select(column).where(SAMPLE_ROWS.c.id == _t.sample_id).scalar_subquery().label(name)
+
+
 _LEASE_RETURNING = (
     _t.id,
     _t.dataset_id,
@@ -58,11 +66,8 @@ _LEASE_RETURNING = (
     _t.suggestions,
     _t.lease_version,
     _t.lease_expires_at,
-    # A scalar subquery, so that an UPDATE … RETURNING hands back the given class too.
-    select(SAMPLE_ROWS.c.class_id)
-    .where(SAMPLE_ROWS.c.id == _t.sample_id)
-    .scalar_subquery()
-    .label("given_class_id"),
+    _of_the_sample(SAMPLE_ROWS.c.class_id, "given_class_id"),
+    _of_the_sample(SAMPLE_ROWS.c.sha256, "sample_sha256"),
 )
 
 

@@ -1,5 +1,5 @@
 """What the label and class review pages show of a class: its name and size, samples a human
-confirmed in it, and samples of it.
+confirmed in it, and samples of it (with their files' SHA-256, which the image URLs name).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.datasets.repository import usable_sample
 from app.models import LabelClass, ReviewDecision, Sample
+from app.review.records import SampleImage
 from app.review.repository.tables import not_withdrawn
 
 _D = ReviewDecision
@@ -38,13 +39,18 @@ def class_sizes(session: Session, ids: Collection[int]) -> dict[int, tuple[str, 
 
 def confirmed_samples(
     session: Session, class_ids: Sequence[int], *, per_class: int
-) -> dict[int, list[int]]:
+) -> dict[int, list[SampleImage]]:
     """Up to ``per_class`` samples per class that a human confirmed in it (accept or relabel,
     not undone), most recent first."""
     if not class_ids:
         return {}
     parts = [
-        select(_D.class_id.label("class_id"), _D.sample_id.label("sample_id"))
+        select(
+            _D.class_id.label("class_id"),
+            _D.sample_id.label("sample_id"),
+            Sample.sha256.label("sha256"),
+        )
+        .outerjoin(Sample, Sample.id == _D.sample_id)
         .where(
             _D.class_id == class_id,
             # Literals, as in the partial index's predicate, so PostgreSQL can match them.
@@ -66,24 +72,28 @@ def class_samples(
     *,
     per_class: int,
     exclude: Collection[int] = (),
-) -> dict[int, list[int]]:
+) -> dict[int, list[SampleImage]]:
     """Up to ``per_class`` usable samples of each class, in id order."""
     if not class_ids:
         return {}
     parts = []
     for class_id in class_ids:
-        query = select(Sample.class_id.label("class_id"), Sample.id.label("sample_id")).where(
-            Sample.class_id == class_id, usable_sample()
-        )
+        query = select(
+            Sample.class_id.label("class_id"),
+            Sample.id.label("sample_id"),
+            Sample.sha256.label("sha256"),
+        ).where(Sample.class_id == class_id, usable_sample())
         if exclude:
             query = query.where(Sample.id.not_in(list(exclude)))
         parts.append(query.order_by(Sample.id).limit(per_class).subquery())
     return _grouped(session, parts)
 
 
-def _grouped(session: Session, parts: Sequence[Any]) -> dict[int, list[int]]:
-    statement = union_all(*(select(part.c.class_id, part.c.sample_id) for part in parts))
-    grouped: dict[int, list[int]] = {}
-    for class_id, sample_id in session.execute(statement):
-        grouped.setdefault(class_id, []).append(sample_id)
+def _grouped(session: Session, parts: Sequence[Any]) -> dict[int, list[SampleImage]]:
+    statement = union_all(
+        *(select(part.c.class_id, part.c.sample_id, part.c.sha256) for part in parts)
+    )
+    grouped: dict[int, list[SampleImage]] = {}
+    for class_id, sample_id, sha256 in session.execute(statement):
+        grouped.setdefault(class_id, []).append(SampleImage(sample_id, sha256))
     return grouped

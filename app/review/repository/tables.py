@@ -41,7 +41,7 @@ DECISION_COLUMNS = (
 
 
 class TaskRow(NamedTuple):
-    """A task's columns as a lease hands them out, with its sample's given class."""
+    """A task's columns as a lease hands them out, with its sample's given class and SHA-256."""
 
     id: int
     dataset_id: int
@@ -56,6 +56,7 @@ class TaskRow(NamedTuple):
     lease_version: int
     lease_expires_at: datetime | None
     given_class_id: int | None
+    sample_sha256: str | None
 
 
 class LockedTask(NamedTuple):

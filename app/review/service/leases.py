@@ -134,6 +134,7 @@ def _leased_task(row: TaskRow) -> LeasedTask:
         dataset_id=row.dataset_id,
         kind=row.kind,
         sample_id=row.sample_id,
+        sample_sha256=row.sample_sha256,
         class_id=row.class_id,
         given_class_id=row.given_class_id,
         priority=row.priority,
@@ -168,12 +169,12 @@ def references(
     )
     result = {}
     for class_id in unique:
-        ids = [
-            sample_id
-            for sample_id in dict.fromkeys(confirmed.get(class_id, []) + fill.get(class_id, []))
-            if sample_id not in exclude_samples
+        shown = [
+            sample
+            for sample in dict.fromkeys(confirmed.get(class_id, []) + fill.get(class_id, []))
+            if sample.id not in exclude_samples
         ]
-        result[class_id] = ReferenceSet(class_id=class_id, sample_ids=ids[:per_class])
+        result[class_id] = ReferenceSet(class_id=class_id, samples=shown[:per_class])
     return result
 
 

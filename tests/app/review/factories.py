@@ -20,12 +20,14 @@ from app.review.service import tasks as task_service
 
 @dataclass(frozen=True)
 class Pets:
-    """A dataset as an import leaves it: classes and usable samples, in id order."""
+    """A dataset as an import leaves it: classes and usable samples, in id order, and each
+    sample's SHA-256."""
 
     dataset_id: int
     root: Path
     classes: dict[str, int]
     samples: dict[str, list[int]] = field(default_factory=dict)
+    sha256: dict[int, str] = field(default_factory=dict)
 
     @property
     def all_samples(self) -> list[int]:
@@ -72,6 +74,7 @@ def make_pets(
         session.flush()
         classes[class_name] = label.id
     samples: dict[str, list[int]] = {}
+    digests: dict[int, str] = {}
     number = 0
     for class_name, size in class_sizes.items():
         for _ in range(size):
@@ -96,7 +99,8 @@ def make_pets(
             session.add(sample)
             session.flush()
             samples.setdefault(class_name, []).append(sample.id)
-    return Pets(dataset_id=dataset.id, root=root, classes=classes, samples=samples)
+            digests[sample.id] = sha
+    return Pets(dataset_id=dataset.id, root=root, classes=classes, samples=samples, sha256=digests)
 
 
 def make_user(session: Session, username: str, role: Role = Role.ANNOTATOR) -> User:

@@ -56,6 +56,15 @@ def next_batch(
     return response.text
 
 
+def thumbs(html: str, pets: Pets) -> list[tuple[int, int]]:
+    """Every thumbnail the HTML shows, as (sample id, size), checking that each URL names its
+    sample's content (so the browser may keep it for good)."""
+    found = re.findall(r'src="/media/samples/(\d+)/thumb/(\d+)([^"]*)"', html)
+    for sample_id, _, query in found:
+        assert query == f"?v={pets.sha256[int(sample_id)][:16]}", (sample_id, query)
+    return [(int(sample_id), int(size)) for sample_id, size, _ in found]
+
+
 def held(app: FastAPI) -> dict[int, int | None]:
     """Every task under a live lease, with its holder."""
     with transaction(app.state.session_factory) as session:
@@ -113,7 +122,8 @@ def test_grid_page_shows_a_page_of_thumbnails_and_the_keys(
     html = next_batch(client, pets, TaskKind.JUNK_CHECK, annotator, 48)
     assert len(task_ids(html)) == 48
     assert html.count('<li class="tile"') == 48
-    assert '/thumb/128"' in html
+    newest = sorted(pets.all_samples, reverse=True)[:48]  # equal priorities: newest first
+    assert thumbs(html, pets) == [(sample_id, 128) for sample_id in newest]
     assert len(held(app)) == 48
 
 
@@ -291,11 +301,12 @@ def test_label_page_shows_the_image_given_class_and_suggestions_with_references(
     assert f'data-classes-url="/api/review/datasets/{pets.dataset_id}/classes"' in page
     assert 'id="class-search-input"' in page
     html = next_batch(client, pets, TaskKind.LABEL_CHECK, annotator, 3)
-    assert f'src="/media/samples/{subject}/thumb/512"' in html
+    assert thumbs(html, pets)[0] == (subject, 512)
     assert 'Given: <strong class="class-name">cat</strong>' in html
     given = html[html.index('class="given"') : html.index('class="suggestions"')]
-    assert given.count("/thumb/96") == 8
-    assert f"/media/samples/{subject}/thumb/96" not in given
+    assert thumbs(given, pets) == [(sample_id, 96) for sample_id in pets.samples["cat"][1:9]]
+    suggested = html[html.index('class="suggestions"') :]
+    assert (pets.samples["dog"][0], 96) in thumbs(suggested, pets)
     assert '<kbd>1</kbd> <span class="class-name">dog</span> <span class="prob">62%</span>' in html
     assert 'class="is-given"' in html
 
@@ -309,7 +320,7 @@ def test_class_page_shows_the_class_and_a_grid_of_its_images(
     html = next_batch(client, pets, TaskKind.CLASS_CHECK, annotator, 3)
     assert '<h2 class="class-name">bird</h2>' in html
     assert "4 images" in html
-    assert html.count("/thumb/128") == 4
+    assert thumbs(html, pets) == [(sample_id, 128) for sample_id in pets.samples["bird"]]
 
 
 def test_an_empty_queue_says_so(

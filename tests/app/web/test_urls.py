@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from app.models import IssueReason, JobState
-from app.web.urls import cleaning_url, dataset_url, issues_url, job_table_url, jobs_url
+from app.web.urls import (
+    cleaning_url,
+    dataset_url,
+    issues_url,
+    job_table_url,
+    jobs_url,
+    thumbnail_url,
+)
 
 
 def test_the_next_page_of_jobs_keeps_the_state_filter() -> None:
@@ -24,3 +31,9 @@ def test_issue_links_carry_the_reason_and_the_offset() -> None:
 
 def test_a_dashboard_section_is_a_fragment() -> None:
     assert cleaning_url(3, section="cleaning-dropped") == "/datasets/3/cleaning#cleaning-dropped"
+
+
+def test_a_thumbnail_url_names_the_content_unless_the_sample_has_none() -> None:
+    sha256 = "0123456789abcdef" + "f" * 48
+    assert thumbnail_url(5, sha256, 96) == "/media/samples/5/thumb/96?v=0123456789abcdef"
+    assert thumbnail_url(5, None, 96) == "/media/samples/5/thumb/96"

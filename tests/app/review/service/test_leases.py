@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import transaction
 from app.errors import Invalid, NotFound
 from app.models import Dataset, TaskKind, Verdict, utcnow
+from app.review.records import SampleImage
 from app.review.service import leases as lease_service
 from tests.app.review.conftest import People
 from tests.app.review.factories import Pets, lease, make_pets, queue
@@ -159,6 +160,7 @@ def test_references_prefer_samples_a_human_confirmed_in_the_class(
     with transaction(session_factory) as session:
         refs = lease_service.references(session, [dog], per_class=3, exclude_samples={99})
     assert refs[dog].sample_ids == [cat_sample, *pets.samples["dog"][:2]]
+    assert refs[dog].samples[0] == SampleImage(cat_sample, pets.sha256[cat_sample])
 
 
 def test_a_label_batch_names_its_classes_and_never_shows_its_own_samples_as_references(
@@ -176,6 +178,8 @@ def test_a_label_batch_names_its_classes_and_never_shows_its_own_samples_as_refe
     assert batch.class_names == {dog: "dog", cat: "cat"}
     assert batch.references[cat].sample_ids == pets.samples["cat"][1:5]
     assert batch.references[dog].sample_ids == pets.samples["dog"][:4]
+    assert batch.tasks[0].sample_sha256 == pets.sha256[subject]
+    assert all(ref.sha256 == pets.sha256[ref.id] for ref in batch.references[cat].samples)
 
 
 def test_a_class_batch_carries_the_class_size_and_some_of_its_images(
@@ -195,4 +199,6 @@ def test_a_class_batch_carries_the_class_size_and_some_of_its_images(
         )
     assert batch.class_names == {bird: "bird"}
     assert batch.class_sizes == {bird: 4}
-    assert batch.class_samples == {bird: pets.samples["bird"][:3]}
+    assert batch.class_samples == {
+        bird: [SampleImage(i, pets.sha256[i]) for i in pets.samples["bird"][:3]]
+    }
