@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from app.errors import AppError, Invalid, NotFound
 from app.logging import get_logger
 from app.media import repository
+from app.web.urls import THUMBNAIL_VERSION_CHARS
 
 log = get_logger(__name__)
 
@@ -29,8 +30,6 @@ THUMBNAIL_CACHE_CONTROL = "private, max-age=31536000, immutable"
 #: ... one that does not (no ``v``, or another content's) is revalidated on every use, so a
 #: re-imported, changed file never shows its old image (the ETag answers 304 while it is same).
 UNVERSIONED_THUMBNAIL_CACHE_CONTROL = "private, no-cache"
-#: The shortest ``v`` that counts as naming the content.
-THUMBNAIL_VERSION_CHARS = 16
 #: Originals live at a path that a re-import may point at new content: revalidate after an hour.
 ORIGINAL_CACHE_CONTROL = "private, max-age=3600"
 

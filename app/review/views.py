@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from app.models import Dataset, TaskKind
 from app.review.records import LeasedTask, QueueCount, QueueProgress, ReviewBatch, SampleImage
 from app.web.formatting import number, plural
-from app.web.urls import thumbnail_url
+from app.web.urls import pick_thumbnail_size, thumbnail_url
 
 KIND_TITLES = {
     TaskKind.JUNK_CHECK: "Junk check",
@@ -68,11 +68,6 @@ CLASS_KEYS: Keys = [
     ("D", "Drop the class"),
     ("Backspace", "Undo the previous decision"),
 ]
-
-
-def thumb_size(wanted: int, offered: Sequence[int]) -> int:
-    """The offered thumbnail size closest to ``wanted`` (the larger one on a tie)."""
-    return min(offered, key=lambda size: (abs(size - wanted), -size))
 
 
 def queue_url(dataset_id: int, kind: TaskKind) -> str:
@@ -273,7 +268,7 @@ def batch(
     label_items: list[LabelItem] = []
     class_items: list[ClassItem] = []
     if mode == "grid":
-        size = thumb_size(GRID_THUMB, thumbnail_sizes)
+        size = pick_thumbnail_size(thumbnail_sizes, GRID_THUMB)
         tiles = [
             Tile(
                 task_id=task.id,
@@ -310,7 +305,7 @@ def _thumb(sample: SampleImage, size: int) -> Thumb:
 
 
 def _label_item(task: LeasedTask, data: ReviewBatch, sizes: Sequence[int]) -> LabelItem:
-    reference = thumb_size(REFERENCE_THUMB, sizes)
+    reference = pick_thumbnail_size(sizes, REFERENCE_THUMB)
     given = task.given_class_id or 0
 
     def refs(class_id: int, limit: int) -> list[Thumb]:
@@ -322,7 +317,9 @@ def _label_item(task: LeasedTask, data: ReviewBatch, sizes: Sequence[int]) -> La
         task_id=task.id,
         lease_version=task.lease_version,
         sample_id=subject.id,
-        image_url=thumbnail_url(subject.id, subject.sha256, thumb_size(SUBJECT_THUMB, sizes)),
+        image_url=thumbnail_url(
+            subject.id, subject.sha256, pick_thumbnail_size(sizes, SUBJECT_THUMB)
+        ),
         given_class_id=given,
         given_name=data.class_names.get(given, f"class {given}"),
         given_references=refs(given, GIVEN_REFERENCES),
@@ -345,7 +342,7 @@ def _class_item(task: LeasedTask, data: ReviewBatch, sizes: Sequence[int]) -> Cl
     class_id = task.class_id or 0
     size = data.class_sizes.get(class_id, 0)
     shown = data.class_samples.get(class_id, [])
-    thumb = thumb_size(GRID_THUMB, sizes)
+    thumb = pick_thumbnail_size(sizes, GRID_THUMB)
     return ClassItem(
         task_id=task.id,
         lease_version=task.lease_version,

@@ -40,13 +40,18 @@ def dataset_samples_url(dataset_id: int) -> str:
 # --- images -------------------------------------------------------------------------------------
 
 
+#: How much of a file's SHA-256 a thumbnail URL carries to name its content (the media route
+#: lets the browser keep a thumbnail for good only when it does: app.media.service).
+THUMBNAIL_VERSION_CHARS = 16
+
+
 def thumbnail_url(sample_id: int, sha256: str | None, size: int) -> str:
     """The sample's thumbnail; ``sha256`` None (an import issue): unversioned, which the server
     revalidates on every use instead of letting the browser keep it."""
     # The query names the content, so a re-imported, changed file gets a new URL despite the
     # thumbnails' "immutable" caching.
     base = f"/media/samples/{sample_id}/thumb/{size}"
-    return f"{base}?v={sha256[:16]}" if sha256 is not None else base
+    return f"{base}?v={sha256[:THUMBNAIL_VERSION_CHARS]}" if sha256 is not None else base
 
 
 def original_url(sample_id: int) -> str:

@@ -9,6 +9,7 @@ from app.web.urls import (
     issues_url,
     job_table_url,
     jobs_url,
+    pick_thumbnail_size,
     thumbnail_url,
 )
 
@@ -37,3 +38,10 @@ def test_a_thumbnail_url_names_the_content_unless_the_sample_has_none() -> None:
     sha256 = "0123456789abcdef" + "f" * 48
     assert thumbnail_url(5, sha256, 96) == "/media/samples/5/thumb/96?v=0123456789abcdef"
     assert thumbnail_url(5, None, 96) == "/media/samples/5/thumb/96"
+
+
+def test_a_thumbnail_is_the_smallest_size_at_least_the_one_shown() -> None:
+    """Never upscaled where a larger size is configured (the closest would be 100 for 128)."""
+    assert pick_thumbnail_size((100, 300), 128) == 300
+    assert pick_thumbnail_size((96, 128, 256, 512), 128) == 128
+    assert pick_thumbnail_size((96, 128), 512) == 128  # none large enough: the largest
