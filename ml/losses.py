@@ -98,9 +98,9 @@ def posthoc_adjust(logits: Tensor, log_prior: Tensor, tau: float = 1.0) -> Tenso
 
 def remove_log_prior(logits: Tensor, log_prior: Tensor, tau: float = 1.0) -> Tensor:
     """Inference logits of a model whose classifier bias holds ``tau * log_prior`` (frozen with
-    :func:`init_frozen_log_prior_bias`, ``tau = 1``): ``logits - tau * log_prior``, ``[..., C]``.
-    """
-    return logits - tau * log_prior.to(logits)
+    :func:`init_frozen_log_prior_bias`, ``tau = 1``): ``logits - tau * log_prior``, ``[..., C]``
+    — the subtraction :func:`posthoc_adjust` makes, for another reason."""
+    return posthoc_adjust(logits, log_prior, tau)
 
 
 def prediction_logits(
