@@ -1,5 +1,10 @@
 """Dependencies of the job routes: who may speak the worker protocol, 404s, request bodies.
 
+**Which jobs an engineer sees.** A job on a dataset is seen by those who may see the dataset
+(:mod:`app.datasets.access`); to anyone else it answers 404, as if it did not exist, and it is
+left out of lists. A job on no dataset (a manifest an engineer uploaded) is seen by every
+engineer.
+
 **Who is a worker.** ``WorkerDep`` admits bearer tokens of the ``worker`` scope only
 (``thresher tokens create --scope worker``). An engineer's API token is refused: a worker's
 writes are bound to its lease, and a token that can also create, cancel and read every job
@@ -19,10 +24,11 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from starlette.concurrency import run_in_threadpool
 
-from app.auth.deps import CurrentPrincipal, optional_principal
+from app.auth.deps import CurrentPrincipal, EngineerDep, optional_principal
 from app.auth.service import Principal
+from app.datasets import access
 from app.db import SessionDep, transaction
-from app.errors import AppError, Forbidden, NotAuthenticated
+from app.errors import AppError, Forbidden, NotAuthenticated, NotFound
 from app.jobs import service, uploads, worker_service
 from app.jobs.config import job_settings
 from app.jobs.schemas import UploadedFile
@@ -91,8 +97,26 @@ def held_lease(
 HeldLease = Annotated[Job, Depends(held_lease)]
 
 
-def job_or_404(job_id: int, session: SessionDep) -> Job:
-    return service.get_job(session, job_id)
+def job_or_404(job_id: int, session: SessionDep, principal: EngineerDep) -> Job:
+    """The job in the path, if the caller may see it (see the module's docstring)."""
+    job = service.get_job(session, job_id)
+    if job.dataset_id is not None and not access.can_see(session, principal, job.dataset_id):
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+def visible_job_datasets(
+    session: SessionDep, principal: EngineerDep, dataset_id: int | None = None
+) -> frozenset[int] | None:
+    """What a job list may show: jobs on ``dataset_id`` when the query names one (404 if the
+    caller may not see it), else jobs on no dataset or on these datasets; None: every job."""
+    if dataset_id is not None:
+        access.check_can_see(session, principal, dataset_id)
+        return frozenset({dataset_id})
+    return access.visible_dataset_ids(session, principal)
+
+
+JobDatasetsDep = Annotated[frozenset[int] | None, Depends(visible_job_datasets)]
 
 
 JobDep = Annotated[Job, Depends(job_or_404)]

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app.auth.deps import EngineerDep
 from app.db import SessionDep
 from app.jobs import service, views
-from app.jobs.deps import JobDep
+from app.jobs.deps import JobDatasetsDep, JobDep
 from app.models import JobState, utcnow
 from app.web import render
 from app.web.urls import job_url
@@ -21,10 +21,17 @@ StateQuery = Annotated[JobState | None, Query(description="Only jobs in this sta
 
 
 def _list_view(
-    session: SessionDep, state: JobState | None, before_id: int | None
+    session: SessionDep,
+    visible: frozenset[int] | None,
+    state: JobState | None,
+    before_id: int | None,
 ) -> views.JobListView:
     jobs = service.list_jobs(
-        session, states=(state,) if state else (), before_id=before_id, limit=views.PAGE_SIZE
+        session,
+        states=(state,) if state else (),
+        visible=visible,
+        before_id=before_id,
+        limit=views.PAGE_SIZE,
     )
     return views.job_list(jobs, service.state_counts(session), now=utcnow(), state=state)
 
@@ -34,19 +41,24 @@ def job_list(
     request: Request,
     session: SessionDep,
     principal: EngineerDep,
+    visible: JobDatasetsDep,
     state: StateQuery = None,
     before_id: int | None = None,
 ) -> HTMLResponse:
-    view = _list_view(session, state, before_id)
+    view = _list_view(session, visible, state, before_id)
     return render(request, "jobs/list.html", principal=principal, view=view)
 
 
 @router.get("/jobs/table")
 def job_table(
-    request: Request, session: SessionDep, principal: EngineerDep, state: StateQuery = None
+    request: Request,
+    session: SessionDep,
+    principal: EngineerDep,
+    visible: JobDatasetsDep,
+    state: StateQuery = None,
 ) -> HTMLResponse:
     """The list's table, polled by the page while jobs are active."""
-    view = _list_view(session, state, None)
+    view = _list_view(session, visible, state, None)
     return render(request, "jobs/_table.html", principal=principal, view=view)
 
 
@@ -70,12 +82,12 @@ def job_live(
 
 
 @router.post("/jobs/{job_id}/cancel")
-def cancel(session: SessionDep, principal: EngineerDep, job_id: int) -> Response:
-    service.cancel_job(session, job_id=job_id)
-    return RedirectResponse(job_url(job_id), status_code=303)
+def cancel(session: SessionDep, principal: EngineerDep, job: JobDep) -> Response:
+    service.cancel_job(session, job_id=job.id)
+    return RedirectResponse(job_url(job.id), status_code=303)
 
 
 @router.post("/jobs/{job_id}/retry")
-def retry(session: SessionDep, principal: EngineerDep, job_id: int) -> Response:
-    service.retry_job(session, job_id=job_id)
-    return RedirectResponse(job_url(job_id), status_code=303)
+def retry(session: SessionDep, principal: EngineerDep, job: JobDep) -> Response:
+    service.retry_job(session, job_id=job.id)
+    return RedirectResponse(job_url(job.id), status_code=303)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, func, or_, select
@@ -33,10 +33,11 @@ def list_jobs(
     states: Sequence[JobState] = (),
     kind: JobKind | None = None,
     dataset_id: int | None = None,
+    visible: Collection[int] | None = None,
     before_id: int | None = None,
     limit: int = 100,
 ) -> list[Job]:
-    """Newest first."""
+    """Newest first; ``visible``: only jobs on no dataset or on one of these."""
     query = select(Job)
     if states:
         query = query.where(Job.state.in_(states))
@@ -44,6 +45,8 @@ def list_jobs(
         query = query.where(Job.kind == kind)
     if dataset_id is not None:
         query = query.where(Job.dataset_id == dataset_id)
+    if visible is not None:
+        query = query.where(or_(Job.dataset_id.is_(None), Job.dataset_id.in_(sorted(visible))))
     if before_id is not None:
         query = query.where(Job.id < before_id)
     return list(session.scalars(query.order_by(Job.id.desc()).limit(limit)))

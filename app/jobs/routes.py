@@ -13,7 +13,7 @@ from app.db import SessionDep
 from app.errors import NotFound
 from app.jobs import manifests, service, specs
 from app.jobs.config import JobSettings, job_settings
-from app.jobs.deps import DataDir, JobDep, SmallBody
+from app.jobs.deps import DataDir, JobDatasetsDep, JobDep, SmallBody
 from app.jobs.schemas import (
     ArtifactRead,
     JobCreate,
@@ -54,18 +54,21 @@ def create_job(
 def list_jobs(
     _: EngineerDep,
     session: SessionDep,
+    visible: JobDatasetsDep,
     state: Annotated[list[JobState] | None, Query()] = None,
     kind: JobKind | None = None,
     dataset_id: int | None = None,
     before_id: int | None = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 100,
 ) -> list[JobRead]:
-    """Newest first; pass the last id as ``before_id`` for the next page."""
+    """Newest first; pass the last id as ``before_id`` for the next page. Only the jobs the
+    caller may see (on a dataset it may see, or on none)."""
     jobs = service.list_jobs(
         session,
         states=state or (),
         kind=kind,
         dataset_id=dataset_id,
+        visible=visible,
         before_id=before_id,
         limit=limit,
     )
@@ -95,15 +98,15 @@ def read_job(_: EngineerDep, job: JobDep, session: SessionDep) -> JobDetailRead:
 
 
 @router.post("/{job_id}/cancel")
-def cancel_job(_: EngineerDep, job_id: int, session: SessionDep) -> JobRead:
+def cancel_job(_: EngineerDep, job: JobDep, session: SessionDep) -> JobRead:
     """Cancels a queued job now; a running one stops at its worker's next step boundary."""
-    return JobRead.model_validate(service.cancel_job(session, job_id=job_id))
+    return JobRead.model_validate(service.cancel_job(session, job_id=job.id))
 
 
 @router.post("/{job_id}/retry")
-def retry_job(_: EngineerDep, job_id: int, session: SessionDep) -> JobRead:
+def retry_job(_: EngineerDep, job: JobDep, session: SessionDep) -> JobRead:
     """Queues a failed or cancelled job again, with a fresh budget of attempts."""
-    return JobRead.model_validate(service.retry_job(session, job_id=job_id))
+    return JobRead.model_validate(service.retry_job(session, job_id=job.id))
 
 
 @router.get(
@@ -122,9 +125,9 @@ def download_results(_: EngineerDep, job: JobDep, session: SessionDep) -> Respon
 
 @router.get("/{job_id}/artifacts/{name}", response_class=FileResponse)
 def download_artifact(
-    _: EngineerDep, request: Request, job_id: int, name: str, session: SessionDep, data_dir: DataDir
+    _: EngineerDep, request: Request, job: JobDep, name: str, session: SessionDep, data_dir: DataDir
 ) -> FileResponse:
-    artifact, path = service.artifact_by_name(session, data_dir, job_id=job_id, name=name)
+    artifact, path = service.artifact_by_name(session, data_dir, job_id=job.id, name=name)
     return FileResponse(
         path,
         media_type=artifact.media_type,

@@ -8,7 +8,7 @@ An engineer's request becomes a spec in :mod:`app.jobs.specs`; the worker protoc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -42,15 +42,18 @@ def list_jobs(
     states: Sequence[JobState] = (),
     kind: JobKind | None = None,
     dataset_id: int | None = None,
+    visible: Collection[int] | None = None,
     before_id: int | None = None,
     limit: int = 100,
 ) -> list[Job]:
-    """Newest first; pass the last id as ``before_id`` for the next page."""
+    """Newest first; pass the last id as ``before_id`` for the next page. ``visible``: only
+    jobs on no dataset or on one of these datasets."""
     return repository.list_jobs(
         session,
         states=states,
         kind=kind,
         dataset_id=dataset_id,
+        visible=visible,
         before_id=before_id,
         limit=max(1, min(limit, MAX_PAGE)),
     )

@@ -18,6 +18,7 @@ from app.db import transaction
 from app.jobs.config import JobSettings
 from app.models import Role, TaskKind
 from tests.app.datasets.files import image_bytes, write
+from tests.app.jobs.factories import create_predict_job
 from tests.app.review.factories import Pets, make_pets, queue
 from tests.conftest import Account, MakeAccount, browser_login, worker_headers
 
@@ -153,6 +154,40 @@ def test_an_engineer_sees_only_granted_datasets_and_those_they_register(
     assert created.status_code == 202, created.text
     listed = [d["dataset"]["name"] for d in client.get("/api/datasets", headers=headers).json()]
     assert listed == ["mine"]
+
+
+def test_an_engineer_sees_only_the_jobs_of_datasets_granted_and_those_on_none(
+    client: TestClient, make_account: MakeAccount, admin: Account, two_sets: tuple[Pets, Pets]
+) -> None:
+    a, b = two_sets
+    body = {"kind": "train_fold", "recipe": "cifar-small", "train": {"folds": [0, 1] * 8}}
+    on_a, on_b = (
+        client.post(
+            "/api/jobs",
+            json={**body, "dataset_id": pets.dataset_id, "fold": 1},
+            headers=admin.headers,
+        ).json()["id"]
+        for pets in (a, b)
+    )
+    on_none = create_predict_job(client, admin.headers)
+    carol = make_account(Role.ENGINEER, every_dataset=False)
+    grant(client, admin, carol.user.username, a.dataset_id)
+    headers = carol.headers
+
+    listed = {job["id"] for job in client.get("/api/jobs", headers=headers).json()}
+    assert listed == {on_a, on_none}
+    assert client.get(f"/api/jobs?dataset_id={b.dataset_id}", headers=headers).status_code == 404
+    for path in (f"/api/jobs/{on_b}", f"/api/jobs/{on_b}/results", f"/jobs/{on_b}"):
+        assert client.get(path, headers=headers).status_code == 404, path
+    assert client.get(f"/api/jobs/{on_b}/artifacts/model.pt", headers=headers).status_code == 404
+    assert client.post(f"/api/jobs/{on_b}/cancel", headers=headers).status_code == 404
+    assert client.post(f"/api/jobs/{on_b}/retry", headers=headers).status_code == 404
+    assert client.get(f"/api/jobs/{on_a}", headers=headers).status_code == 200
+    assert client.get(f"/api/jobs/{on_none}", headers=headers).status_code == 200
+    page = client.get("/jobs", headers=headers).text
+    assert f"/jobs/{on_a}" in page and f"/jobs/{on_b}" not in page
+    # The job stays the admin's to cancel.
+    assert client.post(f"/api/jobs/{on_b}/cancel", headers=admin.headers).status_code == 200
 
 
 @pytest.fixture
