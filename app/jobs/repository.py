@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
@@ -184,6 +185,16 @@ def jobs_of_kind(session: Session, *, kind: JobKind, dataset_id: int, state: Job
     """Every job of a kind and state for a dataset, newest first."""
     query = select(Job).where(Job.kind == kind, Job.dataset_id == dataset_id, Job.state == state)
     return list(session.scalars(query.order_by(Job.id.desc())))
+
+
+def specs_held_by_token(session: Session, token_id: int | None) -> list[dict[str, Any]]:
+    """The specs of the jobs the worker token ``token_id`` holds a lease on now."""
+    if token_id is None:
+        return []
+    query = select(Job.spec).where(
+        Job.lease_token_id == token_id, Job.state.in_([JobState.LEASED, JobState.RUNNING])
+    )
+    return list(session.scalars(query))
 
 
 def datasets_held_by_token(session: Session, token_id: int | None) -> list[int]:

@@ -158,8 +158,12 @@ def release(
 
 
 @router.get("/manifests/{sha256}", response_class=FileResponse)
-def manifest(principal: StreamingWorkerDep, sha256: str, data_dir: DataDir) -> FileResponse:
-    """A manifest bundle (immutable: named by its content)."""
+def manifest(
+    principal: StreamingWorkerDep, request: Request, sha256: str, data_dir: DataDir
+) -> FileResponse:
+    """A manifest bundle (immutable: named by its content) that a job the worker holds names."""
+    with transaction(request.app.state.session_factory, read_only=True) as session:
+        worker_service.check_input_held(session, principal.token_id, manifest=sha256)
     path = manifests.manifest_file(data_dir, sha256)
     return FileResponse(
         path,
@@ -172,8 +176,10 @@ def manifest(principal: StreamingWorkerDep, sha256: str, data_dir: DataDir) -> F
 def artifact(
     principal: StreamingWorkerDep, request: Request, artifact_id: int, data_dir: DataDir
 ) -> FileResponse:
-    """A stored artifact, e.g. a teacher's checkpoint, streamed."""
+    """A stored artifact that a job the worker holds names (e.g. a teacher's checkpoint),
+    streamed."""
     with transaction(request.app.state.session_factory, read_only=True) as session:
+        worker_service.check_input_held(session, principal.token_id, artifact_id=artifact_id)
         found, path = service.artifact_file(session, data_dir, artifact_id)
     return FileResponse(
         path,

@@ -17,13 +17,13 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from app.errors import AppError, Invalid
+from app.errors import AppError, Invalid, NotFound
 from app.jobs import repository, service
 from app.jobs.config import JobSettings
 from app.jobs.lifecycle import append_log, locked_job, move, requeue_or_fail
 from app.logging import get_logger
 from app.models import Job, JobMetric, JobState, utcnow
-from ml.core.protocol.jobs import device_kind
+from ml.core.protocol.jobs import device_kind, parse_spec, spec_inputs
 from ml.core.protocol.messages import (
     Complete,
     Fail,
@@ -139,6 +139,23 @@ def _start_attempt(
         [f"-- lease {job.fence}: attempt {job.attempts}/{job.max_attempts} on {worker}"],
         config,
     )
+
+
+def check_input_held(
+    session: Session,
+    token_id: int | None,
+    *,
+    manifest: str | None = None,
+    artifact_id: int | None = None,
+) -> None:
+    """NotFound, as if it did not exist, unless a job the worker token holds now names the
+    ``manifest`` (by SHA-256) or the artifact in its spec: a worker reads its own jobs'
+    inputs, not every model and sample list on the server."""
+    for data in repository.specs_held_by_token(session, token_id):
+        manifests, artifacts = spec_inputs(parse_spec(data))
+        if manifest in manifests or artifact_id in artifacts:
+            return
+    raise NotFound(f"no manifest {manifest}" if manifest else f"no artifact {artifact_id}")
 
 
 def held_job(session: Session, job_id: int, fence: int, token_id: int | None) -> Job:

@@ -55,6 +55,7 @@ __all__ = [
     "device_kind",
     "parse_spec",
     "result_set",
+    "spec_inputs",
     "spec_json",
 ]
 
@@ -373,3 +374,28 @@ def spec_json(spec: JobSpec) -> dict[str, Any]:
     """A spec as the JSON stored in the job row."""
     data: dict[str, Any] = spec.model_dump(mode="json")
     return data
+
+
+def spec_inputs(spec: JobSpec) -> tuple[frozenset[str], frozenset[int]]:
+    """What a job reads from the server: its manifests (by SHA-256) and artifacts (by id),
+    wherever the spec names them; what the job's worker may download."""
+    manifests: set[str] = set()
+    artifacts: set[int] = set()
+
+    def visit(value: object) -> None:
+        if isinstance(value, ManifestRef):
+            manifests.add(value.sha256)
+        elif isinstance(value, ArtifactRef):
+            artifacts.add(value.id)
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                visit(getattr(value, name))
+        elif isinstance(value, list | tuple):
+            for item in value:
+                visit(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                visit(item)
+
+    visit(spec)
+    return frozenset(manifests), frozenset(artifacts)

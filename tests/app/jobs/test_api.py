@@ -11,9 +11,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.db import transaction
+from app.jobs import service as job_service
 from app.jobs.config import JobSettings
 from app.models import Role
 from ml.core.protocol.bundles import decode_manifest, decode_results
+from ml.core.protocol.jobs import ArtifactRef, ManifestRef, ModelRef, PredictSpec
 from ml.core.protocol.messages import (
     FENCE_HEADER,
     MAX_HEARTBEAT_EPOCHS,
@@ -262,6 +264,8 @@ def test_a_job_on_a_dataset_gets_a_manifest_of_its_usable_samples(
     assert response.status_code == 201, response.text
     spec = response.json()["spec"]
     assert spec["train"]["count"] == 6
+    body = {"worker": "w1", "kinds": ["train_fold"], "device": "cpu"}
+    assert client.post("/api/worker/lease", json=body, headers=worker).status_code == 200
     manifest_file = client.get(f"/api/worker/manifests/{spec['train']['sha256']}", headers=worker)
     manifest = decode_manifest(manifest_file.content)
     assert manifest.sample_ids.tolist() == sample_ids[:6]
@@ -318,3 +322,65 @@ def test_the_jobs_pages_render(
     assert "<script>alert" not in page.text
     assert 'hx-trigger="every 2s"' in page.text
     assert client.get(f"/jobs/{job_id}/live").status_code == 200
+
+
+def test_a_worker_reads_only_the_manifests_and_artifacts_its_jobs_name(
+    app: FastAPI,
+    client: TestClient,
+    engineer: dict[str, str],
+    worker: dict[str, str],
+    make_account: MakeAccount,
+) -> None:
+    """A model trained by one job is read by the worker of a job that predicts with it, not by
+    another worker token, nor once that job is over; likewise the sample list."""
+    trained = create_predict_job(client, engineer, 6)
+    grant = lease(client, worker)
+    weights = b"\x00weights" * 100
+    upload = client.put(
+        f"/api/worker/jobs/{trained}/artifacts/model.safetensors",
+        content=weights,
+        headers={
+            **worker,
+            FENCE_HEADER: str(grant["fence"]),
+            SHA256_HEADER: hashlib.sha256(weights).hexdigest(),
+        },
+    )
+    assert upload.status_code == 201, upload.text
+    release = {"fence": grant["fence"], "reason": "done here"}
+    released = client.post(f"/api/worker/jobs/{trained}/release", json=release, headers=worker)
+    assert released.status_code == 200, released.text
+    [artifact] = client.get(f"/api/jobs/{trained}", headers=engineer).json()["artifacts"]
+    predict_sha = client.get(f"/api/jobs/{trained}", headers=engineer).json()["spec"]["predict"]
+    with transaction(app.state.session_factory) as session:
+        spec = PredictSpec(
+            model=ModelRef(
+                job_id=trained,
+                files=[
+                    ArtifactRef(
+                        id=artifact["id"],
+                        job_id=trained,
+                        name=artifact["name"],
+                        sha256=artifact["sha256"],
+                        byte_size=artifact["byte_size"],
+                    )
+                ],
+            ),
+            predict=ManifestRef.model_validate(predict_sha),
+        )
+        predicting = job_service.create_job(session, spec=spec, config=JobSettings()).id
+    other = worker_headers(app, make_account(Role.ENGINEER, token=False).user)
+    artifact_url = f"/api/worker/artifacts/{artifact['id']}"
+    manifest_url = f"/api/worker/manifests/{predict_sha['sha256']}"
+    assert client.get(artifact_url, headers=worker).status_code == 404  # holds nothing now
+
+    body = {"worker": "w1", "kinds": ["predict"], "device": "cpu"}
+    held = client.post("/api/worker/lease", json=body, headers=worker).json()
+    assert held["job_id"] == predicting
+
+    assert client.get(artifact_url, headers=worker).content == weights
+    assert client.get(manifest_url, headers=worker).status_code == 200
+    for url in (artifact_url, manifest_url):
+        assert client.get(url, headers=other).status_code == 404, url
+    release = {"fence": held["fence"], "reason": "done"}
+    client.post(f"/api/worker/jobs/{predicting}/release", json=release, headers=worker)
+    assert client.get(artifact_url, headers=worker).status_code == 404
