@@ -33,7 +33,7 @@ def _list_view(
         before_id=before_id,
         limit=views.PAGE_SIZE,
     )
-    return views.job_list(jobs, service.state_counts(session), now=utcnow(), state=state)
+    return views.job_list(jobs, service.state_counts(session, visible), now=utcnow(), state=state)
 
 
 @router.get("/jobs")

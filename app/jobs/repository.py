@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import ColumnElement, delete, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from app.models import (
@@ -46,16 +46,23 @@ def list_jobs(
         query = query.where(Job.kind == kind)
     if dataset_id is not None:
         query = query.where(Job.dataset_id == dataset_id)
-    if visible is not None:
-        query = query.where(or_(Job.dataset_id.is_(None), Job.dataset_id.in_(sorted(visible))))
+    query = query.where(_on_visible(visible))
     if before_id is not None:
         query = query.where(Job.id < before_id)
     return list(session.scalars(query.order_by(Job.id.desc()).limit(limit)))
 
 
-def state_counts(session: Session) -> dict[JobState, int]:
-    rows = session.execute(select(Job.state, func.count()).group_by(Job.state))
-    return {state: count for state, count in rows}
+def _on_visible(visible: Collection[int] | None) -> ColumnElement[bool]:
+    """Jobs on no dataset or on one of ``visible`` (None: every job)."""
+    if visible is None:
+        return true()
+    return or_(Job.dataset_id.is_(None), Job.dataset_id.in_(sorted(visible)))
+
+
+def state_counts(session: Session, visible: Collection[int] | None = None) -> dict[JobState, int]:
+    """Jobs by state; ``visible``: only those on no dataset or on one of these."""
+    query = select(Job.state, func.count()).where(_on_visible(visible)).group_by(Job.state)
+    return {state: count for state, count in session.execute(query)}
 
 
 def next_leasable(

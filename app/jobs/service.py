@@ -59,8 +59,8 @@ def list_jobs(
     )
 
 
-def state_counts(session: Session) -> dict[JobState, int]:
-    return repository.state_counts(session)
+def state_counts(session: Session, visible: Collection[int] | None = None) -> dict[JobState, int]:
+    return repository.state_counts(session, visible)
 
 
 def job_detail(session: Session, job: Job) -> JobDetail:

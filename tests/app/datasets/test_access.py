@@ -186,6 +186,7 @@ def test_an_engineer_sees_only_the_jobs_of_datasets_granted_and_those_on_none(
     assert client.get(f"/api/jobs/{on_none}", headers=headers).status_code == 200
     page = client.get("/jobs", headers=headers).text
     assert f"/jobs/{on_a}" in page and f"/jobs/{on_b}" not in page
+    assert 'all <span class="muted">2</span>' in page  # the counts leave it out too
     # The job stays the admin's to cancel.
     assert client.post(f"/api/jobs/{on_b}/cancel", headers=admin.headers).status_code == 200
 
