@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.models import Role
 from app.security_headers import SECURITY_HEADERS, STATIC_CACHE_CONTROL
+from tests.app.jobs.factories import create_predict_job
 from tests.conftest import MakeAccount
 
 SQLITE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -83,8 +84,9 @@ def test_paths_and_methods_the_app_lacks_are_answered_in_the_error_shape(
 def test_text_with_a_nul_character_the_database_cannot_hold_is_a_clean_422(
     client: TestClient, make_account: MakeAccount
 ) -> None:
-    path = "/api/jobs/1/artifacts/model%00.safetensors"
-    response = client.get(path, headers=make_account(Role.ADMIN).headers)
+    headers = make_account(Role.ADMIN).headers
+    job_id = create_predict_job(client, headers)  # the job exists: the name reaches the query
+    response = client.get(f"/api/jobs/{job_id}/artifacts/model%00.safetensors", headers=headers)
 
     assert response.status_code == 422, response.text
     assert response.json()["error"]["message"] == "text in the request contains a NUL character"
